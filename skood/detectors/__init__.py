@@ -1,0 +1,5 @@
+"""The detectors, one module per paper."""
+
+from .semsad import SemSADDetector
+
+__all__ = ["SemSADDetector"]

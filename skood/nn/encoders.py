@@ -1,0 +1,246 @@
+"""Encoders shared by every detector: MLP, a small CNN and small-image ResNets.
+
+Every encoder maps a batch to a flat feature vector and exposes ``out_features``.
+Images enter as float tensors (N, C, H, W) in [0, 1]; tabular rows as (N, D).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torchvision.models import resnet18, resnet34
+
+__all__ = [
+    "MLP",
+    "SmallCNN",
+    "SmallResNet",
+    "build_encoder",
+    "make_activation",
+    "make_norm_1d",
+    "make_norm_2d",
+    "ProjectionHead",
+    "BACKBONES",
+]
+
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "elu": lambda: nn.ELU(inplace=True),
+    "gelu": nn.GELU,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """Return a fresh activation module by name ("relu", "elu" or "gelu")."""
+    try:
+        return _ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}") from None
+
+
+def make_norm_1d(norm: str, n: int) -> nn.Module:
+    """Normalisation for (N, n) activations: "batch", "layer" or "none"."""
+    if norm == "batch":
+        return nn.BatchNorm1d(n)
+    if norm == "layer":
+        return nn.LayerNorm(n)
+    if norm == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be 'batch', 'layer' or 'none', got {norm!r}")
+
+
+def make_norm_2d(norm: str, n: int) -> nn.Module:
+    """Normalisation for (N, n, H, W) activations: "batch", "group" or "none"."""
+    if norm == "batch":
+        return nn.BatchNorm2d(n)
+    if norm == "group":
+        return nn.GroupNorm(min(32, n // 4) or 1, n)
+    if norm == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be 'batch', 'group' or 'none', got {norm!r}")
+
+
+class MLP(nn.Module):
+    """Multi-layer perceptron encoder for tabular rows.
+
+    Parameters
+    ----------
+    in_features : int
+        Input dimension D.
+    hidden : sequence of int
+        Widths of the hidden layers; the last one is ``out_features``.
+    activation : str
+        "relu", "elu" or "gelu".
+    norm : str
+        "batch" (running statistics in eval mode), "layer" or "none".
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int] = (256, 256),
+        activation: str = "relu",
+        norm: str = "batch",
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), make_norm_1d(norm, h), make_activation(activation)]
+            width = h
+        self.net = nn.Sequential(*layers)
+        self.out_features = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1))
+
+
+class SmallCNN(nn.Module):
+    """A small, fast convolutional encoder for small images (CPU budgets, tests).
+
+    Three stages of two 3x3 convolutions (widths w, 2w, 4w), each stage but the
+    last followed by 2x2 max-pooling, then global average pooling: ``4 * width``
+    features.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        width: int = 32,
+        activation: str = "relu",
+        norm: str = "batch",
+    ) -> None:
+        super().__init__()
+        chans = [width, 2 * width, 4 * width]
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for i, c in enumerate(chans):
+            for _ in range(2):
+                layers += [
+                    nn.Conv2d(c_in, c, 3, padding=1, bias=False),
+                    make_norm_2d(norm, c),
+                    make_activation(activation),
+                ]
+                c_in = c
+            if i < len(chans) - 1:
+                layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.out_features = chans[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.pool(self.features(x)), 1)
+
+
+class SmallResNet(nn.Module):
+    """torchvision ResNet-18/34 adapted to small images (CIFAR-style stem).
+
+    The 7x7 stride-2 stem and the max-pool are replaced by a 3x3 stride-1
+    convolution, as in the SimCLR/NSA CIFAR experiments; the classifier is
+    dropped, so the output is the 512-d globally pooled last block.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        depth: int = 18,
+        activation: str = "relu",
+        norm: str = "batch",
+    ) -> None:
+        super().__init__()
+        if depth not in (18, 34):
+            raise ValueError(f"depth must be 18 or 34, got {depth}")
+        norm_layer = (lambda c: make_norm_2d(norm, c)) if norm != "batch" else None
+        net = (resnet18 if depth == 18 else resnet34)(weights=None, norm_layer=norm_layer)
+        net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+        net.fc = nn.Identity()
+        if activation != "relu":
+            _replace_relu(net, activation)
+        self.net = net
+        self.out_features = 512
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _replace_relu(module: nn.Module, activation: str) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.ReLU):
+            setattr(module, name, make_activation(activation))
+        else:
+            _replace_relu(child, activation)
+
+
+class ProjectionHead(nn.Module):
+    """MLP projection head ``in -> hidden -> out`` (SimCLR style), optional L2 output.
+
+    With ``normalize=True`` the output lies on the unit sphere, as the contrastive
+    encoders of SemSAD and SimCLR use.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int = 128,
+        hidden: int | None = None,
+        normalize: bool = True,
+        norm: str = "batch",
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        hidden = hidden or in_features
+        self.net = nn.Sequential(
+            nn.Linear(in_features, hidden),
+            make_norm_1d(norm, hidden),
+            make_activation(activation),
+            nn.Linear(hidden, out_features),
+        )
+        self.normalize = normalize
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.net(x)
+        return nn.functional.normalize(z, dim=1) if self.normalize else z
+
+
+BACKBONES = ("auto", "mlp", "cnn", "resnet18", "resnet34")
+
+
+def build_encoder(
+    backbone: str,
+    input_shape: tuple[int, ...],
+    activation: str = "relu",
+    norm: str = "batch",
+    width: int | None = None,
+) -> nn.Module:
+    """Build an encoder for inputs of ``input_shape`` (without the batch axis).
+
+    Parameters
+    ----------
+    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}
+        "auto" picks "mlp" for tabular rows (1-D shape) and "cnn" for images.
+    input_shape : tuple of int
+        ``(D,)`` for tabular data or ``(C, H, W)`` for images.
+    activation, norm : str
+        Passed to the encoder (norm "batch" keeps running statistics).
+    width : int, optional
+        Hidden width of the MLP (default 256) or base width of the CNN (default 32).
+    """
+    is_image = len(input_shape) == 3
+    if backbone == "auto":
+        backbone = "cnn" if is_image else "mlp"
+    if backbone == "mlp":
+        in_features = int(torch.tensor(input_shape).prod())
+        w = width or 256
+        return MLP(in_features, (w, w), activation=activation, norm=norm)
+    if not is_image:
+        raise ValueError(f"backbone {backbone!r} needs images; tabular data takes 'mlp' or 'auto'")
+    if backbone == "cnn":
+        return SmallCNN(input_shape[0], width or 32, activation=activation, norm=norm)
+    if backbone in ("resnet18", "resnet34"):
+        return SmallResNet(input_shape[0], int(backbone[6:]), activation=activation, norm=norm)
+    raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+
+

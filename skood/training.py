@@ -110,15 +110,27 @@ class SkoodNet(NeuralNet):
         Seed of the objective's generators.
     amp : bool
         bfloat16 autocast on CUDA devices that support it (ignored on CPU).
+    precise_bn : bool
+        Recompute BatchNorm statistics with the final weights when training
+        ends (see :meth:`recalibrate_batchnorm`).
     **kwargs
         Passed to :class:`skorch.NeuralNet`.
     """
 
-    def __init__(self, module: Any, *args: Any, seed: int = 0, amp: bool = True, **kwargs: Any):
+    def __init__(
+        self,
+        module: Any,
+        *args: Any,
+        seed: int = 0,
+        amp: bool = True,
+        precise_bn: bool = True,
+        **kwargs: Any,
+    ):
         kwargs.setdefault("criterion", torch.nn.Identity)
         super().__init__(module, *args, **kwargs)
         self.seed = seed
         self.amp = amp
+        self.precise_bn = precise_bn
 
     # --- hooks --------------------------------------------------------------
     def compute_loss(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -144,6 +156,38 @@ class SkoodNet(NeuralNet):
             loss = self.compute_loss(x, idx)
         loss.backward()
         return {"loss": loss, "y_pred": None}
+
+    @torch.no_grad()
+    def recalibrate_batchnorm(self, X: torch.Tensor) -> None:
+        """Recompute BatchNorm running statistics with the final weights ("precise BN").
+
+        After training, BatchNorm's running averages still mix in the
+        statistics of early weights (and, after a few steps, their
+        initial values), so the eval-mode network differs from the one the
+        objective trained. One forward-only pass over the training data,
+        through the objective's own input pipeline and with cumulative
+        averaging, replaces them with the statistics of the final network.
+        """
+        bns = [m for m in self.module_.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not bns:
+            return
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+        self._set_training(True)
+        loader = self.get_iterator(self.get_dataset(X), training=True)
+        for xb, idx in loader:
+            with self._autocast():
+                self.compute_loss(to_model_input(xb, self.device), idx)
+        for m, mom in zip(bns, momenta, strict=True):
+            m.momentum = mom
+        self._set_training(False)
+
+    def on_train_end(self, net: Any, X: Any = None, y: Any = None, **kwargs: Any) -> None:
+        super().on_train_end(net, X=X, y=y, **kwargs)
+        if self.precise_bn:
+            self.recalibrate_batchnorm(X)
 
     def uniform(self, low: float, high: float) -> float:
         """A scalar from U(low, high) drawn from the CPU generator (no device sync)."""

@@ -102,10 +102,10 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         Learning rate of the main optimiser.
     contamination : "auto" or float in (0, 0.5]
         Expected fraction of outliers in the training data, which sets
-        ``offset_``. A float puts the threshold at that quantile of the
-        training scores. "auto" uses Tukey's lower fence of the training
-        scores, ``Q1 - 1.5 * IQR``, and flags the training samples that are
-        outliers among the training scores themselves.
+        ``offset_``: the threshold is that quantile of the (leave-one-out)
+        training scores. "auto" means 0.1, PyOD's default: deep normality
+        scores have no natural scale on which a fixed threshold could be set
+        (unlike IsolationForest's 0.5 or LOF's 1.5).
     device : str
         "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:<i>", "mps".
     random_state : int, RandomState or None
@@ -239,10 +239,8 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         return torch.cat(outs)
 
     def _offset_from(self, scores: np.ndarray) -> float:
-        if self.contamination == "auto":
-            q1, q3 = np.percentile(scores, [25.0, 75.0])
-            return float(q1 - 1.5 * (q3 - q1))
-        return float(np.percentile(scores, 100.0 * self.contamination))
+        contamination = 0.1 if self.contamination == "auto" else self.contamination
+        return float(np.percentile(scores, 100.0 * contamination))
 
     # ------------------------------------------------------- input handling
     def _validate_input(self, X: Any, reset: bool) -> torch.Tensor:
@@ -257,7 +255,8 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         if not reset and self.input_kind_ == "tabular":
             raise ValueError(
                 f"{name} was fitted on tabular data with {self.n_features_in_} features; got "
-                f"an array of shape {np.shape(X)}. Pass a 2-D array (n_samples, n_features)."
+                f"an array of shape {np.shape(X)}. Reshape your data to a 2-D array "
+                "(n_samples, n_features), e.g. with X.reshape(1, -1) for a single sample."
             )
         Xv = check_array(X, allow_nd=True, dtype=None, ensure_min_samples=1, input_name="X")
         if Xv.dtype.kind not in "biuf":

@@ -11,7 +11,13 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from skood import SemSADDetector
 
 EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {
-    "SemSADDetector": {},
+    "SemSADDetector": {
+        # float32 networks: BLAS picks different kernels for different batch
+        # sizes, so a subset's scores differ from the full batch's at ~1e-6
+        # relative, above this check's 1e-7 tolerance. Batch independence at
+        # float32 precision is tested in test_semsad.py.
+        "check_methods_subset_invariance": "float32 batch-size rounding (~1e-6 relative)",
+    },
 }
 
 

@@ -189,20 +189,20 @@ class SemSADDetector(BaseDeepDetector):
         ``(g, g)`` fixes it.
     mu : float, default=1/32
         Fraction of positive pairs taken from semantic neighbourhoods.
-    encoder_epochs : int, default=15
+    encoder_epochs : int, default=10
         Epochs of contrastive encoder training (paper: 1500).
-    discriminator_epochs : int, default=15
+    discriminator_epochs : int, default=10
         Epochs of discriminator training (the paper does not state it; its
         learning-rate steps at 200 and 500 epochs suggest about 1000).
     backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, default="auto"
         Encoder and discriminator family ("auto": MLP for tabular rows, the
         small CNN for images; paper: "resnet18").
-    batch_size : int, default=128
+    batch_size : int, default=64
         Encoder batch size (paper: 2048).
     discriminator_batch_size : int or None, default=None
         Pairs per discriminator step, as many positives as negatives
         (None: ``batch_size``; paper: 128).
-    lr : float, default=1e-3
+    lr : float, default=2e-3
         Encoder learning rate, Adam (paper: 3e-4).
     discriminator_lr : float or None, default=None
         Discriminator learning rate, AMSGrad (paper: 5e-5). None: ``lr``.
@@ -289,12 +289,12 @@ class SemSADDetector(BaseDeepDetector):
         n_neighbors: int = 4,
         gamma_range: tuple[float, float] = (1.0, 10.0),
         mu: float = 1 / 32,
-        encoder_epochs: int = 15,
-        discriminator_epochs: int = 15,
+        encoder_epochs: int = 10,
+        discriminator_epochs: int = 10,
         backbone: str = "auto",
-        batch_size: int = 128,
+        batch_size: int = 64,
         discriminator_batch_size: int | None = None,
-        lr: float = 1e-3,
+        lr: float = 2e-3,
         discriminator_lr: float | None = None,
         lr_schedule: str = "constant",
         weight_decay: float = 1e-6,

@@ -29,6 +29,7 @@ from ..training import (
 )
 from ..utils import to_model_input
 
+_NORM = "batch"
 __all__ = ["SemSADDetector", "PairDiscriminator", "SemSADPairNet", "semantic_neighbourhoods"]
 
 
@@ -56,14 +57,19 @@ class PairDiscriminator(nn.Module):
     summed at test time.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], backbone: str, n_logits: int = 64) -> None:
+    def __init__(
+        self, input_shape: tuple[int, ...], backbone: str, n_logits: int = 64, norm: str = "batch"
+    ) -> None:
         super().__init__()
         self.is_image = len(input_shape) == 3
         if self.is_image:
             pair_shape = (2 * input_shape[0], *input_shape[1:])
         else:
             pair_shape = (4 * input_shape[0],)
-        self.body = build_encoder(backbone if self.is_image else "mlp", pair_shape, activation="elu")
+        self.body = build_encoder(
+            backbone if self.is_image else "mlp", pair_shape, activation="elu",
+            norm=norm if self.is_image else "batch",
+        )
         self.out = nn.Linear(self.body.out_features, n_logits)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -197,12 +203,12 @@ class SemSADDetector(BaseDeepDetector):
     backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, default="auto"
         Encoder and discriminator family ("auto": MLP for tabular rows, the
         small CNN for images; paper: "resnet18").
-    batch_size : int, default=64
+    batch_size : int, default=32
         Encoder batch size (paper: 2048).
     discriminator_batch_size : int or None, default=None
         Pairs per discriminator step, as many positives as negatives
         (None: ``batch_size``; paper: 128).
-    lr : float, default=2e-3
+    lr : float, default=1e-3
         Encoder learning rate, Adam (paper: 3e-4).
     discriminator_lr : float or None, default=None
         Discriminator learning rate, AMSGrad (paper: 5e-5). None: ``lr``.
@@ -292,9 +298,9 @@ class SemSADDetector(BaseDeepDetector):
         encoder_epochs: int = 10,
         discriminator_epochs: int = 10,
         backbone: str = "auto",
-        batch_size: int = 64,
+        batch_size: int = 32,
         discriminator_batch_size: int | None = None,
-        lr: float = 2e-3,
+        lr: float = 1e-3,
         discriminator_lr: float | None = None,
         lr_schedule: str = "constant",
         weight_decay: float = 1e-6,
@@ -392,7 +398,7 @@ class SemSADDetector(BaseDeepDetector):
         # 3. pair discriminator s
         d_epochs = self.discriminator_epochs
         disc_net = SemSADPairNet(
-            PairDiscriminator(shape, self.backbone, self.n_logits),
+            PairDiscriminator(shape, self.backbone, self.n_logits, norm=_NORM),
             data=data,
             neighbors=self.neighbors_.to(dev),
             positive=pos,

@@ -177,7 +177,7 @@ class Compose:
 
 
 class SimCLRAugment:
-    """SimCLR's CIFAR set: resized crop, horizontal flip, colour jitter (p 0.8), grayscale (p 0.2)."""
+    """SimCLR's CIFAR set: resized crop, hflip, colour jitter (p 0.8), grayscale (p 0.2)."""
 
     def __init__(
         self,

@@ -235,7 +235,8 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         """Apply ``fn`` to ``Xs`` in batches on the inference device; concatenate on CPU."""
         dev = self._inference_device
         bs = batch_size or max(self.batch_size, 256)
-        outs = [fn(to_model_input(Xs[i : i + bs], dev)).float().cpu() for i in range(0, len(Xs), bs)]
+        outs = [fn(to_model_input(Xs[i : i + bs], dev)).float().cpu()
+                for i in range(0, len(Xs), bs)]
         return torch.cat(outs)
 
     def _offset_from(self, scores: np.ndarray) -> float:

@@ -94,8 +94,8 @@ def skip_self_matches(
     Scoring a training sample against the training bank would otherwise pair
     it with itself. Given the two nearest bank indices per query (``idx`` of
     shape (n, 2), nearest first), return the first unless that bank row is
-    identical to the query (up to 1e-6, in
-    the [0, 1] scale for images, whatever the dtype it was passed in), in which case the second. Scores of the
+    identical to the query (up to 1e-6, on the [0, 1] scale for images,
+    whatever dtype they came in), in which case the second. Scores of the
     training data are thereby leave-one-out scores, and a test sample that
     duplicates a training sample is treated the same way.
 
@@ -119,5 +119,6 @@ def skip_self_matches(
         q = to_model_input(query[s : s + chunk_size], "cpu").flatten(1)
         first = to_model_input(bank[idx[s : s + chunk_size, 0]], "cpu").flatten(1)
         same = (q - first).abs().amax(dim=1) <= 1e-6
-        out[s : s + chunk_size] = torch.where(same, idx[s : s + chunk_size, 1], out[s : s + chunk_size])
+        block = slice(s, s + chunk_size)
+        out[block] = torch.where(same, idx[block, 1], out[block])
     return out

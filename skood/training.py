@@ -168,7 +168,8 @@ class SkoodNet(NeuralNet):
         through the objective's own input pipeline and with cumulative
         averaging, replaces them with the statistics of the final network.
         """
-        bns = [m for m in self.module_.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        bn_type = torch.nn.modules.batchnorm._BatchNorm
+        bns = [m for m in self.module_.modules() if isinstance(m, bn_type)]
         if not bns:
             return
         momenta = [m.momentum for m in bns]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -80,10 +80,10 @@ def test_same_random_state_same_scores(blobs):
 
 def test_global_rng_untouched(blobs):
     X_train, _, _ = blobs
-    np_state = np.random.get_state()[1].copy()
+    np_state = np.random.get_state()[1].copy()  # noqa: NPY002 (the legacy global RNG)
     torch_state = torch.get_rng_state().clone()
     tiny().fit(X_train[:100])
-    np.testing.assert_array_equal(np.random.get_state()[1], np_state)
+    np.testing.assert_array_equal(np.random.get_state()[1], np_state)  # noqa: NPY002
     assert torch.equal(torch.get_rng_state(), torch_state)
 
 
@@ -237,7 +237,8 @@ def test_rgb_images_channels_last():
     X = (rng.rand(40, 16, 16, 3) * 255).astype(np.uint8)
     det = tiny(batch_size=16).fit(X)
     assert det.image_shape_ == (3, 16, 16)
-    np.testing.assert_array_equal(det.score_samples(X[:5]), det.score_samples(X[:5].transpose(0, 3, 1, 2)))
+    nchw = X[:5].transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(det.score_samples(X[:5]), det.score_samples(nchw))
 
 
 def test_paper_preset():

@@ -36,7 +36,8 @@ def make_activation(name: str) -> nn.Module:
     try:
         return _ACTIVATIONS[name]()
     except KeyError:
-        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}") from None
+        msg = f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}"
+        raise ValueError(msg) from None
 
 
 def make_norm_1d(norm: str, n: int) -> nn.Module:

@@ -50,9 +50,9 @@ class PairDiscriminator(nn.Module):
     Images: the two inputs are concatenated on the channel axis (a 2C-channel
     stem) and go through the chosen backbone with ELU activations, as in the
     reference implementation. Tabular rows: the pair is represented by
-    ``[x, x', |x - x'|, x * x']`` (skood's choice: the concatenation the paper
-    asks for, plus two symmetric features that make row differences directly
-    available to the MLP) and goes through an ELU MLP. A linear layer maps the
+    ``[x, x', |x - x'|]`` (skood's choice: the concatenation the paper asks
+    for, plus the row difference made directly available to the MLP) and
+    goes through an ELU MLP. A linear layer maps the
     features to ``n_logits`` outputs, which are trained independently and
     summed at test time.
     """
@@ -65,7 +65,7 @@ class PairDiscriminator(nn.Module):
         if self.is_image:
             pair_shape = (2 * input_shape[0], *input_shape[1:])
         else:
-            pair_shape = (4 * input_shape[0],)
+            pair_shape = (3 * input_shape[0],)
         self.body = build_encoder(
             backbone if self.is_image else "mlp", pair_shape, activation="elu",
             norm=norm if self.is_image else "batch",
@@ -76,7 +76,7 @@ class PairDiscriminator(nn.Module):
         if self.is_image:
             z = torch.cat([a, b], dim=1)
         else:
-            z = torch.cat([a, b, (a - b).abs(), a * b], dim=1)
+            z = torch.cat([a, b, (a - b).abs()], dim=1)
         return self.out(self.body(z))
 
 

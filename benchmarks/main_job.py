@@ -15,7 +15,7 @@ of AUROC (mean over seeds) and writes it, with a CSV of every run, to
 
 Usage::
 
-    python benchmarks/main_job.py [--seeds 0 1 2] [--digits 0 1 2 ...] [--out DIR]
+    python benchmarks/main_job.py [--seeds 0 1 2] [--digits 0 1 2 ...] [--budget smoke] [--out DIR]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _report import auroc_table
 from sklearn.datasets import load_breast_cancer, load_wine
 from sklearn.ensemble import IsolationForest
 from sklearn.model_selection import train_test_split
@@ -65,10 +66,14 @@ def digit_tasks(seed: int, digits):
         yield f"digits-{k}", Xa[ya == k], Xb, (yb != k).astype(int)
 
 
-def detectors(seed: int, image: bool):
+#: skood detector parameters per budget preset ("default": the detectors' own defaults)
+BUDGETS = {"default": {}, "smoke": {"encoder_epochs": 1, "discriminator_epochs": 1}}
+
+
+def detectors(seed: int, image: bool, budget: str = "default"):
     flat = (lambda X: X.reshape(len(X), -1) / 255.0) if image else (lambda X: X)
     return {
-        "SemSAD": (SemSADDetector(random_state=seed), lambda X: X),
+        "SemSAD": (SemSADDetector(random_state=seed, **BUDGETS[budget]), lambda X: X),
         "IsolationForest": (IsolationForest(random_state=seed), flat),
         "LOF": (LocalOutlierFactor(novelty=True), flat),
     }
@@ -78,6 +83,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--digits", type=int, nargs="*", default=[0, 1, 2, 3])
+    ap.add_argument("--budget", choices=sorted(BUDGETS), default="default")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/main_job"))
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -88,7 +94,7 @@ def main(argv=None) -> None:
         tasks = [(t, False) for t in tabular_tasks(seed)]
         tasks += [(t, True) for t in digit_tasks(seed, args.digits)]
         for (name, Xtr, Xte, yte), image in tasks:
-            for det_name, (det, prep) in detectors(seed, image).items():
+            for det_name, (det, prep) in detectors(seed, image, args.budget).items():
                 t0 = time.perf_counter()
                 det.fit(prep(Xtr))
                 fit_s = time.perf_counter() - t0
@@ -97,16 +103,7 @@ def main(argv=None) -> None:
                 print(f"{name:14s} {det_name:16s} seed={seed} AUROC={score:.3f} fit={fit_s:.1f}s",
                       flush=True)
 
-    names = list(dict.fromkeys(r[0] for r in rows))
-    dets = list(dict.fromkeys(r[1] for r in rows))
-    mean = {(d, m): np.mean([r[3] for r in rows if r[0] == d and r[1] == m])
-            for d in names for m in dets}
-    lines = ["| dataset | " + " | ".join(dets) + " |", "|---|" + "---|" * len(dets)]
-    lines += [f"| {d} | " + " | ".join(f"{100 * mean[d, m]:.1f}" for m in dets) + " |"
-              for d in names]
-    lines.append("| **mean** | " + " | ".join(
-        f"**{100 * np.mean([mean[d, m] for d in names]):.1f}**" for m in dets) + " |")
-    table = "\n".join(lines)
+    table = auroc_table((r[0], r[1], r[3]) for r in rows)
     print(f"\nAUROC x 100, mean over seeds {args.seeds} ({time.perf_counter() - t_all:.0f} s)\n")
     print(table)
     (args.out / "table.md").write_text(table + "\n")

@@ -23,7 +23,7 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
+from _report import auroc_table
 from sklearn.ensemble import IsolationForest
 
 from skood import SemSADDetector
@@ -75,16 +75,8 @@ def main(argv=None) -> None:
                       f"fit={fit_s:.1f}s", flush=True)
 
     rows = [line.split(",") for line in csv.read_text().splitlines()[1:]]
-    dets = [d for d in args.detectors if any(r[1] == d for r in rows)]
-    datasets = [n for n in names if any(r[0] == n for r in rows)]
-    mean = {(n, d): np.mean([float(r[3]) for r in rows if r[0] == n and r[1] == d])
-            for n in datasets for d in dets}
-    lines = ["| dataset | " + " | ".join(dets) + " |", "|---|" + "---|" * len(dets)]
-    lines += [f"| {n} | " + " | ".join(f"{100 * mean[n, d]:.1f}" for d in dets) + " |"
-              for n in datasets]
-    lines.append("| **mean** | " + " | ".join(
-        f"**{100 * np.mean([mean[n, d] for n in datasets]):.1f}**" for d in dets) + " |")
-    table = "\n".join(lines)
+    table = auroc_table((r[0], r[1], float(r[3])) for r in rows
+                        if r[0] in names and r[1] in args.detectors)
     (args.out / "table.md").write_text(table + "\n")
     print(table)
 

@@ -262,3 +262,36 @@ def test_one_class_fashion_mnist_beats_chance(data_home):
     det.fit(X_tr[train])
     auroc = roc_auc_score(y_te[test] == 1, det.score_samples(X_te[test]))
     assert auroc > 0.6, auroc  # chance is 0.5; measured 0.68 at this budget
+
+
+def test_input_arrays_are_not_modified(blobs, digit_images):
+    X_train = blobs[0].copy()
+    tiny().fit(X_train)
+    np.testing.assert_array_equal(X_train, blobs[0])
+    imgs = digit_images[0].copy()
+    tiny(batch_size=32).fit(imgs)
+    np.testing.assert_array_equal(imgs, digit_images[0])
+
+
+def test_verbose_levels(blobs, capsys):
+    X_train = blobs[0][:100]
+    tiny(verbose=0).fit(X_train)
+    quiet = capsys.readouterr()
+    assert quiet.out == "" and quiet.err == ""
+    tiny(verbose=1).fit(X_train)
+    bar = capsys.readouterr().err
+    assert "SemSAD encoder" in bar and "SemSAD discriminator" in bar  # one bar per phase
+    tiny(verbose=2).fit(X_train)
+    log = capsys.readouterr().out
+    assert "train_loss" in log and "epoch" in log  # one line per epoch
+
+
+def test_training_history_is_kept(fitted):
+    assert len(fitted.history_["encoder"]) == 2
+    assert len(fitted.history_["discriminator"]) == 2
+    assert np.isfinite(fitted.history_["discriminator"][:, "train_loss"]).all()
+
+
+def test_device_auto_resolves(blobs):
+    det = tiny(device="auto").fit(blobs[0][:60])
+    assert det.device_ == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,8 +1,8 @@
 """skood: scikit-learn-compatible deep anomaly and out-of-distribution detectors."""
 
 from .base import BaseDeepDetector
-from .detectors import SemSADDetector
+from .detectors import NSADetector, SemSADDetector
 
 __version__ = "0.1.0"
 
-__all__ = ["BaseDeepDetector", "SemSADDetector", "__version__"]
+__all__ = ["BaseDeepDetector", "NSADetector", "SemSADDetector", "__version__"]

@@ -251,3 +251,173 @@ class TabularCorruption:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(frac={self.frac}, noise={self.noise})"
+
+
+class BoundCorruption:
+    """A tabular corruption bound to its bank of rows: ``t(x, g) = corruption(x, g, bank)``.
+
+    Makes a :class:`TabularCorruption` usable where a view function
+    ``t(x, generator)`` is expected (e.g. :class:`skood.training.ContrastiveNet`),
+    with features resampled from the rows of ``bank`` (the training marginals).
+    """
+
+    def __init__(self, corruption: TabularCorruption, bank: torch.Tensor) -> None:
+        self.corruption = corruption
+        self.bank = bank
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.corruption(x, generator, bank=self.bank)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.corruption!r}, bank of {len(self.bank)} rows)"
+
+
+__all__ += ["BoundCorruption"]
+
+
+# --------------------------------------------------------------------------
+# Discrete self-supervised transformations (RotAuxMSP, rotation prediction):
+# every op takes a per-sample class index k and is deterministic given k.
+
+
+def _per_sample_k(k: int | torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
+    if isinstance(k, int):
+        return torch.full((n,), k, dtype=torch.long, device=device)
+    k = torch.as_tensor(k, device=device).long()
+    if k.shape != (n,):
+        raise ValueError(f"k must be an int or have shape ({n},), got shape {tuple(k.shape)}")
+    return k
+
+
+def _select(x: torch.Tensor, k: torch.Tensor, ops: Sequence[Callable]) -> torch.Tensor:
+    """Apply ``ops[k_i]`` to sample i; the ops must keep the sample shape."""
+    out = None
+    for j, op in enumerate(ops):
+        m = k == j
+        if not bool(m.any()):
+            continue
+        y = op(x[m])
+        if out is None:
+            out = torch.empty((len(x), *y.shape[1:]), dtype=x.dtype, device=x.device)
+        out[m] = y
+    if out is None:  # empty batch
+        return x.clone()
+    return out
+
+
+def rotate90(x: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
+    """Rotate each image of ``x`` (N, C, H, W) by ``k_i`` x 90 degrees counter-clockwise.
+
+    ``k`` is an int (the same rotation for all) or a LongTensor of shape (N,)
+    with values in {0, 1, 2, 3}. Odd rotations swap H and W, so batches with
+    mixed ``k`` need square images.
+    """
+    if isinstance(k, int):
+        return torch.rot90(x, k % 4, dims=(-2, -1))
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(
+            f"per-sample rotations need square images, got H x W = {tuple(x.shape[-2:])}"
+        )
+    k = _per_sample_k(k, len(x), x.device) % 4
+    return _select(x, k, [lambda z, r=r: torch.rot90(z, r, dims=(-2, -1)) for r in range(4)])
+
+
+def _transpose(z: torch.Tensor) -> torch.Tensor:
+    return z.transpose(-2, -1)
+
+
+#: the four "rotations" of Ahmed & Courville's reference code: identity,
+#: vertical flip, transpose, transpose then vertical flip (= a 90 degree rotation)
+FLIP_TRANSPOSE_OPS: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = (
+    lambda z: z,
+    lambda z: z.flip(-2),
+    _transpose,
+    lambda z: _transpose(z).flip(-2),
+)
+
+
+def flip_transpose(x: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
+    """Apply the reference code's transformation ``k_i`` in {0: identity, 1: vertical flip,
+    2: transpose, 3: transpose + vertical flip} to each image of ``x`` (N, C, H, W).
+
+    ``k`` is an int or a LongTensor of shape (N,); transposes need square images
+    when ``k`` varies across the batch.
+    """
+    if isinstance(k, int):
+        return FLIP_TRANSPOSE_OPS[k % 4](x)
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(
+            f"per-sample transposes need square images, got H x W = {tuple(x.shape[-2:])}"
+        )
+    return _select(x, _per_sample_k(k, len(x), x.device) % 4, FLIP_TRANSPOSE_OPS)
+
+
+def pad_crop(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Zero-pad each image by ``padding`` pixels and crop it back to (H, W) at a random offset.
+
+    The standard CIFAR "random crop after padding": the offset is uniform in
+    ``[0, 2 * padding]`` on each axis, drawn per sample from ``generator``.
+    """
+    if padding <= 0:
+        return x.clone()
+    n, c, h, w = x.shape
+    xp = F.pad(x, (padding, padding, padding, padding))
+    oy = (_rand((n,), generator) * (2 * padding + 1)).long().clamp_(max=2 * padding)
+    ox = (_rand((n,), generator) * (2 * padding + 1)).long().clamp_(max=2 * padding)
+    rows = oy[:, None] + torch.arange(h, device=x.device)  # (n, h)
+    cols = ox[:, None] + torch.arange(w, device=x.device)  # (n, w)
+    out = xp[torch.arange(n, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()  # advanced indexing puts C last
+
+
+class PadCropFlip:
+    """The standard supervised augmentation: :func:`pad_crop` then :func:`random_hflip`."""
+
+    def __init__(self, padding: int = 4) -> None:
+        self.padding = padding
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return random_hflip(pad_crop(x, generator, self.padding), generator)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(padding={self.padding})"
+
+
+class RandomAffineMaps(torch.nn.Module):
+    r"""A fixed set of random affine maps of tabular rows, as auxiliary classes (GOAD-style).
+
+    Map m sends a standardised row x to :math:`T_m(x) = x W_m + b_m` with
+    :math:`W_m` entries :math:`\sim N(0, 1/D)` and :math:`b_m \sim N(0, I)`,
+    drawn once from ``seed``; with ``identity_first`` map 0 is the identity (as
+    rotation 0 is among the rotations). A network trained to tell which map
+    was applied learns the geometry of the normal rows (Bergman & Hoshen 2020,
+    "GOAD"). The maps are buffers, so they move and pickle with the module.
+
+    Parameters
+    ----------
+    n_maps : int
+    dim : int
+        Row dimension D (maps are D -> D, so one encoder takes raw and mapped rows).
+    seed : int
+    identity_first : bool
+    """
+
+    def __init__(self, n_maps: int, dim: int, seed: int = 0, identity_first: bool = True) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(int(seed))
+        W = torch.randn(n_maps, dim, dim, generator=g) / math.sqrt(dim)
+        b = torch.randn(n_maps, dim, generator=g)
+        if identity_first:
+            W[0] = torch.eye(dim)
+            b[0] = 0.0
+        self.register_buffer("weight", W)
+        self.register_buffer("bias", b)
+        self.n_maps = n_maps
+
+    def forward(self, x: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
+        k = _per_sample_k(k, len(x), x.device)
+        return torch.einsum("nd,nde->ne", x, self.weight[k]) + self.bias[k]
+
+
+__all__ += ["rotate90", "flip_transpose", "FLIP_TRANSPOSE_OPS", "pad_crop", "PadCropFlip",
+            "RandomAffineMaps"]

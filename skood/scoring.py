@@ -122,3 +122,292 @@ def skip_self_matches(
         block = slice(s, s + chunk_size)
         out[block] = torch.where(same, idx[block, 1], out[block])
     return out
+
+
+def fit_whitening(
+    X: np.ndarray | torch.Tensor, method: str = "ledoit-wolf", eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Mean and whitening matrix :math:`W = \Sigma^{-1/2}` of the rows of ``X``.
+
+    :math:`u = W (x - \mu)` has (approximately) identity covariance, so the
+    Euclidean geometry of u is the Mahalanobis geometry of x. Stable when
+    ``n_samples < n_features``:
+
+    * ``"ledoit-wolf"``: :math:`\Sigma` is the Ledoit-Wolf shrinkage estimate
+      (:class:`sklearn.covariance.LedoitWolf`), well conditioned by design;
+    * ``"eigen-clip"``: the empirical covariance.
+
+    In both cases eigenvalues below ``eps`` times the largest are raised to
+    that floor before the inverse square root (the only regularisation of
+    "eigen-clip"). Computed in float64.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+    method : {"ledoit-wolf", "eigen-clip"}
+    eps : float
+        Relative eigenvalue floor.
+
+    Returns
+    -------
+    mean : Tensor of shape (n_features,), float32
+    W : Tensor of shape (n_features, n_features), float32, symmetric
+    """
+    from sklearn.covariance import LedoitWolf, empirical_covariance
+
+    X64 = (X.detach().cpu().double().numpy() if isinstance(X, torch.Tensor)
+           else np.asarray(X, dtype=np.float64))
+    mean = X64.mean(axis=0)
+    if method == "ledoit-wolf":
+        cov = LedoitWolf(store_precision=False).fit(X64).covariance_
+    elif method == "eigen-clip":
+        cov = empirical_covariance(X64)
+    else:
+        raise ValueError(f"method must be 'ledoit-wolf' or 'eigen-clip', got {method!r}")
+    evals, evecs = np.linalg.eigh(cov)
+    floor = max(float(evals.max()) * eps, 1e-12)
+    W = (evecs / np.sqrt(np.maximum(evals, floor))) @ evecs.T
+    return torch.from_numpy(mean).float(), torch.from_numpy(W).float()
+
+
+@torch.inference_mode()
+def whiten(
+    X: np.ndarray | torch.Tensor,
+    mean: torch.Tensor | None,
+    W: torch.Tensor,
+    chunk_size: int = 4096,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    r""":math:`u = W (x - \mu)` for every row (:math:`x W` when ``mean`` is None), in chunks.
+
+    ``W`` is symmetric (from :func:`fit_whitening`), so rows are multiplied
+    on the right. Returns a float32 CPU tensor.
+    """
+    Wd = W.to(device)
+    md = None if mean is None else mean.to(device)
+    out = []
+    for s in range(0, len(X), chunk_size):
+        x = as_float_tensor(X[s : s + chunk_size], device)
+        if md is not None:
+            x = x - md
+        out.append((x @ Wd).cpu())
+    return torch.cat(out) if out else torch.empty((0, W.shape[0]))
+
+
+def angular_distance(cos: torch.Tensor | np.ndarray) -> torch.Tensor:
+    r"""Angle :math:`\arccos(c)` in radians, with ``c`` clipped to [-1, 1] (float32 safety)."""
+    return torch.arccos(torch.as_tensor(cos).clamp(-1.0, 1.0))
+
+
+@torch.inference_mode()
+def nearest_cosine(
+    query: np.ndarray | torch.Tensor,
+    bank: np.ndarray | torch.Tensor,
+    query_inputs: torch.Tensor | None = None,
+    bank_inputs: torch.Tensor | None = None,
+    chunk_size: int = 4096,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    r"""Cosine similarity of each query row to its nearest bank row, :math:`\max_m \cos(b_m, q)`.
+
+    With ``query_inputs`` and ``bank_inputs`` (the samples the features came
+    from, in the detector's stored form), a bank row that is an exact copy
+    of the query's input is skipped in favour of the next nearest (see
+    :func:`skip_self_matches`): scoring the training set against itself then
+    gives leave-one-out scores instead of a trivial cosine of 1.
+
+    Returns
+    -------
+    Tensor of shape (n_query,), float32.
+    """
+    k = 2 if query_inputs is not None and len(bank) >= 2 else 1
+    sims, idx = knn_cosine(query, bank, k=k, chunk_size=chunk_size, device=device)
+    if k == 1:
+        return sims[:, 0]
+    nb = skip_self_matches(query_inputs, bank_inputs, idx, chunk_size=chunk_size)
+    return torch.where(nb == idx[:, 0], sims[:, 0], sims[:, 1])
+
+
+@torch.inference_mode()
+def center_cosine(
+    query: np.ndarray | torch.Tensor,
+    center: np.ndarray | torch.Tensor,
+    chunk_size: int = 4096,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    r"""Cosine similarity of each query row to one centre vector, :math:`\cos(\mu, q)`.
+
+    Returns a float32 CPU tensor of shape (n_query,); a zero row gives 0.
+    """
+    c = F.normalize(as_float_tensor(center, device).reshape(1, -1), dim=1)
+    out = []
+    for s in range(0, len(query), chunk_size):
+        q = F.normalize(as_float_tensor(query[s : s + chunk_size], device), dim=1)
+        out.append((q @ c.T)[:, 0].cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def minmax_ensemble(
+    scores: list[np.ndarray], ranges: list[tuple[float, float]]
+) -> np.ndarray:
+    r"""Sum of scores, each min-max normalised with a reference range (NSA's feature ensemble).
+
+    .. math::  s(x) = \sum_l \frac{s_l(x) - a_l}{\max(b_l - a_l, \epsilon)}
+
+    where :math:`[a_l, b_l]` is the range of term l's scores on the training
+    data (leave-one-out scores for kNN terms, or every training kNN score
+    would be 0). Each term then contributes about [0, 1] on training-like data.
+
+    Parameters
+    ----------
+    scores : list of arrays of shape (n,)
+    ranges : list of (low, high), one per array
+    """
+    if len(scores) != len(ranges):
+        raise ValueError(f"{len(scores)} score arrays but {len(ranges)} ranges")
+    total = np.zeros(len(scores[0]) if scores else 0, dtype=np.float64)
+    for s, (lo, hi) in zip(scores, ranges, strict=True):
+        total += (np.asarray(s, dtype=np.float64) - lo) / max(hi - lo, 1e-12)
+    return total
+
+
+__all__ += [
+    "fit_whitening",
+    "whiten",
+    "angular_distance",
+    "nearest_cosine",
+    "center_cosine",
+    "minmax_ensemble",
+]
+
+
+def variance_norm(log_var: torch.Tensor, norm: str = "l2") -> torch.Tensor:
+    r"""Size of a diagonal covariance given its log-variances (DUM's uncertainty score).
+
+    With :math:`\sigma^2 = \exp(\text{log\_var})` per dimension:
+
+    * ``"l2"``: :math:`\lVert \sigma^2 \rVert_2` (the norm of the variance vector);
+    * ``"trace"``: :math:`\sum_j \sigma_j^2`;
+    * ``"logdet"``: :math:`\log\det\Sigma = \sum_j \log\sigma_j^2`.
+
+    Higher means *more uncertain*, i.e. more anomalous; a detector's
+    ``score_samples`` is the negation. Computed in float64.
+
+    Parameters
+    ----------
+    log_var : Tensor of shape (n, d)
+    norm : {"l2", "trace", "logdet"}
+
+    Returns
+    -------
+    Tensor of shape (n,), float64
+    """
+    lv = log_var.double()
+    if norm == "l2":
+        return torch.linalg.vector_norm(lv.exp(), dim=1)
+    if norm == "trace":
+        return lv.exp().sum(dim=1)
+    if norm == "logdet":
+        return lv.sum(dim=1)
+    raise ValueError(f"norm must be 'l2', 'trace' or 'logdet', got {norm!r}")
+
+
+__all__ += ["variance_norm"]
+
+
+# --------------------------------------------------------------------------
+# Classifier-confidence scorers (RotAuxMSP). Higher = more normal.
+
+from collections.abc import Callable  # noqa: E402
+
+
+def msp(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    r"""Maximum softmax probability (Hendrycks & Gimpel 2017).
+
+    .. math::  s(x) = \max_c \operatorname{softmax}(f(x) / T)_c
+
+    Higher means more confident, i.e. more normal; no sign flip is needed
+    for ``score_samples``. Returns a float32 tensor of shape (n,).
+
+    Parameters
+    ----------
+    logits : Tensor of shape (n, n_classes)
+    temperature : float
+        Softmax temperature T (1 for plain MSP).
+    """
+    return torch.softmax(logits.float() / temperature, dim=1).amax(dim=1)
+
+
+def odin(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    temperature: float = 1000.0,
+    epsilon: float = 5e-5,
+) -> torch.Tensor:
+    r"""ODIN score (Liang, Li & Srikant 2018): temperature scaling plus input perturbation.
+
+    .. math::  \tilde x = x - \epsilon\operatorname{sign}(-\nabla_x \log S_{\hat y}(x; T)),
+       \qquad s(x) = \max_c S_c(\tilde x; T),
+       \qquad S(x; T) = \operatorname{softmax}(f(x) / T)
+
+    with :math:`\hat y` the predicted class: the input is nudged to raise the
+    temperature-scaled confidence of its own prediction, which raises it more
+    for in-distribution inputs. Higher = more normal. The gradient is taken
+    with respect to the input only (``torch.autograd.grad``; parameter
+    gradients are neither computed nor accumulated), so this must not run
+    under :func:`torch.inference_mode` / :func:`torch.no_grad`: it enables
+    gradients itself. Put ``model`` in eval mode first.
+
+    Parameters
+    ----------
+    model : callable
+        Maps a float batch ``x`` to logits (n, n_classes).
+    x : Tensor
+        Model input (one batch, on the model's device).
+    temperature : float
+        T (paper and Ahmed & Courville: 1000).
+    epsilon : float
+        Perturbation size in model-input units (paper setting: 5e-5).
+
+    Returns
+    -------
+    Tensor of shape (n,), float32, detached.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        xg = x.detach().clone().float().requires_grad_(True)
+        logits = model(xg).float() / temperature
+        logp = torch.log_softmax(logits, dim=1)
+        top = logp.max(dim=1).values.sum()  # log S_yhat, per-sample terms are independent
+        (grad,) = torch.autograd.grad(top, xg)
+        x_tilde = xg.detach() + epsilon * grad.sign()
+        with torch.no_grad():
+            return msp(model(x_tilde), temperature)
+
+
+def transformation_confidence(logits: torch.Tensor) -> torch.Tensor:
+    r"""Mean probability of the correct transformation (self-supervised rotation detector).
+
+    For K transformations (e.g. the rotations by 0/90/180/270 degrees) and
+    ``logits[k]`` the auxiliary head's logits on the k-th transformed copy:
+
+    .. math::  s(x) = \frac{1}{K}\sum_{k=1}^{K} \operatorname{softmax}\big(g(T_k x)\big)_k
+
+    (Golan & El-Yaniv 2018; Hendrycks et al. 2019). Higher = more normal.
+
+    Parameters
+    ----------
+    logits : Tensor of shape (K, n, K)
+
+    Returns
+    -------
+    Tensor of shape (n,), float32.
+    """
+    K = logits.shape[0]
+    if logits.dim() != 3 or logits.shape[2] != K:
+        raise ValueError(f"logits must have shape (K, n, K), got {tuple(logits.shape)}")
+    p = torch.softmax(logits.float(), dim=2)
+    idx = torch.arange(K, device=p.device)
+    return p[idx, :, idx].mean(dim=0)
+
+
+__all__ += ["msp", "odin", "transformation_confidence"]

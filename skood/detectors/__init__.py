@@ -1,5 +1,6 @@
 """The detectors, one module per paper."""
 
+from .nsa import NSADetector
 from .semsad import SemSADDetector
 
-__all__ = ["SemSADDetector"]
+__all__ = ["NSADetector", "SemSADDetector"]

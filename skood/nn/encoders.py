@@ -245,3 +245,82 @@ def build_encoder(
     raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
 
 
+
+
+def block_modules(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The submodules whose outputs are the successive blocks of an encoder or head.
+
+    Used with :func:`capture_outputs` to read intermediate features in the
+    same forward pass (NSA's feature ensemble):
+
+    * :class:`SmallResNet`: ``layer1`` ... ``layer4``;
+    * :class:`SmallCNN`: the last activation of each of its three stages;
+    * :class:`MLP`: the activation of each hidden layer;
+    * an ``nn.Sequential`` head: each activation and the final module;
+    * anything else: the module itself (its output).
+    """
+    if isinstance(module, SmallResNet):
+        return [(f"layer{i}", getattr(module.net, f"layer{i}")) for i in range(1, 5)]
+    if isinstance(module, SmallCNN):
+        mods = list(module.features)
+        out, stage = [], 0
+        for i, m in enumerate(mods):
+            nxt = mods[i + 1] if i + 1 < len(mods) else None
+            if not isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d, nn.GroupNorm)) and (
+                nxt is None or isinstance(nxt, nn.MaxPool2d)
+            ):
+                stage += 1
+                out.append((f"stage{stage}", m))
+        return out
+    if isinstance(module, MLP):
+        acts = [m for m in module.net if not isinstance(m, (nn.Linear, nn.BatchNorm1d,
+                                                             nn.LayerNorm, nn.Identity))]
+        return [(f"hidden{i + 1}", m) for i, m in enumerate(acts)]
+    if isinstance(module, nn.Sequential):
+        mods = list(module)
+        out, n = [], 0
+        for i, m in enumerate(mods):
+            is_act = isinstance(m, (nn.ReLU, nn.ELU, nn.GELU))
+            if is_act or i == len(mods) - 1:
+                n += 1
+                out.append((f"layer{n}", m))
+        return out
+    return [("output", module)]
+
+
+class capture_outputs:  # noqa: N801 (used as a context manager, like torch.no_grad)
+    """Context manager recording the outputs of ``modules`` with forward hooks.
+
+    ``with capture_outputs(mods, pool=1) as outs: model(x)`` fills the list
+    ``outs`` with one tensor per module, in the order of ``mods``: feature
+    maps (N, C, H, W) are average-pooled to ``pool x pool`` and flattened,
+    other outputs are flattened. The hooks are removed on exit, so the model
+    stays picklable. ``outs`` is cleared at every entry.
+    """
+
+    def __init__(self, modules: Sequence[nn.Module], pool: int | None = 1) -> None:
+        self.modules = list(modules)
+        self.pool = pool
+        self.outputs: list[torch.Tensor | None] = []
+        self._handles: list = []
+
+    def _hook(self, i: int) -> Callable:
+        def hook(_mod: nn.Module, _inp: object, out: torch.Tensor) -> None:
+            if out.dim() == 4 and self.pool is not None:
+                out = nn.functional.adaptive_avg_pool2d(out, self.pool)
+            self.outputs[i] = out.flatten(1).clone()
+
+        return hook
+
+    def __enter__(self) -> list:
+        self.outputs[:] = [None] * len(self.modules)
+        self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.modules)]
+        return self.outputs
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+__all__ += ["block_modules", "capture_outputs"]

@@ -69,3 +69,133 @@ def gamma_weighted_pair_loss(
     a_pos = s_pos.float() - shift
     a_neg = s_neg.float() - shift
     return F.softplus(-a_pos).mean() + gamma * F.softplus(a_neg).mean()
+
+
+def simsiam_loss(
+    p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor
+) -> torch.Tensor:
+    r"""SimSiam's symmetric negative cosine with stop-gradient (Chen & He 2021, eq. 1-2).
+
+    With predictions :math:`p_i = h(z_i)` and projections :math:`z_i` of the
+    two views,
+
+    .. math::  \mathcal{L} = \tfrac12 D(p_1, \mathrm{sg}(z_2)) + \tfrac12 D(p_2, \mathrm{sg}(z_1)),
+       \qquad D(p, z) = -\frac{p}{\lVert p\rVert_2}\cdot\frac{z}{\lVert z\rVert_2},
+
+    averaged over the batch; :math:`\mathrm{sg}` (stop-gradient) is
+    ``detach``. The minimum is -1.
+
+    Parameters
+    ----------
+    p1, p2 : Tensor of shape (B, d)
+        Predictor outputs of the two views.
+    z1, z2 : Tensor of shape (B, d)
+        Projector outputs of the two views (no gradient flows through them).
+    """
+
+    def neg_cos(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return -F.cosine_similarity(p.float(), z.detach().float(), dim=1).mean()
+
+    return 0.5 * (neg_cos(p1, z2) + neg_cos(p2, z1))
+
+
+__all__ += ["simsiam_loss"]
+
+
+def product_of_experts(
+    mu: torch.Tensor, log_var: torch.Tensor, dim: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Product of diagonal Gaussian experts :math:`\prod_i N(\mu_i, \mathrm{diag}\,\sigma_i^2)`.
+
+    With precisions :math:`w_i = 1/\sigma_i^2` (per dimension), the product is
+    Gaussian with
+
+    .. math::  \mu = \frac{\sum_i w_i \mu_i}{\sum_i w_i}, \qquad
+       \Sigma = \Big(\sum_i w_i\Big)^{-1}
+
+    (DUM, Wu et al., section 3; Cao & Fleet 2014). Computed in float32 with
+    the precisions rescaled by their maximum along ``dim`` (the mean is
+    invariant to it), so no exponential overflows.
+
+    Parameters
+    ----------
+    mu, log_var : Tensor
+        Means and log-variances of the experts, same shape; the experts run
+        along ``dim``.
+    dim : int
+        Axis of the experts (reduced).
+
+    Returns
+    -------
+    mean, var : Tensor
+        The product's mean and (diagonal) variance.
+    """
+    mu, log_var = mu.float(), log_var.float()
+    neg = -log_var
+    top = neg.amax(dim=dim, keepdim=True)
+    w = torch.exp(neg - top)  # precisions / max precision, in (0, 1]
+    wsum = w.sum(dim=dim)
+    mean = (w * mu).sum(dim=dim) / wsum
+    var = torch.exp(-top.squeeze(dim)) / wsum
+    return mean, var
+
+
+def dum_set_loss(
+    mu: torch.Tensor,
+    log_var: torch.Tensor,
+    set_size: int,
+    objective: str = "literal",
+    temperature: float = 0.07,
+    normalize: bool = True,
+) -> torch.Tensor:
+    r"""DUM's set objective (Wu et al., "Deep uncertainty model", eq. for :math:`\mathcal L_{DUM}`).
+
+    The rows are consecutive sets of :math:`2m` samples (``m = set_size``,
+    :math:`m > 1`; the rows beyond the last whole set are ignored). For set
+    s, :math:`a_s = \mu_{PoE}(x_{1:m})` is the product-of-experts mean of its
+    first half and :math:`p_s = \mu_{PoE}(x_{1:2m})` that of the whole set
+    (:func:`product_of_experts`), L2-normalised when ``normalize``.
+
+    * ``"literal"``: maximise :math:`\frac1S\sum_s a_s^\top p_s` (the paper's
+      written objective);
+    * ``"infonce"``: InfoNCE over sets, other sets' means as negatives,
+      :math:`-\frac1S\sum_s \log \frac{\exp(a_s^\top p_s/\tau)}
+      {\sum_{s'} \exp(a_s^\top p_{s'}/\tau)}` (the paper's :math:`\tau = 0.07`).
+
+    Returns the value to *minimise* (the negated objective, or the InfoNCE
+    cross-entropy).
+
+    Parameters
+    ----------
+    mu, log_var : Tensor of shape (n, d)
+        Means (the fixed embeddings) and predicted log-variances of the rows.
+    set_size : int
+        m, half the size of a set; at least 2 (for m = 1 the variances leave
+        the objective, paper section 3).
+    objective : {"literal", "infonce"}
+    temperature : float
+        :math:`\tau` of the InfoNCE variant.
+    normalize : bool
+        L2-normalise the PoE means before the dot products.
+    """
+    if set_size < 2:
+        raise ValueError(f"DUM needs sets of 2m samples with m > 1; got m = {set_size}")
+    if objective not in ("literal", "infonce"):
+        raise ValueError(f"objective must be 'literal' or 'infonce', got {objective!r}")
+    n_sets = mu.shape[0] // (2 * set_size)
+    if n_sets < 1:
+        raise ValueError(f"{mu.shape[0]} rows cannot form one set of 2m = {2 * set_size}")
+    d = mu.shape[1]
+    mu = mu[: n_sets * 2 * set_size].reshape(n_sets, 2 * set_size, d)
+    log_var = log_var[: n_sets * 2 * set_size].reshape(n_sets, 2 * set_size, d)
+    a, _ = product_of_experts(mu[:, :set_size], log_var[:, :set_size], dim=1)
+    p, _ = product_of_experts(mu, log_var, dim=1)
+    if normalize:
+        a, p = F.normalize(a, dim=1), F.normalize(p, dim=1)
+    if objective == "literal":
+        return -(a * p).sum(dim=1).mean()
+    logits = a @ p.T / temperature
+    return F.cross_entropy(logits, torch.arange(n_sets, device=logits.device))
+
+
+__all__ += ["product_of_experts", "dum_set_loss"]

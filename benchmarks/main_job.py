@@ -1,6 +1,7 @@
 """The main job: skood's detectors against IsolationForest and LOF.
 
-Runs on data that ships with scikit-learn, so it needs no download:
+By default it runs on data that ships with scikit-learn, so it needs no
+download:
 
 * ``breast_cancer`` (WDBC): benign = normal, a 10% sample of malignant = anomalies;
 * ``wine``: class 1 = normal, a 10% sample of classes 0 and 2 = anomalies;
@@ -10,31 +11,31 @@ Runs on data that ships with scikit-learn, so it needs no download:
 Tabular sets follow the inductive protocol of ``shared/specs/benchmarks.md``
 (stratified 70/30 split, MinMax scaling fitted on the training part, fit on
 the contaminated training part, score the test part). Prints a Markdown table
-of AUROC (mean over seeds) and writes it, with a CSV of every run, to
-``--out``.
+(AUROC and AP, mean over seeds, mean rank) and writes it with the CSV of every
+run, a figure and the environment to ``--out``.
+
+Given ``--data-home`` (a directory with the ADBench/ODDS files, e.g.
+``../shared/data``) it runs the full tabular suite of ``tabular_suite.py``
+instead, with the same detectors and budget.
 
 Usage::
 
-    python benchmarks/main_job.py [--seeds 0 1 2] [--digits 0 1 2 ...] [--budget smoke] [--out DIR]
+    python benchmarks/main_job.py [--seeds 0 1 2] [--digits 0 1 2 ...] [--budget smoke|cpu|gpu]
+    python benchmarks/main_job.py --data-home ../shared/data --budget cpu --seeds 0 1 2
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from _report import auroc_table
-from sklearn.datasets import load_breast_cancer, load_wine
-from sklearn.ensemble import IsolationForest
-from sklearn.model_selection import train_test_split
-from sklearn.neighbors import LocalOutlierFactor
-from sklearn.preprocessing import MinMaxScaler
+from _suite import BUDGETS, SKOOD, Task, available_detectors, run_sweep, select, write_outputs
 
-from skood import SemSADDetector
-from skood.datasets import load_digits_images, split_half
-from skood.metrics import auroc
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _subsample_anomalies(X, y_out, frac, rng):
@@ -45,71 +46,75 @@ def _subsample_anomalies(X, y_out, frac, rng):
     return X[keep], y_out[keep]
 
 
-def tabular_tasks(seed: int):
-    rng = np.random.RandomState(seed)
-    bc = load_breast_cancer()
-    wine = load_wine()
-    for name, X, y_out in [
-        ("breast_cancer", bc.data, (bc.target == 0).astype(int)),  # 0 = malignant
-        ("wine", wine.data, (wine.target != 1).astype(int)),
-    ]:
-        Xs, ys = _subsample_anomalies(X, y_out, 0.1, rng)
-        Xtr, Xte, _, yte = train_test_split(Xs, ys, test_size=0.3, stratify=ys, random_state=seed)
-        scaler = MinMaxScaler().fit(Xtr)
-        yield name, scaler.transform(Xtr), scaler.transform(Xte), yte
+def build_sklearn_tabular(name: str, seed: int):
+    from sklearn.datasets import load_breast_cancer, load_wine
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import MinMaxScaler
+
+    if name == "breast_cancer":
+        d = load_breast_cancer()
+        X, y_out = d.data, (d.target == 0).astype(int)  # 0 = malignant
+    else:
+        d = load_wine()
+        X, y_out = d.data, (d.target != 1).astype(int)
+    Xs, ys = _subsample_anomalies(X, y_out, 0.1, np.random.RandomState(seed))
+    Xtr, Xte, _, yte = train_test_split(Xs, ys, test_size=0.3, stratify=ys, random_state=seed)
+    scaler = MinMaxScaler().fit(Xtr)
+    return scaler.transform(Xtr), None, scaler.transform(Xte), yte
 
 
-def digit_tasks(seed: int, digits):
+def build_digits(k: int, seed: int):
+    from skood.datasets import load_digits_images, split_half
+
     X, y = load_digits_images()
     Xa, ya, Xb, yb = split_half(X, y, random_state=seed)
-    for k in digits:
-        yield f"digits-{k}", Xa[ya == k], Xb, (yb != k).astype(int)
+    return Xa[ya == k], None, Xb, (yb != k).astype(int)
 
 
-#: skood detector parameters per budget preset ("default": the detectors' own defaults)
-BUDGETS = {"default": {}, "smoke": {"encoder_epochs": 1, "discriminator_epochs": 1}}
-
-
-def detectors(seed: int, image: bool, budget: str = "default"):
-    flat = (lambda X: X.reshape(len(X), -1) / 255.0) if image else (lambda X: X)
-    return {
-        "SemSAD": (SemSADDetector(random_state=seed, **BUDGETS[budget]), lambda X: X),
-        "IsolationForest": (IsolationForest(random_state=seed), flat),
-        "LOF": (LocalOutlierFactor(novelty=True), flat),
-    }
+def sklearn_tasks(digits) -> list[Task]:
+    tasks = [Task(n, "tabular", functools.partial(build_sklearn_tabular, n))
+             for n in ("breast_cancer", "wine")]
+    tasks += [Task(f"digits-{k}", "image", functools.partial(build_digits, k)) for k in digits]
+    return tasks
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--digits", type=int, nargs="*", default=[0, 1, 2, 3])
-    ap.add_argument("--budget", choices=sorted(BUDGETS), default="default")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/main_job"))
+    ap.add_argument("--budget", choices=BUDGETS, default="cpu")
+    ap.add_argument("--detectors", nargs="*", default=None,
+                    help="default: every skood detector, IsolationForest and LOF")
+    ap.add_argument("--data-home", default=None,
+                    help="run the full ADBench/ODDS tabular suite from this directory")
+    ap.add_argument("--n-jobs", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/main_job")
+    ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
 
-    rows = []
-    t_all = time.perf_counter()
-    for seed in args.seeds:
-        tasks = [(t, False) for t in tabular_tasks(seed)]
-        tasks += [(t, True) for t in digit_tasks(seed, args.digits)]
-        for (name, Xtr, Xte, yte), image in tasks:
-            for det_name, (det, prep) in detectors(seed, image, args.budget).items():
-                t0 = time.perf_counter()
-                det.fit(prep(Xtr))
-                fit_s = time.perf_counter() - t0
-                score = auroc(yte, det.score_samples(prep(Xte)))
-                rows.append((name, det_name, seed, score, fit_s))
-                print(f"{name:14s} {det_name:16s} seed={seed} AUROC={score:.3f} fit={fit_s:.1f}s",
-                      flush=True)
+    default = [k for k in SKOOD if k in available_detectors()] + ["IsolationForest", "LOF"]
+    dets = select(available_detectors(), args.detectors, "detector") if args.detectors else default
+    if args.data_home:
+        import tabular_suite
 
-    table = auroc_table((r[0], r[1], r[3]) for r in rows)
-    print(f"\nAUROC x 100, mean over seeds {args.seeds} ({time.perf_counter() - t_all:.0f} s)\n")
+        tabular_suite.main(["--data-home", args.data_home, "--budget", args.budget,
+                            "--seeds", *map(str, args.seeds), "--detectors", *dets,
+                            "--n-jobs", str(args.n_jobs), "--out", str(args.out)]
+                           + (["--no-progress"] if args.no_progress else []))
+        return
+    tasks = sklearn_tasks(args.digits)
+    t0 = time.perf_counter()
+    rows = run_sweep(tasks, dets, args.seeds, args.budget, args.out, n_jobs=args.n_jobs,
+                     progress=not args.no_progress)
+    wall = time.perf_counter() - t0
+    meta = {"script": "benchmarks/main_job.py", "argv": sys.argv[1:] if argv is None else argv,
+            "budget": args.budget, "seeds": args.seeds, "tasks": [t.name for t in tasks],
+            "wall_s_this_call": wall}
+    table = write_outputs(rows, args.out, meta)
+    print(f"\nskood main job: {len(tasks)} tasks x {len(dets)} detectors x seeds {args.seeds}, "
+          f"budget {args.budget!r} ({wall:.0f} s)\n")
     print(table)
-    (args.out / "table.md").write_text(table + "\n")
-    with open(args.out / "runs.csv", "w") as f:
-        f.write("dataset,detector,seed,auroc,fit_seconds\n")
-        f.writelines(f"{r[0]},{r[1]},{r[2]},{r[3]:.6f},{r[4]:.3f}\n" for r in rows)
+    print(f"\nCSV, table, figure and environment written to {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,84 +1,115 @@
-"""ADBench "Classical" tabular suite: skood detectors vs IsolationForest.
+"""Tabular suite: skood's detectors vs scikit-learn and PyOD baselines on ADBench/ODDS.
 
-Protocols:
+Every ADBench "Classical" ``.npz`` and every ODDS ``.mat`` file found under the
+data directory (``--data-home``, else ``$SKOOD_DATA``, else ``../shared/data``
+when it exists). Protocols (``shared/specs/benchmarks.md``):
 
-* ``inductive`` (default, ``shared/specs/benchmarks.md``): stratified
-  subsample to at most 10,000 rows, stratified 70/30 split, MinMax scaling
-  fitted on the training part, unsupervised fit on the contaminated training
-  part, AUROC on the test part;
-* ``clean``: the same split, but the anomalies are removed from the training
-  part (the one-class / "semi-supervised" setting the image papers assume).
+* ``inductive`` (default): stratified subsample to at most 10,000 rows,
+  stratified 70/30 split, MinMax scaling fitted on the training part,
+  unsupervised fit on the contaminated training part, score the test part;
+* ``transductive`` (DUM paper): fit and score all rows;
+* ``clean``: the inductive split with the anomalies removed from the training
+  part (the one-class setting the image papers assume).
 
-Writes a CSV of every run and a Markdown table of mean AUROC.
+Outputs in ``--out``: ``runs.csv`` (one row per run: AUROC, AP, precision@n,
+fit and score seconds, peak memory), ``table.md`` (mean AUROC and AP per
+dataset and detector, mean, mean rank), ``figure.png``, ``meta.json``
+(versions, device, wall time). Every run is cached in ``--out/cache``: an
+interrupted sweep resumes where it stopped.
 
 Usage::
 
-    python benchmarks/tabular_suite.py --data-home ../shared/data --seeds 0 1 2 \
-        [--protocol inductive|clean] [--datasets breastw cardio] [--out DIR]
+    python benchmarks/tabular_suite.py --data-home ../shared/data --budget cpu --seeds 0 1 2
+    python benchmarks/tabular_suite.py --datasets cardio thyroid --detectors SemSAD NSA \
+        IsolationForest --protocol clean --n-jobs 2
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import os
+import sys
 import time
 from pathlib import Path
 
-from _report import auroc_table
-from sklearn.ensemble import IsolationForest
+from _suite import BUDGETS, Task, available_detectors, run_sweep, select, write_outputs
 
-from skood import SemSADDetector
-from skood.datasets import list_adbench, load_adbench, tabular_split
-from skood.metrics import auroc
+ROOT = Path(__file__).resolve().parents[1]
 
-DETECTORS = {
-    "SemSAD": lambda seed: SemSADDetector(random_state=seed),
-    "IsolationForest": lambda seed: IsolationForest(random_state=seed),
-}
+
+def default_data_home() -> str | None:
+    """``$SKOOD_DATA``, else ``../shared/data`` beside the repository when it exists."""
+    if os.environ.get("SKOOD_DATA"):
+        return os.environ["SKOOD_DATA"]
+    shared = ROOT.parent / "shared" / "data"
+    return str(shared) if shared.is_dir() else None
+
+
+def build_tabular(source: str, name: str, data_home: str | None, protocol: str, seed: int):
+    """Load one file and split it under ``protocol`` (module level: picklable for joblib)."""
+    from skood.datasets import load_adbench, load_odds, tabular_split
+
+    X, y = (load_adbench if source == "adbench" else load_odds)(name, data_home)
+    split = "transductive" if protocol == "transductive" else "inductive"
+    X_tr, X_te, y_tr, y_te = tabular_split(X, y, protocol=split, random_state=seed)
+    if protocol == "clean":
+        X_tr = X_tr[y_tr == 0]
+    return X_tr, None, X_te, y_te
+
+
+def tabular_tasks(data_home: str | None, protocol: str, sources=("adbench", "odds")) -> list[Task]:
+    """One task per ADBench classical and ODDS file under ``data_home``."""
+    from skood.datasets import list_adbench, list_odds
+
+    tasks = []
+    for source in sources:
+        lister = list_adbench if source == "adbench" else list_odds
+        try:
+            names = lister(data_home)
+        except FileNotFoundError as exc:
+            print(f"skipping {source}: {exc}", file=sys.stderr)
+            continue
+        for name in names:
+            label = name if source == "adbench" else f"odds_{name}"
+            tasks.append(Task(label, "tabular",
+                              functools.partial(build_tabular, source, name, data_home, protocol),
+                              meta={"protocol": protocol, "source": source}))
+    return tasks
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data-home", default=None)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--datasets", nargs="*", default=None)
-    ap.add_argument("--detectors", nargs="*", default=list(DETECTORS))
-    ap.add_argument("--protocol", choices=["inductive", "clean"], default="inductive")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/tabular"))
+    ap.add_argument("--data-home", default=None, help="default: $SKOOD_DATA or ../shared/data")
+    ap.add_argument("--protocol", choices=["inductive", "transductive", "clean"],
+                    default="inductive")
+    ap.add_argument("--sources", nargs="+", choices=["adbench", "odds"],
+                    default=["adbench", "odds"])
+    ap.add_argument("--datasets", nargs="*", default=None, help="names or substrings")
+    ap.add_argument("--detectors", nargs="*", default=None, help="default: all available")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--budget", choices=BUDGETS, default="cpu")
+    ap.add_argument("--n-jobs", type=int, default=1, help="joblib workers (-1: all cores)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/tabular")
+    ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    names = args.datasets or list_adbench(args.data_home)
-    csv = args.out / "runs.csv"
-    done = set()
-    if csv.exists():  # resume: skip runs already recorded
-        for line in csv.read_text().splitlines()[1:]:
-            d, m, s = line.split(",")[:3]
-            done.add((d, m, int(s)))
-    else:
-        csv.write_text("dataset,detector,seed,auroc,fit_seconds\n")
-    for name in names:
-        X, y = load_adbench(name, args.data_home)
-        for seed in args.seeds:
-            Xtr, Xte, ytr, yte = tabular_split(X, y, protocol="inductive", random_state=seed)
-            if args.protocol == "clean":
-                Xtr = Xtr[ytr == 0]
-            for det_name in args.detectors:
-                if (name, det_name, seed) in done:
-                    continue
-                det = DETECTORS[det_name](seed)
-                t0 = time.perf_counter()
-                det.fit(Xtr)
-                fit_s = time.perf_counter() - t0
-                score = auroc(yte, det.score_samples(Xte))
-                with open(csv, "a") as f:
-                    f.write(f"{name},{det_name},{seed},{score:.6f},{fit_s:.3f}\n")
-                print(f"{name:22s} {det_name:16s} seed={seed} AUROC={score:.3f} "
-                      f"fit={fit_s:.1f}s", flush=True)
 
-    rows = [line.split(",") for line in csv.read_text().splitlines()[1:]]
-    table = auroc_table((r[0], r[1], float(r[3])) for r in rows
-                        if r[0] in names and r[1] in args.detectors)
-    (args.out / "table.md").write_text(table + "\n")
-    print(table)
+    data_home = args.data_home or default_data_home()
+    tasks = tabular_tasks(data_home, args.protocol, args.sources)
+    if not tasks:
+        raise SystemExit("no ADBench/ODDS files found: pass --data-home or set SKOOD_DATA")
+    names = select([t.name for t in tasks], args.datasets, "dataset")
+    tasks = [t for t in tasks if t.name in names]
+    dets = select(available_detectors(), args.detectors, "detector")
+    out = args.out / args.protocol / args.budget
+    t0 = time.perf_counter()
+    rows = run_sweep(tasks, dets, args.seeds, args.budget, out, n_jobs=args.n_jobs,
+                     progress=not args.no_progress)
+    meta = {"script": "benchmarks/tabular_suite.py", "argv": sys.argv[1:] if argv is None else argv,
+            "protocol": args.protocol, "budget": args.budget, "seeds": args.seeds,
+            "tasks": [t.name for t in tasks], "wall_s_this_call": time.perf_counter() - t0}
+    print(write_outputs(rows, out, meta))
+    print(f"\nwritten to {out}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""Smoke runs of the benchmark scripts (tiny budgets, real outputs)."""
+"""Smoke runs of the benchmark scripts (tiny budgets, real outputs) and the engine."""
 
 from __future__ import annotations
 
+import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,37 +11,140 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import _suite  # noqa: E402
 
 
-def run(args, tmp_path):
-    res = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                         timeout=600)
+def run(args):
+    res = subprocess.run([sys.executable, *args, "--no-progress"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout
 
 
+def read_rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
 def test_main_job_smoke(tmp_path):
     out = run(["benchmarks/main_job.py", "--budget", "smoke", "--digits", "0",
-               "--out", str(tmp_path)], tmp_path)
+               "--detectors", "SemSAD", "IsolationForest", "LOF", "--out", str(tmp_path)])
     table = (tmp_path / "table.md").read_text()
-    for name in ("breast_cancer", "wine", "digits-0", "SemSAD", "IsolationForest", "LOF"):
+    for name in ("breast_cancer", "wine", "digits-0", "SemSAD", "IsolationForest", "LOF",
+                 "mean rank", "AP"):
         assert name in table
     assert "**mean**" in out
-    assert len((tmp_path / "runs.csv").read_text().splitlines()) == 1 + 3 * 3
+    rows = read_rows(tmp_path / "runs.csv")
+    assert len(rows) == 3 * 3 and not any(r["error"] for r in rows)
+    for r in rows:
+        assert 0.0 <= float(r["auroc"]) <= 1.0 and float(r["fit_s"]) >= 0.0
+    assert (tmp_path / "figure.png").stat().st_size > 1000
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert {"versions", "device", "wall_s_this_call"} <= set(meta)
+    assert meta["versions"]["torch"].startswith("2.")
 
 
-def test_tabular_suite_resumes(tmp_path, data_home):
+def test_main_job_default_detectors_are_skood_plus_if_lof():
+    import skood
+
+    avail = _suite.available_detectors()
+    assert [d for d in avail if d in _suite.SKOOD] == [
+        k for k, cls in _suite.SKOOD.items() if hasattr(skood, cls)]
+    assert "SemSAD" in avail and "IsolationForest" in avail
+
+
+def test_tabular_suite_resumes_from_cache(tmp_path, data_home):
     args = ["benchmarks/tabular_suite.py", "--data-home", str(data_home), "--datasets",
-            "breastw", "--detectors", "IsolationForest", "--out", str(tmp_path)]
-    run(args, tmp_path)
-    first = (tmp_path / "runs.csv").read_text()
-    out = run(args, tmp_path)  # everything cached: nothing recomputed
-    assert (tmp_path / "runs.csv").read_text() == first
-    assert "seed=" not in out and "breastw" in (tmp_path / "table.md").read_text()
+            "breastw", "--sources", "adbench", "--detectors", "IsolationForest", "ECOD",
+            "--seeds", "0", "1", "--budget", "smoke", "--out", str(tmp_path)]
+    run(args)
+    cache = tmp_path / "inductive" / "smoke" / "cache"
+    files = sorted(cache.glob("*.json"))
+    assert len(files) == 2 * 2
+    stamps = [f.stat().st_mtime_ns for f in files]
+    first = read_rows(tmp_path / "inductive" / "smoke" / "runs.csv")
+    # an interrupted sweep: drop one cached run, the rerun recomputes only that one
+    files[0].unlink()
+    run(args)
+    again = sorted(cache.glob("*.json"))
+    assert [f.name for f in again] == [f.name for f in files]
+    assert [f.stat().st_mtime_ns for f in again[1:]] == stamps[1:]
+    again_rows = read_rows(tmp_path / "inductive" / "smoke" / "runs.csv")
+    # same runs, same scores (timings of the recomputed run differ, of course)
+    assert [(r["dataset"], r["detector"], r["seed"], r["auroc"]) for r in again_rows] == \
+        [(r["dataset"], r["detector"], r["seed"], r["auroc"]) for r in first]
 
 
-@pytest.mark.slow
-def test_tabular_suite_clean_protocol(tmp_path, data_home):
-    run(["benchmarks/tabular_suite.py", "--data-home", str(data_home), "--datasets", "glass",
-         "--protocol", "clean", "--out", str(tmp_path)], tmp_path)
-    assert "SemSAD" in (tmp_path / "table.md").read_text()
+def test_tabular_suite_transductive(tmp_path, data_home):
+    run(["benchmarks/tabular_suite.py", "--data-home", str(data_home), "--datasets", "wine",
+         "--sources", "adbench", "--protocol", "transductive", "--detectors", "SemSAD", "KNN",
+         "--seeds", "0", "--budget", "smoke", "--out", str(tmp_path)])
+    rows = read_rows(tmp_path / "transductive" / "smoke" / "runs.csv")
+    assert {r["detector"] for r in rows} == {"SemSAD", "KNN"}
+    assert all(r["n_train"] == r["n_test"] for r in rows)  # fit and score the same rows
+
+
+def test_image_suite_protocols(tmp_path, data_home):
+    common = ["--dataset", "fashion", "--budget", "smoke", "--data-home", str(data_home),
+              "--detectors", "SemSAD", "IsolationForest", "--out", str(tmp_path)]
+    run(["benchmarks/image_suite.py", "--protocol", "one-class", "--classes", "1",
+         "--pollution", "0.1", *common])
+    rows = read_rows(tmp_path / "fashion-one-class" / "smoke" / "runs.csv")
+    assert {r["dataset"] for r in rows} == {"fashion-1-p10"}
+    # 64 normal images plus 10% pollution
+    assert {int(r["n_train"]) for r in rows} == {64 + 7}
+    out = run(["benchmarks/image_suite.py", "--protocol", "holdout", "--classes", "3", *common])
+    assert out.splitlines()[0].startswith("| dataset |") and "AUROC:" in out
+    run(["benchmarks/image_suite.py", "--protocol", "vs", "--ood", "mnist", *common])
+    rows = read_rows(tmp_path / "fashion-vs" / "smoke" / "runs.csv")
+    assert rows[0]["dataset"] == "fashion-vs-mnist" and int(rows[0]["n_test"]) == 300
+
+
+def test_sweep_same_results_with_parallel_workers(tmp_path):
+    import main_job
+
+    tasks = main_job.sklearn_tasks([0])
+    kw = dict(detectors=["IsolationForest", "KNN"], seeds=[0], budget="smoke", progress=False)
+    serial = _suite.run_sweep(tasks, out=tmp_path / "a", n_jobs=1, **kw)
+    parallel = _suite.run_sweep(tasks, out=tmp_path / "b", n_jobs=2, **kw)
+
+    def key(r):
+        return r["dataset"], r["detector"]
+
+    assert [(key(r), r["auroc"]) for r in sorted(serial, key=key)] == \
+        [(key(r), r["auroc"]) for r in sorted(parallel, key=key)]
+
+
+def test_failed_run_is_recorded_not_fatal(tmp_path):
+    def bad(seed):
+        import numpy as np
+
+        return np.full((5, 2), np.nan), None, np.zeros((5, 2)), np.array([0, 0, 0, 1, 1])
+
+    rows = _suite.run_sweep([_suite.Task("nan-data", "tabular", bad)], ["SemSAD"], [0],
+                            "smoke", tmp_path, progress=False)
+    assert len(rows) == 1 and "NaN" in rows[0]["error"]
+    table = _suite.markdown_table(rows)
+    assert "1 failed runs" in table
+
+
+def test_unknown_filters_fail_clearly():
+    with pytest.raises(SystemExit, match="no detector matches"):
+        _suite.select(["SemSAD", "KNN"], ["nope"], "detector")
+    with pytest.raises(ValueError, match="unknown detector"):
+        _suite.make_detector("nope", 0, "cpu", "tabular", 3)
+
+
+def test_peak_memory_sees_an_allocation():
+    import numpy as np
+
+    with _suite.PeakMemory() as mem:
+        a = np.ones(50 * 2**20 // 8)  # 50 MiB
+        a[::512] += 1.0
+        import time
+
+        time.sleep(0.05)
+    del a
+    assert mem.peak_mib >= 40

@@ -1,0 +1,473 @@
+"""The benchmark engine shared by the scripts in ``benchmarks/``.
+
+A *task* is a named train/test split (``Task``); a *run* is one (task,
+detector, seed) under a budget preset. :func:`run_sweep` runs every run that
+is not yet in the cache directory, spread with joblib (so any joblib backend:
+loky, dask, ray), and :func:`write_outputs` turns the cached results into the
+outputs of ``shared/specs/benchmarks.md``: a CSV with one row per run, a
+Markdown table (mean AUROC per dataset and detector, mean over datasets, mean
+rank), a PNG figure and a JSON with library versions, device and wall time.
+
+Scores follow scikit-learn's sign everywhere (higher = more normal): PyOD
+detectors' ``decision_function`` is negated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: the five skood detectors, by short name (missing ones are skipped with a message)
+SKOOD = {
+    "SemSAD": "SemSADDetector",
+    "NSA": "NSADetector",
+    "DUM": "DUMDetector",
+    "DistillNeg": "DistillNegDetector",
+    "RotAuxMSP": "RotAuxMSPDetector",
+}
+BASELINES = ("IsolationForest", "LOF", "OCSVM", "KNN", "ECOD", "COPOD", "AutoEncoder", "DeepSVDD")
+BUDGETS = ("smoke", "cpu", "gpu")
+#: detectors that take the class labels of a hold-one-class-out task (the others ignore them)
+LABELLED = ("RotAuxMSP",)
+#: epochs of PyOD's deep baselines per budget
+_PYOD_EPOCHS = {"smoke": 1, "cpu": 20, "gpu": 100}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One train/test split: ``build(seed) -> (X_train, y_train, X_test, y_outlier)``.
+
+    ``y_train`` holds class labels for the hold-one-class-out protocol and is
+    ``None`` otherwise (unsupervised fit). ``build`` must be picklable (a
+    module-level function or a ``functools.partial`` of one) so that joblib
+    can ship tasks to other processes or machines.
+    """
+
+    name: str
+    kind: str  # "tabular" or "image"
+    build: Callable[[int], tuple[Any, Any, Any, Any]]
+    meta: dict = field(default_factory=dict, compare=False)
+
+
+# ------------------------------------------------------------------ detectors
+def available_detectors() -> list[str]:
+    """Short names of every detector this install can run (skood ones first)."""
+    import skood
+
+    return [k for k, cls in SKOOD.items() if hasattr(skood, cls)] + list(BASELINES)
+
+
+def make_detector(name: str, seed: int, budget: str, kind: str, n_features: int) -> Any:
+    """A fresh detector for one run.
+
+    skood detectors: ``smoke`` sets every ``*_epochs`` parameter to 1,
+    ``cpu`` keeps the defaults (about a minute for 1,000 rows on a 2-core
+    CPU), ``gpu`` is the ``"paper"`` preset where the detector has one.
+    """
+    if name in SKOOD:
+        import skood
+
+        cls = getattr(skood, SKOOD[name], None)
+        if cls is None:
+            raise ValueError(f"{SKOOD[name]} is not available in this skood install.")
+        if budget == "gpu" and "paper" in getattr(cls, "_presets", {}):
+            det = cls.from_preset("paper", random_state=seed)
+        else:
+            det = cls(random_state=seed)
+        if budget == "smoke":
+            det.set_params(**{k: 1 for k in det.get_params(deep=False) if k.endswith("epochs")})
+        return det
+    epochs = _PYOD_EPOCHS[budget]
+    if name == "IsolationForest":
+        from sklearn.ensemble import IsolationForest
+
+        return IsolationForest(random_state=seed)
+    if name == "LOF":
+        from sklearn.neighbors import LocalOutlierFactor
+
+        return LocalOutlierFactor(novelty=True)
+    if name == "OCSVM":
+        from sklearn.svm import OneClassSVM
+
+        return OneClassSVM(gamma="scale", nu=0.1)
+    if name == "KNN":
+        from pyod.models.knn import KNN
+
+        return KNN()
+    if name == "ECOD":
+        from pyod.models.ecod import ECOD
+
+        return ECOD()
+    if name == "COPOD":
+        from pyod.models.copod import COPOD
+
+        return COPOD()
+    if name == "AutoEncoder":
+        from pyod.models.auto_encoder import AutoEncoder
+
+        return AutoEncoder(epoch_num=epochs, random_state=seed, verbose=0)
+    if name == "DeepSVDD":
+        from pyod.models.deep_svdd import DeepSVDD
+
+        return DeepSVDD(n_features=n_features, epochs=epochs, random_state=seed, verbose=0)
+    raise ValueError(f"unknown detector {name!r}; choose from {available_detectors()}")
+
+
+def normality(det: Any, X: Any) -> np.ndarray:
+    """Scores with scikit-learn's sign (higher = more normal), for any detector."""
+    if type(det).__module__.startswith("pyod."):
+        return -np.asarray(det.decision_function(X), dtype=np.float64)
+    return np.asarray(det.score_samples(X), dtype=np.float64)
+
+
+def _flat(X: np.ndarray) -> np.ndarray:
+    """Raw pixels in [0, 1] as rows, for the baselines on images."""
+    X = np.asarray(X)
+    scale = 255.0 if X.dtype == np.uint8 else 1.0
+    return X.reshape(len(X), -1).astype(np.float64) / scale
+
+
+# --------------------------------------------------------------------- memory
+class PeakMemory:
+    """Peak resident memory (MiB above the level at entry) of this process.
+
+    Samples ``/proc/self/statm`` every ``interval`` seconds in a thread (Linux;
+    elsewhere falls back to ``resource``'s lifetime peak, reported as NaN
+    when it cannot be attributed to the block). On CUDA the peak allocated
+    device memory is reported too.
+    """
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.peak_mib = float("nan")
+        self.cuda_peak_mib = float("nan")
+
+    @staticmethod
+    def _rss() -> float | None:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            rss = self._rss()
+            if rss is not None:
+                self._peak = max(self._peak, rss)
+
+    def __enter__(self) -> PeakMemory:
+        self._base = self._rss()
+        self._peak = self._base or 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        if self._base is not None:
+            self._thread.start()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+        except ImportError:
+            pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._base is not None:
+            self._thread.join()
+            self._peak = max(self._peak, self._rss() or 0.0)
+            self.peak_mib = self._peak - self._base
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                self.cuda_peak_mib = torch.cuda.max_memory_allocated() / 2**20
+        except ImportError:
+            pass
+
+
+# ----------------------------------------------------------------------- runs
+def run_key(task: Task, detector: str, seed: int, budget: str, extra: dict | None = None) -> str:
+    """Cache key of one run: readable prefix plus a hash of everything that defines it."""
+    ident = json.dumps({"task": task.name, "meta": task.meta, "detector": detector,
+                        "seed": seed, "budget": budget, "extra": extra or {}}, sort_keys=True)
+    digest = hashlib.sha1(ident.encode()).hexdigest()[:10]
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{task.name}__{detector}")
+    return f"{safe}__s{seed}__{budget}__{digest}"
+
+
+def run_one(task: Task, detector: str, seed: int, budget: str, threads: int | None = None) -> dict:
+    """Fit one detector on one task and measure it; returns one CSV row as a dict."""
+    from skood.metrics import auroc, average_precision, precision_at_n
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)  # this worker's share of the cores
+    X_tr, y_tr, X_te, y_out = task.build(seed)
+    is_skood = detector in SKOOD
+    if not is_skood and task.kind == "image":
+        X_tr, X_te = _flat(X_tr), _flat(X_te)
+    n_features = int(np.prod(np.shape(X_tr)[1:]))
+    det = make_detector(detector, seed, budget, task.kind, n_features)
+    row = {"dataset": task.name, "detector": detector, "seed": seed, "budget": budget,
+           "n_train": len(X_tr), "n_test": len(X_te), "error": ""}
+    try:
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            if y_tr is not None and detector in LABELLED:
+                det.fit(X_tr, y_tr)
+            else:
+                det.fit(X_tr)
+            t1 = time.perf_counter()
+            scores = normality(det, X_te)
+            t2 = time.perf_counter()
+    except Exception as exc:  # a failing run is recorded, not fatal to the sweep
+        row.update(auroc=np.nan, ap=np.nan, p_at_n=np.nan, fit_s=np.nan, score_s=np.nan,
+                   peak_mib=np.nan, cuda_peak_mib=np.nan,
+                   error=f"{type(exc).__name__}: {exc}"[:300])
+        return row
+    row.update(
+        auroc=auroc(y_out, scores),
+        ap=average_precision(y_out, scores),
+        p_at_n=precision_at_n(y_out, scores),
+        fit_s=t1 - t0,
+        score_s=t2 - t1,
+        peak_mib=mem.peak_mib,
+        cuda_peak_mib=mem.cuda_peak_mib,
+    )
+    return row
+
+
+def _identity(detector: str, seed: int, budget: str, kind: str) -> dict:
+    """What else defines a run: the library version and the detector's parameters."""
+    import skood
+
+    est = make_detector(detector, seed, budget, kind, n_features=1)
+    params = {k: repr(v) for k, v in est.get_params(deep=False).items()}
+    return {"skood": skood.__version__, "params": params}
+
+
+def _cached_run(cache: Path, key: str, task: Task, detector: str, seed: int, budget: str,
+                threads: int | None) -> dict:
+    row = run_one(task, detector, seed, budget, threads)
+    tmp = cache / f"{key}.json.tmp"
+    tmp.write_text(json.dumps(row, default=float))
+    tmp.replace(cache / f"{key}.json")  # atomic: an interrupted run leaves no half file
+    return row
+
+
+def run_sweep(
+    tasks: Sequence[Task],
+    detectors: Sequence[str],
+    seeds: Sequence[int],
+    budget: str,
+    out: Path,
+    n_jobs: int = 1,
+    progress: bool = True,
+) -> list[dict]:
+    """Run every (task, detector, seed) not yet cached under ``out/cache``; return all rows.
+
+    Runs go through ``joblib.Parallel``, so ``with joblib.parallel_backend("dask"):``
+    (or ray) spreads a sweep over a cluster. With a CUDA device, skood's
+    detectors run one at a time (never several trainings on one GPU) and the
+    CPU baselines in parallel.
+    """
+    from joblib import Parallel, delayed
+
+    cache = Path(out) / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    todo, rows = [], []
+    for task in tasks:
+        for det in detectors:
+            for seed in seeds:
+                key = run_key(task, det, seed, budget, _identity(det, seed, budget, task.kind))
+                path = cache / f"{key}.json"
+                if path.exists():
+                    rows.append(json.loads(path.read_text()))
+                else:
+                    todo.append((key, task, det, seed))
+    if not todo:
+        return rows
+    threads = max(1, (os.cpu_count() or 1) // max(1, n_jobs)) if n_jobs != 1 else None
+    gpu = _cuda()
+    groups = ([[t for t in todo if t[2] in SKOOD], [t for t in todo if t[2] not in SKOOD]]
+              if gpu else [todo])
+    bar = _progress(len(todo), progress)
+    for group in groups:
+        jobs = 1 if (gpu and group and group[0][2] in SKOOD) else n_jobs
+        par = Parallel(n_jobs=jobs, return_as="generator_unordered")
+        for row in par(delayed(_cached_run)(cache, key, task, det, seed, budget, threads)
+                       for key, task, det, seed in group):
+            rows.append(row)
+            bar.set_postfix_str(f"{row['dataset']} {row['detector']} "
+                                f"AUROC={row['auroc']:.3f}", refresh=False)
+            bar.update()
+    bar.close()
+    return rows
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="runs", disable=not enabled, dynamic_ncols=True)
+
+
+# -------------------------------------------------------------------- outputs
+COLUMNS = ("dataset", "detector", "seed", "budget", "n_train", "n_test", "auroc", "ap",
+           "p_at_n", "fit_s", "score_s", "peak_mib", "cuda_peak_mib", "error")
+
+
+def _mean_matrix(rows: list[dict], metric: str) -> tuple[list[str], list[str], np.ndarray]:
+    names = list(dict.fromkeys(r["dataset"] for r in rows))
+    dets = list(dict.fromkeys(r["detector"] for r in rows))
+    m = np.full((len(names), len(dets)), np.nan)
+    for i, n in enumerate(names):
+        for j, d in enumerate(dets):
+            vals = [r[metric] for r in rows if r["dataset"] == n and r["detector"] == d]
+            vals = [v for v in vals if v == v]  # drop NaN (failed runs)
+            if vals:
+                m[i, j] = float(np.mean(vals))
+    return names, dets, m
+
+
+def mean_ranks(m: np.ndarray) -> np.ndarray:
+    """Mean rank per detector (1 = best AUROC) over the datasets every detector finished."""
+    from scipy.stats import rankdata
+
+    ok = ~np.isnan(m).any(axis=1)
+    if not ok.any():
+        return np.full(m.shape[1], np.nan)
+    return rankdata(-m[ok], axis=1).mean(axis=0)
+
+
+def markdown_table(rows: list[dict], metric: str = "auroc", title: str | None = None) -> str:
+    """Per-dataset mean (over seeds) of ``metric`` x 100, then the mean and the mean rank."""
+    names, dets, m = _mean_matrix(rows, metric)
+    seeds = sorted({r["seed"] for r in rows})
+    order = np.argsort(mean_ranks(m)) if len(names) > 1 else np.arange(len(dets))
+    dets, m = [dets[j] for j in order], m[:, order]
+    lines = [] if title is None else [title, ""]
+    lines += ["| dataset | " + " | ".join(dets) + " |", "|---|" + "---:|" * len(dets)]
+    for i, n in enumerate(names):
+        best = np.nanmax(m[i]) if not np.isnan(m[i]).all() else np.nan
+        cells = ["—" if np.isnan(v) else (f"**{100 * v:.1f}**" if v == best else f"{100 * v:.1f}")
+                 for v in m[i]]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    with warnings.catch_warnings():  # a detector whose every run failed: NaN, shown as such
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.array([np.nanmean(m[:, j]) for j in range(len(dets))])
+        top = np.nanmax(means) if not np.isnan(means).all() else np.nan
+    lines.append("| **mean** | " + " | ".join(
+        f"**{100 * v:.1f}**" if v == top else f"{100 * v:.1f}" for v in means) + " |")
+    if len(names) > 1:
+        lines.append("| **mean rank** | " + " | ".join(f"{r:.2f}" for r in mean_ranks(m)) + " |")
+    failed = [r for r in rows if r.get("error")]
+    lines.append("")
+    lines.append(f"{metric.upper()} x 100, mean over seeds {seeds}; best per row in bold"
+                 + (f"; {len(failed)} failed runs (see runs.csv)" if failed else "") + ".")
+    return "\n".join(lines)
+
+
+def write_outputs(rows: list[dict], out: Path, meta: dict, metric: str = "auroc",
+                  figure: bool = True) -> str:
+    """Write runs.csv, table.md, figure.png and meta.json to ``out``; return the table."""
+    import csv
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = sorted(rows, key=lambda r: (r["dataset"], r["detector"], r["seed"]))
+    with open(out / "runs.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    order = list(dict.fromkeys(r["dataset"] for r in _task_order(rows, meta)))
+    rows_ordered = sorted(rows, key=lambda r: order.index(r["dataset"]))
+    table = markdown_table(rows_ordered, metric)
+    other = "ap" if metric == "auroc" else "auroc"
+    table += "\n\n" + markdown_table(rows_ordered, other, title=f"{other.upper()}:")
+    (out / "table.md").write_text(table + "\n")
+    if figure:
+        _figure(rows_ordered, out / "figure.png", metric)
+    (out / "meta.json").write_text(json.dumps({**environment(), **meta}, indent=2, default=str))
+    return table
+
+
+def _task_order(rows: list[dict], meta: dict) -> list[dict]:
+    names = meta.get("tasks") or []
+    known = [r for n in names for r in rows if r["dataset"] == n]
+    return known + [r for r in rows if r["dataset"] not in names]
+
+
+def _figure(rows: list[dict], path: Path, metric: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names, dets, m = _mean_matrix(rows, metric)
+    order = np.argsort(-np.nanmean(m, axis=0))
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(dets) + 2), 4))
+    data = [m[~np.isnan(m[:, j]), j] * 100 for j in order]
+    ax.boxplot(data, showmeans=True)
+    ax.set_xticks(range(1, len(order) + 1), [dets[j] for j in order], rotation=30, ha="right")
+    ax.set_ylabel(f"{metric.upper()} x 100 (one point per dataset)")
+    ax.set_title(f"{len(names)} datasets, mean over seeds")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def environment() -> dict:
+    """Library versions and the device, for meta.json."""
+    import joblib
+    import pyod
+    import sklearn
+    import skorch
+    import torch
+    import torchvision
+
+    import skood
+
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor()
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "device": dev or "cpu",
+        "versions": {m.__name__: m.__version__ for m in
+                     (skood, np, sklearn, torch, torchvision, skorch, pyod, joblib)},
+    }
+
+
+def select(names: Iterable[str], wanted: Sequence[str] | None, what: str) -> list[str]:
+    """Filter ``names`` by exact name or substring; a filter matching nothing is an error."""
+    names = list(names)
+    if not wanted:
+        return names
+    out = [n for n in names if any(w == n or w.lower() in n.lower() for w in wanted)]
+    if not out:
+        raise SystemExit(f"no {what} matches {list(wanted)}; available: {names}")
+    return out

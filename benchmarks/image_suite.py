@@ -1,0 +1,172 @@
+"""Image suite: skood's detectors vs raw-pixel baselines on digits, MNIST, Fashion-MNIST, CIFAR-10.
+
+Protocols (``shared/specs/benchmarks.md``):
+
+* ``one-class``: train on class k (optionally polluted with ``--pollution`` p of
+  other classes), test on the test split with class k normal, for every k;
+* ``holdout``: hold-one-class-out, train with labels on the other classes
+  (RotAuxMSP uses them, the others ignore them), the held-out class is the
+  anomaly; report average precision next to AUROC;
+* ``vs``: dataset vs dataset, train on ``--dataset``, test on its test split
+  (in) and the test split of ``--ood`` (out), e.g. Fashion-MNIST vs MNIST.
+
+Data: digits ships with scikit-learn (split 50/50 per class); MNIST (only its
+test set is shared here: split 50/50), Fashion-MNIST and CIFAR-10 (JPEG) come
+from ``--data-home`` (else ``$SKOOD_DATA``, else ``../shared/data``). Baselines
+see raw pixels in [0, 1]. Budgets: ``smoke`` (64 training and 300 test images,
+one epoch), ``cpu`` (1,000 / 2,000 images, the detectors' defaults), ``gpu``
+(every image, the papers' presets). Outputs and caching as in
+``tabular_suite.py``.
+
+Usage::
+
+    python benchmarks/image_suite.py --dataset fashion --protocol one-class --classes 0 1 2
+    python benchmarks/image_suite.py --dataset fashion --protocol holdout --metric ap
+    python benchmarks/image_suite.py --dataset fashion --protocol vs --ood mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _suite import BUDGETS, Task, available_detectors, run_sweep, select, write_outputs
+from tabular_suite import default_data_home
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ("digits", "mnist", "fashion", "cifar10")
+#: (training images, test images) per budget; None = all
+SIZES = {"smoke": (64, 300), "cpu": (1000, 2000), "gpu": (None, None)}
+
+
+@functools.lru_cache(maxsize=4)
+def load_split(dataset: str, data_home: str | None) -> tuple[np.ndarray, ...]:
+    """``(X_train, y_train, X_test, y_test)`` of one image dataset (cached per process)."""
+    from skood import datasets as D
+
+    if dataset == "digits":
+        X, y = D.load_digits_images()
+        return D.split_half(X, y, random_state=0)
+    if dataset == "mnist":  # only the test set is shared: a fixed 50/50 split
+        X, y = D.load_mnist("test", data_home)
+        return D.split_half(X, y, random_state=0)
+    if dataset == "fashion":
+        return (*D.load_fashion_mnist("train", data_home), *D.load_fashion_mnist("test", data_home))
+    if dataset == "cifar10":
+        return (*D.load_cifar10("train", data_home), *D.load_cifar10("test", data_home))
+    raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
+
+
+def _subset(n: int, cap: int | None, rng: np.random.RandomState,
+            y: np.ndarray | None = None) -> np.ndarray:
+    """At most ``cap`` indices of ``range(n)``, stratified on ``y`` when given."""
+    if cap is None or n <= cap:
+        return np.arange(n)
+    if y is None:
+        return np.sort(rng.choice(n, cap, replace=False))
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(np.arange(n), train_size=cap, stratify=y, random_state=rng)
+    return np.sort(keep)
+
+
+def build_one_class(dataset, k, pollution, sizes, data_home, seed):
+    from skood.datasets import one_class_split
+
+    X_train, y_train, X_test, y_test = load_split(dataset, data_home)
+    rng = np.random.RandomState(seed)
+    normal = np.flatnonzero(y_train == k)
+    normal = normal[_subset(len(normal), sizes[0], rng)]
+    others = np.flatnonzero(y_train != k)
+    idx = np.r_[normal, others]  # the pollution is drawn from the other classes' images
+    te = _subset(len(X_test), sizes[1], rng, y_test)
+    X_tr, X_te, y_out = one_class_split(X_train[idx], y_train[idx], X_test[te], y_test[te],
+                                        normal_class=k, pollution=pollution, random_state=seed)
+    return X_tr, None, X_te, y_out
+
+
+def build_holdout(dataset, k, sizes, data_home, seed):
+    from skood.datasets import hold_one_class_out
+
+    X_train, y_train, X_test, y_test = load_split(dataset, data_home)
+    rng = np.random.RandomState(seed)
+    rest = np.flatnonzero(y_train != k)
+    tr = np.r_[rest[_subset(len(rest), sizes[0], rng, y_train[rest])], np.flatnonzero(y_train == k)]
+    te = _subset(len(X_test), sizes[1], rng, y_test)
+    return hold_one_class_out(X_train[tr], y_train[tr], X_test[te], y_test[te], held_out=k,
+                              random_state=seed)
+
+
+def build_vs(dataset, ood, sizes, data_home, seed):
+    from skood.datasets import dataset_vs_dataset
+
+    X_train, y_train, X_in, y_in = load_split(dataset, data_home)
+    X_out = load_split(ood, data_home)[2]
+    if X_out.shape[1:] != X_in.shape[1:]:
+        raise ValueError(f"{dataset} and {ood} images differ in shape: "
+                         f"{X_in.shape[1:]} vs {X_out.shape[1:]}")
+    rng = np.random.RandomState(seed)
+    tr = _subset(len(X_train), sizes[0], rng, y_train)
+    half = None if sizes[1] is None else sizes[1] // 2
+    X_in = X_in[_subset(len(X_in), half, rng, y_in)]
+    X_te, y_out = dataset_vs_dataset(X_in, X_out, max_out=len(X_in), random_state=seed)
+    return X_train[tr], None, X_te, y_out
+
+
+def image_tasks(dataset: str, protocol: str, classes, budget: str, data_home: str | None,
+                pollution: float = 0.0, ood: str = "mnist") -> list[Task]:
+    sizes = SIZES[budget]
+    if protocol == "vs":
+        return [Task(f"{dataset}-vs-{ood}", "image",
+                     functools.partial(build_vs, dataset, ood, sizes, data_home),
+                     meta={"sizes": sizes})]
+    if protocol == "holdout":
+        return [Task(f"{dataset}-holdout-{k}", "image",
+                     functools.partial(build_holdout, dataset, k, sizes, data_home),
+                     meta={"sizes": sizes}) for k in classes]
+    suffix = f"-p{int(round(100 * pollution))}" if pollution else ""
+    return [Task(f"{dataset}-{k}{suffix}", "image",
+                 functools.partial(build_one_class, dataset, k, pollution, sizes, data_home),
+                 meta={"sizes": sizes, "pollution": pollution}) for k in classes]
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", choices=DATASETS, default="fashion")
+    ap.add_argument("--protocol", choices=["one-class", "holdout", "vs"], default="one-class")
+    ap.add_argument("--classes", type=int, nargs="+", default=list(range(10)))
+    ap.add_argument("--pollution", type=float, default=0.0)
+    ap.add_argument("--ood", choices=DATASETS, default="mnist")
+    ap.add_argument("--detectors", nargs="*", default=None, help="default: all available")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--budget", choices=BUDGETS, default="cpu")
+    ap.add_argument("--metric", choices=["auroc", "ap"], default=None,
+                    help="table metric (default: ap for holdout, else auroc)")
+    ap.add_argument("--data-home", default=None)
+    ap.add_argument("--n-jobs", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/images")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    data_home = args.data_home or default_data_home()
+    tasks = image_tasks(args.dataset, args.protocol, args.classes, args.budget, data_home,
+                        args.pollution, args.ood)
+    dets = select(available_detectors(), args.detectors, "detector")
+    metric = args.metric or ("ap" if args.protocol == "holdout" else "auroc")
+    out = args.out / f"{args.dataset}-{args.protocol}" / args.budget
+    t0 = time.perf_counter()
+    rows = run_sweep(tasks, dets, args.seeds, args.budget, out, n_jobs=args.n_jobs,
+                     progress=not args.no_progress)
+    meta = {"script": "benchmarks/image_suite.py", "argv": sys.argv[1:] if argv is None else argv,
+            "budget": args.budget, "seeds": args.seeds, "tasks": [t.name for t in tasks],
+            "wall_s_this_call": time.perf_counter() - t0}
+    print(write_outputs(rows, out, meta, metric=metric))
+    print(f"\nwritten to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -75,6 +75,9 @@ def make_detector(name: str, seed: int, budget: str, kind: str, n_features: int)
     ``cpu`` keeps the defaults (about a minute for 1,000 rows on a 2-core
     CPU), ``gpu`` is the ``"paper"`` preset where the detector has one.
     """
+    base, params = parse_variant(name)
+    if params:
+        return make_detector(base, seed, budget, kind, n_features).set_params(**params)
     if name in SKOOD:
         import skood
 
@@ -122,6 +125,26 @@ def make_detector(name: str, seed: int, budget: str, kind: str, n_features: int)
 
         return DeepSVDD(n_features=n_features, epochs=epochs, random_state=seed, verbose=0)
     raise ValueError(f"unknown detector {name!r}; choose from {available_detectors()}")
+
+
+def parse_variant(name: str) -> tuple[str, dict]:
+    """``"SemSAD(n_neighbors=1)"`` -> ``("SemSAD", {"n_neighbors": 1})``; a plain name has no params.
+
+    Variants are spelled as calls with literal arguments, so a run stays
+    defined by its name alone (cache keys, tables, joblib workers).
+    """
+    import ast
+
+    if "(" not in name:
+        return name, {}
+    try:
+        call = ast.parse(name, mode="eval").body
+        if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.args:
+            raise ValueError
+        return call.func.id, {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    except (SyntaxError, ValueError) as exc:
+        raise ValueError(f"bad detector variant {name!r}: write it as "
+                         "Name(param=literal, ...), e.g. 'SemSAD(n_neighbors=1)'") from exc
 
 
 def normality(det: Any, X: Any) -> np.ndarray:
@@ -217,7 +240,7 @@ def run_one(task: Task, detector: str, seed: int, budget: str, threads: int | No
 
         torch.set_num_threads(threads)  # this worker's share of the cores
     X_tr, y_tr, X_te, y_out = task.build(seed)
-    is_skood = detector in SKOOD
+    is_skood = parse_variant(detector)[0] in SKOOD
     if not is_skood and task.kind == "image":
         X_tr, X_te = _flat(X_tr), _flat(X_te)
     n_features = int(np.prod(np.shape(X_tr)[1:]))
@@ -227,7 +250,7 @@ def run_one(task: Task, detector: str, seed: int, budget: str, threads: int | No
     try:
         with PeakMemory() as mem:
             t0 = time.perf_counter()
-            if y_tr is not None and detector in LABELLED:
+            if y_tr is not None and parse_variant(detector)[0] in LABELLED:
                 det.fit(X_tr, y_tr)
             else:
                 det.fit(X_tr)
@@ -303,11 +326,11 @@ def run_sweep(
         return rows
     threads = max(1, (os.cpu_count() or 1) // max(1, n_jobs)) if n_jobs != 1 else None
     gpu = _cuda()
-    groups = ([[t for t in todo if t[2] in SKOOD], [t for t in todo if t[2] not in SKOOD]]
-              if gpu else [todo])
+    deep = [t for t in todo if parse_variant(t[2])[0] in SKOOD]
+    groups = [deep, [t for t in todo if t not in deep]] if gpu else [todo]
     bar = _progress(len(todo), progress)
     for group in groups:
-        jobs = 1 if (gpu and group and group[0][2] in SKOOD) else n_jobs
+        jobs = 1 if (gpu and group is deep) else n_jobs
         par = Parallel(n_jobs=jobs, return_as="generator_unordered")
         for row in par(delayed(_cached_run)(cache, key, task, det, seed, budget, threads)
                        for key, task, det, seed in group):
@@ -467,7 +490,54 @@ def select(names: Iterable[str], wanted: Sequence[str] | None, what: str) -> lis
     names = list(names)
     if not wanted:
         return names
-    out = [n for n in names if any(w == n or w.lower() in n.lower() for w in wanted)]
+    plain = [w for w in wanted if "(" not in w]
+    out = [n for n in names if any(w == n or w.lower() in n.lower() for w in plain)]
+    for w in wanted:  # variants such as "SemSAD(n_neighbors=1)" of an available detector
+        if "(" in w:
+            if parse_variant(w)[0] not in names:
+                raise SystemExit(f"{w!r} is not a variant of an available {what}: {names}")
+            out.append(w)
     if not out:
         raise SystemExit(f"no {what} matches {list(wanted)}; available: {names}")
     return out
+
+
+def ablation_table(rows: list[dict], reference: str, metric: str = "auroc") -> str:
+    """Variants against ``reference``: mean ± spread over seeds, and a verdict.
+
+    For each seed the metric is averaged over the tasks; the table gives the
+    mean ± standard deviation of those per-seed means, and the paired
+    difference to ``reference`` (same tasks, same seeds). A difference whose
+    magnitude is not larger than its own spread is reported as "no effect"
+    (``shared/specs/benchmarks.md``), never as a win.
+    """
+    dets = list(dict.fromkeys(r["detector"] for r in rows))
+    seeds = sorted({r["seed"] for r in rows})
+    per_seed = {d: np.array([np.nanmean([r[metric] for r in rows
+                                         if r["detector"] == d and r["seed"] == s])
+                             for s in seeds]) for d in dets}
+
+    def fmt(v: np.ndarray) -> str:
+        sd = v.std(ddof=1) if len(v) > 1 else float("nan")
+        return f"{100 * v.mean():.1f} ± {100 * sd:.1f}"
+
+    lines = [f"| variant | {metric.upper()} x 100 | vs {reference} | verdict |",
+             "|---|---:|---:|---|"]
+    for d in dets:
+        if d == reference:
+            lines.append(f"| {d} (reference) | {fmt(per_seed[d])} | | |")
+            continue
+        diff = per_seed[d] - per_seed[reference]
+        sd = diff.std(ddof=1) if len(diff) > 1 else float("nan")
+        if not np.isfinite(sd):
+            verdict = "one seed: no verdict"
+        elif abs(diff.mean()) <= sd:
+            verdict = "no effect"
+        else:
+            verdict = "better" if diff.mean() > 0 else "worse"
+        lines.append(f"| {d} | {fmt(per_seed[d])} | {100 * diff.mean():+.1f} ± {100 * sd:.1f} "
+                     f"| {verdict} |")
+    tasks = list(dict.fromkeys(r["dataset"] for r in rows))
+    lines += ["", f"Mean over {len(tasks)} tasks ({', '.join(tasks)}) per seed, then mean ± "
+              f"std over seeds {seeds}; differences are paired by seed."]
+    return "\n".join(lines)

@@ -148,3 +148,28 @@ def test_peak_memory_sees_an_allocation():
         time.sleep(0.05)
     del a
     assert mem.peak_mib >= 40
+
+
+def test_detector_variants_by_name():
+    assert _suite.parse_variant("SemSAD") == ("SemSAD", {})
+    assert _suite.parse_variant("SemSAD(gamma_range=(1.0, 1.0), n_neighbors=2)") == (
+        "SemSAD", {"gamma_range": (1.0, 1.0), "n_neighbors": 2})
+    det = _suite.make_detector("SemSAD(n_neighbors=2)", 3, "smoke", "tabular", 4)
+    assert det.n_neighbors == 2 and det.random_state == 3 and det.encoder_epochs == 1
+    for bad in ("SemSAD(2)", "SemSAD(n=foo())", "SemSAD(n_neighbors=1"):
+        with pytest.raises(ValueError, match="bad detector variant"):
+            _suite.parse_variant(bad)
+    assert _suite.select(["SemSAD", "KNN"], ["KNN", "SemSAD(mu=0.5)"], "detector") == [
+        "KNN", "SemSAD(mu=0.5)"]
+
+
+def test_ablation_table_verdicts():
+    rows = []
+    for seed, (ref, big, tiny) in enumerate([(0.70, 0.80, 0.71), (0.72, 0.83, 0.70),
+                                             (0.68, 0.79, 0.69)]):
+        for det, v in (("A", ref), ("A(x=1)", big), ("A(x=2)", tiny)):
+            rows.append({"dataset": "t", "detector": det, "seed": seed, "auroc": v})
+    table = _suite.ablation_table(rows, "A")
+    lines = {ln.split(" | ")[0].strip("| "): ln for ln in table.splitlines()}
+    assert "better" in lines["A(x=1)"] and "+10.7" in lines["A(x=1)"]
+    assert "no effect" in lines["A(x=2)"]  # +0.0 ± 1.5: within its spread

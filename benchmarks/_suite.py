@@ -128,7 +128,7 @@ def make_detector(name: str, seed: int, budget: str, kind: str, n_features: int)
 
 
 def parse_variant(name: str) -> tuple[str, dict]:
-    """``"SemSAD(n_neighbors=1)"`` -> ``("SemSAD", {"n_neighbors": 1})``; a plain name has no params.
+    """``"SemSAD(n_neighbors=1)"`` -> ``("SemSAD", {"n_neighbors": 1})`` (plain: no params).
 
     Variants are spelled as calls with literal arguments, so a run stays
     defined by its name alone (cache keys, tables, joblib workers).

@@ -173,3 +173,19 @@ def test_ablation_table_verdicts():
     lines = {ln.split(" | ")[0].strip("| "): ln for ln in table.splitlines()}
     assert "better" in lines["A(x=1)"] and "+10.7" in lines["A(x=1)"]
     assert "no effect" in lines["A(x=2)"]  # +0.0 ± 1.5: within its spread
+
+
+def test_claims_summary_reads_each_scripts_csv(tmp_path):
+    import claims
+
+    d = tmp_path / "nsa_normalisation"
+    d.mkdir()
+    lines = ["class,pollution,variant,seed,auroc"]
+    for seed, (on, off) in enumerate([(0.80, 0.70), (0.82, 0.71), (0.79, 0.70)]):
+        for c in (0, 1):
+            lines += [f"{c},0.1,norm on,{seed},{on}", f"{c},0.1,norm off,{seed},{off}"]
+    (d / "runs.csv").write_text("\n".join(lines) + "\n")
+    text = claims.main(["--dry-run", "--only", "nsa", "semsad", "--out", str(tmp_path)])
+    assert "pollution = 0.1" in text and "better" in text and "+10.0" in text
+    assert "not run yet (`python benchmarks/semsad_ablation.py`)" in text
+    assert (tmp_path / "claims.md").read_text() == text

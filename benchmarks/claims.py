@@ -1,0 +1,137 @@
+"""The five papers' central claims as ablations, in one run (``shared/specs/benchmarks.md``).
+
+Each claim is measured by its own script (run here with the same budget
+flags), and this script reads that script's ``runs.csv`` and reports the
+claim the same way for all five: per setting, the treatment against the
+control, mean ± standard deviation over seeds of the per-seed mean over
+tasks, and the paired difference; a difference within its own spread is
+"no effect", never a win.
+
+* NSA: normalisation raises one-class AUROC, most under 10% pollution
+  (``nsa_normalisation.py``: norm on vs off);
+* DistillNeg: negatives beat plain self-distillation
+  (``distillneg_negatives.py``: lam=1 vs lam=0);
+* RotAuxMSP: the rotation task raises MSP average precision
+  (``rotaux_holdout.py``: with rotation vs lam=0);
+* SemSAD: gamma drawn from a range vs fixed; neighbourhood size
+  (``semsad_ablation.py``: variants vs the defaults);
+* DUM: beats IsolationForest on tabular data (``dum_tabular.py``).
+
+Run it from the repository root (the scripts write under ``benchmarks/results``).
+
+Usage::
+
+    python benchmarks/claims.py --data-home ../shared/data [--only nsa semsad] [--seeds 0 1 2]
+
+``--dry-run`` only rebuilds ``claims.md`` from the scripts' existing CSVs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from _suite import ablation_table
+from tabular_suite import default_data_home
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks/results"
+
+
+@dataclass
+class Claim:
+    """How to run one claim's script and read its ``runs.csv``.
+
+    ``task`` columns name a task (joined), ``variant`` the compared arm,
+    ``group`` a setting reported separately (e.g. the pollution level),
+    ``metric`` the score column; ``reference`` is the control arm's value.
+    """
+
+    title: str
+    script: str
+    csv: str
+    variant: str
+    reference: str
+    task: tuple[str, ...]
+    metric: str = "auroc"
+    group: str | None = None
+    args: list[str] = field(default_factory=list)
+
+
+CLAIMS = {
+    "nsa": Claim("NSA: feature/projection normalisation (one-class Fashion-MNIST)",
+                 "nsa_normalisation", "nsa_normalisation/runs.csv", "variant", "norm off",
+                 ("class",), group="pollution"),
+    "distillneg": Claim("DistillNeg: negatives (lam=1) vs plain self-distillation (lam=0)",
+                        "distillneg_negatives", "distillneg_negatives/runs.csv", "lam", "0.0",
+                        ("setting",)),
+    "rotaux": Claim("RotAuxMSP: rotation auxiliary task, hold-one-class-out AP (Fashion-MNIST)",
+                    "rotaux_holdout", "rotaux_holdout/runs.csv", "variant", "lam=0 MSP",
+                    ("held_out",), metric="ap"),
+    "semsad": Claim("SemSAD: gamma range vs fixed gamma, neighbourhood size",
+                    "semsad_ablation", "semsad_ablation/fashion/cpu/runs.csv", "detector",
+                    "SemSAD", ("dataset",)),
+    "dum": Claim("DUM vs IsolationForest (transductive tabular, the paper's datasets)",
+                 "dum_tabular", "dum_tabular.csv", "detector", "IsolationForest", ("dataset",)),
+}
+
+
+def read_claim(claim: Claim, out: Path) -> list[str]:
+    """The claim's section of claims.md, from its script's CSV."""
+    path = out / claim.csv
+    lines = [f"### {claim.title}", ""]
+    if not path.exists():
+        return lines + [f"not run yet (`python benchmarks/{claim.script}.py`)", ""]
+    with open(path) as f:
+        raw = list(csv.DictReader(f))
+    groups = list(dict.fromkeys(r[claim.group] for r in raw)) if claim.group else [None]
+    for g in groups:
+        rows = [{"dataset": " ".join(r[c] for c in claim.task),
+                 "detector": r[claim.variant], "seed": int(r["seed"]),
+                 claim.metric: float(r[claim.metric])}
+                for r in raw if g is None or r[claim.group] == g]
+        if g is not None:
+            lines += [f"{claim.group} = {g}:", ""]
+        lines += [ablation_table(rows, claim.reference, claim.metric), ""]
+    lines += [f"Source: `benchmarks/results/{claim.csv}`, made by "
+              f"`python benchmarks/{claim.script}.py` (see its docstring for the budget).", ""]
+    return lines
+
+
+def main(argv=None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", nargs="*", choices=list(CLAIMS), default=list(CLAIMS))
+    ap.add_argument("--data-home", default=None)
+    ap.add_argument("--seeds", nargs="+", default=None, help="passed on to every script")
+    ap.add_argument("--dry-run", action="store_true", help="only summarise existing CSVs")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    data_home = args.data_home or default_data_home()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    for name in args.only:
+        claim = CLAIMS[name]
+        if args.dry_run:
+            continue
+        script_args = list(claim.args)
+        if data_home:
+            script_args += ["--data-home", data_home]
+        if args.seeds:
+            script_args += ["--seeds", *args.seeds]
+        print(f"== {name}: python benchmarks/{claim.script}.py {' '.join(script_args)}",
+              flush=True)
+        importlib.import_module(claim.script).main(script_args)
+    md = ["# The papers' central claims at skood's CPU budget", ""]
+    for name in args.only:
+        md += read_claim(CLAIMS[name], args.out)
+    text = "\n".join(md)
+    (args.out / "claims.md").write_text(text)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

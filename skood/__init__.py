@@ -1,8 +1,18 @@
 """skood: scikit-learn-compatible deep anomaly and out-of-distribution detectors."""
 
 from .base import BaseDeepDetector
-from .detectors import NSADetector, SemSADDetector
+from .detectors import (
+    DistillNegDetector,
+    NSADetector,
+    SemSADDetector,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["BaseDeepDetector", "NSADetector", "SemSADDetector", "__version__"]
+__all__ = [
+    "BaseDeepDetector",
+    "DistillNegDetector",
+    "NSADetector",
+    "SemSADDetector",
+    "__version__",
+]

@@ -421,3 +421,172 @@ class RandomAffineMaps(torch.nn.Module):
 
 __all__ += ["rotate90", "flip_transpose", "FLIP_TRANSPOSE_OPS", "pad_crop", "PadCropFlip",
             "RandomAffineMaps"]
+
+
+# --------------------------------------------------------------------------
+# DINO's multi-crop views and the shifting transformations that DistillNeg
+# uses as negatives (rotations, patch / pixel / feature permutations).
+
+
+def random_solarize(
+    x: torch.Tensor, generator: torch.Generator, p: float = 0.2, threshold: float = 0.5
+) -> torch.Tensor:
+    """Invert the values at or above ``threshold`` (``x -> 1 - x``) of each sample with prob. p."""
+    m = _per_sample(_rand((len(x),), generator) < p, x)
+    return torch.where(m & (x >= threshold), 1.0 - x, x)
+
+
+class MultiCrop:
+    r"""DINO's multi-crop views of an image batch (Caron et al. 2021, after SwAV).
+
+    ``n_global`` global views are random resized crops covering a fraction
+    ``global_scale`` of the image, resized to the full size; ``n_local`` local
+    views cover ``local_scale`` and are resized to ``local_size`` times each
+    side (at least 4 pixels, at most the full side). Every view is then
+    flipped (p 0.5), colour-jittered (p ``jitter_p``), turned grey (p
+    ``gray_p``) and blurred as in DINO: the first global view always, the
+    other global views with p 0.1 (and solarised with p 0.2), local views
+    with p 0.5.
+
+    Parameters
+    ----------
+    n_global, n_local : int
+        Numbers of global and local views.
+    global_scale, local_scale : tuple of float
+        Area fractions of the crops.
+    local_size : float
+        Side of the local views relative to the image side.
+    jitter : tuple of four floats
+        Brightness, contrast, saturation, hue of :func:`color_jitter`.
+    jitter_p, gray_p : float
+        Probabilities of colour jitter and grayscale.
+
+    Calling it on a batch (N, C, H, W) returns ``(global_views, local_views)``,
+    two lists of tensors of shapes (N, C, H, W) and (N, C, h, w).
+    """
+
+    def __init__(
+        self,
+        n_global: int = 2,
+        n_local: int = 8,
+        global_scale: tuple[float, float] = (0.4, 1.0),
+        local_scale: tuple[float, float] = (0.05, 0.4),
+        local_size: float = 0.5,
+        jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1),
+        jitter_p: float = 0.8,
+        gray_p: float = 0.2,
+    ) -> None:
+        self.n_global = n_global
+        self.n_local = n_local
+        self.global_scale = global_scale
+        self.local_scale = local_scale
+        self.local_size = local_size
+        self.jitter = jitter
+        self.jitter_p = jitter_p
+        self.gray_p = gray_p
+
+    def local_shape(self, h: int, w: int) -> tuple[int, int]:
+        """(h, w) of the local views of an H x W image."""
+
+        def side(s: int) -> int:
+            return min(s, max(int(round(self.local_size * s)), 4))
+
+        return side(h), side(w)
+
+    def _finish(
+        self, v: torch.Tensor, g: torch.Generator, blur_p: float, solarize_p: float
+    ) -> torch.Tensor:
+        v = random_hflip(v, g)
+        v = color_jitter(v, g, *self.jitter, p=self.jitter_p)
+        if self.gray_p > 0:
+            v = random_grayscale(v, g, p=self.gray_p)
+        if blur_p > 0:
+            v = gaussian_blur(v, g, p=blur_p)
+        if solarize_p > 0:
+            v = random_solarize(v, g, p=solarize_p)
+        return v
+
+    def __call__(
+        self, x: torch.Tensor, generator: torch.Generator
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        g = generator
+        views_g = []
+        for i in range(self.n_global):
+            v = random_resized_crop(x, g, scale=self.global_scale)
+            views_g.append(self._finish(v, g, 1.0 if i == 0 else 0.1, 0.0 if i == 0 else 0.2))
+        size = self.local_shape(*x.shape[-2:])
+        views_l = [
+            self._finish(random_resized_crop(x, g, scale=self.local_scale, size=size), g, 0.5, 0.0)
+            for _ in range(self.n_local)
+        ]
+        return views_g, views_l
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(n_global={self.n_global}, n_local={self.n_local}, "
+                f"global_scale={self.global_scale}, local_scale={self.local_scale}, "
+                f"local_size={self.local_size})")
+
+
+def random_rotate90(
+    x: torch.Tensor, generator: torch.Generator, rotations: Sequence[int] = (1, 2, 3)
+) -> torch.Tensor:
+    """Rotate each image by ``k`` x 90 degrees, k drawn uniformly per sample from ``rotations``.
+
+    The default {90, 180, 270} degrees is the shifting transformation of CSI
+    and DistillNeg ("Rot."); mixed rotations need square images.
+    """
+    ks = torch.tensor(list(rotations), dtype=torch.long, device=x.device)
+    pick = (_rand((len(x),), generator) * len(ks)).long().clamp_(max=len(ks) - 1)
+    return rotate90(x, ks[pick])
+
+
+def patch_permutation(
+    x: torch.Tensor, generator: torch.Generator, n_patches: int = 4
+) -> torch.Tensor:
+    """Cut each image into a g x g grid (g^2 = ``n_patches``) and shuffle the cells per sample.
+
+    DistillNeg's "Perm-N" negatives (Rafiee et al. 2022, section 4.1). When a
+    side is not a multiple of g, its last (side mod g) rows or columns stay
+    in place.
+    """
+    g = math.isqrt(n_patches)
+    if n_patches < 1 or g * g != n_patches:
+        raise ValueError(f"n_patches must be a square number (4, 16, ...), got {n_patches}")
+    n, c, h, w = x.shape
+    ph, pw = h // g, w // g
+    if ph == 0 or pw == 0:
+        raise ValueError(f"images of {h} x {w} pixels cannot be cut into {g} x {g} patches")
+    core = x[:, :, : g * ph, : g * pw]
+    cells = core.reshape(n, c, g, ph, g, pw).permute(0, 2, 4, 1, 3, 5).reshape(n, g * g, c, ph, pw)
+    perm = _rand((n, g * g), generator).argsort(dim=1)
+    cells = cells[torch.arange(n, device=x.device)[:, None], perm]
+    core = cells.reshape(n, g, g, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(n, c, g * ph, g * pw)
+    out = x.clone()
+    out[:, :, : g * ph, : g * pw] = core
+    return out
+
+
+def pixel_permutation(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Shuffle the pixel positions of each image (one permutation per sample, all channels alike).
+
+    DistillNeg's "Pix. Perm." negatives: the colour histogram is kept, every
+    spatial structure destroyed.
+    """
+    n, c, h, w = x.shape
+    perm = _rand((n, h * w), generator).argsort(dim=1)
+    flat = x.reshape(n, c, h * w)
+    return flat.gather(2, perm[:, None, :].expand(n, c, h * w)).reshape(n, c, h, w)
+
+
+def feature_permutation(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Shuffle the features of each tabular row (one permutation per row).
+
+    The tabular analogue of a pixel permutation: the row's multiset of
+    values is kept, its assignment to features destroyed.
+    """
+    perm = _rand(x.shape, generator).argsort(dim=1)
+    return x.gather(1, perm)
+
+
+__all__ += ["random_solarize", "MultiCrop", "random_rotate90", "patch_permutation",
+            "pixel_permutation", "feature_permutation"]

@@ -22,6 +22,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from skorch import NeuralNet
 from skorch.callbacks import Callback, LRScheduler
@@ -306,3 +307,48 @@ class ContrastiveNet(SkoodNet):
         v2 = self.augment(x, self.generator_)
         z1, z2 = self.module_(torch.cat([v1, v2])).chunk(2)
         return nt_xent(z1, z2, self.temperature, self.symmetric)
+
+
+# --------------------------------------------------------------------------
+# Per-step schedules and the EMA teacher update (DINO-style training).
+
+
+def cosine_schedule(
+    base: float,
+    final: float,
+    n_steps: int,
+    warmup_steps: int = 0,
+    warmup_start: float = 0.0,
+) -> np.ndarray:
+    r"""Per-step values: linear warm-up, then a half cosine from ``base`` to ``final``.
+
+    Steps :math:`0 \ldots w-1` rise linearly from ``warmup_start`` to
+    ``base``; then, over the remaining :math:`T = n - w` steps,
+
+    .. math::  v_t = \text{final} + \tfrac12(\text{base} - \text{final})
+       \big(1 + \cos(\pi t / T)\big)
+
+    (DINO's ``cosine_scheduler``, used for the learning rate, the weight
+    decay and the teacher momentum). Returns an array of ``n_steps`` floats.
+    """
+    warmup_steps = int(min(max(warmup_steps, 0), n_steps))
+    warm = np.linspace(warmup_start, base, warmup_steps, endpoint=False)
+    rest = n_steps - warmup_steps
+    t = np.arange(rest)
+    cos = final + 0.5 * (base - final) * (1 + np.cos(np.pi * t / max(rest, 1)))
+    return np.concatenate([warm, cos])
+
+
+@torch.no_grad()
+def ema_update_(target: torch.nn.Module, source: torch.nn.Module, momentum: float) -> None:
+    r"""In place :math:`\theta_t \leftarrow m\,\theta_t + (1 - m)\,\theta_s` for every parameter.
+
+    The EMA ("mean") teacher of DINO and BYOL (Rafiee et al. 2022, eq. 2);
+    buffers (e.g. BatchNorm statistics) are left to the target's own forward
+    passes.
+    """
+    for pt, ps in zip(target.parameters(), source.parameters(), strict=True):
+        pt.mul_(momentum).add_(ps.detach(), alpha=1.0 - momentum)
+
+
+__all__ += ["cosine_schedule", "ema_update_"]

@@ -324,3 +324,95 @@ class capture_outputs:  # noqa: N801 (used as a context manager, like torch.no_g
 
 
 __all__ += ["block_modules", "capture_outputs"]
+
+
+# --------------------------------------------------------------------------
+# A small Vision Transformer built from torchvision's VisionTransformer.
+
+import math  # noqa: E402
+
+from torchvision.models import VisionTransformer  # noqa: E402
+
+
+class SmallViT(nn.Module):
+    r"""A small ViT for small images, built from torchvision's ``VisionTransformer``.
+
+    torchvision's patch embedding (a ``patch_size`` stride convolution, here
+    with ``in_channels`` inputs), class token, transformer blocks and final
+    LayerNorm; the classifier is dropped and the output is the class
+    token's ``dim``-d representation. Unlike torchvision's forward, inputs
+    of any size work: the positional embedding of the ``image_size`` grid is
+    bicubically interpolated to the input's patch grid (as DINO does for its
+    local crops); pixels beyond the last whole patch are ignored.
+
+    Parameters
+    ----------
+    in_channels : int
+    image_size : tuple of int
+        (H, W) of the images the positional embedding is laid out for.
+    patch_size : int or None
+        None: ``max(1, round(min(H, W) / 8))``, an 8 x 8 grid for CIFAR-size
+        images (4-pixel patches on 28-32 pixel images).
+    dim, depth, heads, mlp_ratio : int
+        Token width, number of blocks, attention heads, MLP width / dim
+        (default 192, 6, 3, 4: ViT-Tiny's width at half its depth).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: tuple[int, int],
+        patch_size: int | None = None,
+        dim: int = 192,
+        depth: int = 6,
+        heads: int = 3,
+        mlp_ratio: int = 4,
+    ) -> None:
+        super().__init__()
+        h, w = int(image_size[0]), int(image_size[1])
+        p = patch_size or max(1, int(round(min(h, w) / 8)))
+        if p > min(h, w):
+            raise ValueError(f"patch_size {p} exceeds the image side {min(h, w)}")
+        grid = max(h // p, w // p)
+        vit = VisionTransformer(
+            image_size=grid * p, patch_size=p, num_layers=depth, num_heads=heads,
+            hidden_dim=dim, mlp_dim=mlp_ratio * dim,
+        )
+        vit.conv_proj = nn.Conv2d(in_channels, dim, kernel_size=p, stride=p)
+        fan_in = in_channels * p * p
+        nn.init.trunc_normal_(vit.conv_proj.weight, std=math.sqrt(1 / fan_in))
+        nn.init.zeros_(vit.conv_proj.bias)
+        vit.heads = nn.Identity()
+        self.vit = vit
+        self.patch_size = p
+        self.grid = grid
+        self.out_features = dim
+
+    def _pos_embedding(self, gh: int, gw: int) -> torch.Tensor:
+        pos = self.vit.encoder.pos_embedding  # (1, 1 + grid^2, dim)
+        if gh == gw == self.grid:
+            return pos
+        cls, patches = pos[:, :1], pos[:, 1:]
+        d = patches.shape[-1]
+        patches = patches.reshape(1, self.grid, self.grid, d).permute(0, 3, 1, 2)
+        patches = nn.functional.interpolate(patches, size=(gh, gw), mode="bicubic",
+                                            align_corners=False)
+        return torch.cat([cls, patches.permute(0, 2, 3, 1).reshape(1, gh * gw, d)], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        vit = self.vit
+        if min(x.shape[-2:]) < self.patch_size:
+            raise ValueError(
+                f"inputs of {tuple(x.shape[-2:])} pixels are smaller than one "
+                f"{self.patch_size} x {self.patch_size} patch"
+            )
+        t = vit.conv_proj(x)  # (n, dim, gh, gw)
+        gh, gw = t.shape[-2:]
+        t = t.flatten(2).transpose(1, 2)
+        t = torch.cat([vit.class_token.expand(len(t), -1, -1), t], dim=1)
+        t = t + self._pos_embedding(gh, gw)
+        t = vit.encoder.ln(vit.encoder.layers(vit.encoder.dropout(t)))
+        return t[:, 0]
+
+
+__all__ += ["SmallViT"]

@@ -129,3 +129,134 @@ class SimCLRModel(nn.Module):
 
 
 __all__ += ["SimSiamModel", "SimCLRModel"]
+
+
+# --------------------------------------------------------------------------
+# DINO: projection head with K soft classes, student and EMA teacher.
+
+import copy  # noqa: E402
+
+
+class DINOHead(nn.Module):
+    r"""DINO's head (Caron et al. 2021): MLP, L2 normalisation, weight-normalised linear to K.
+
+    .. math::  g(f) = W\,\frac{h(f)}{\lVert h(f)\rVert}, \qquad
+       W_k = \gamma_k \frac{v_k}{\lVert v_k\rVert}
+
+    with h a GELU MLP ``in -> hidden -> ... -> bottleneck`` (``n_layers``
+    linear layers) and K = ``out_features`` soft classes. With
+    ``norm_last_layer`` the gains :math:`\gamma_k` are fixed to 1, so the
+    logits are cosine similarities in [-1, 1]. The weight normalisation is
+    written out (not ``torch.nn.utils.parametrizations.weight_norm``), so
+    the module pickles like any other.
+
+    Parameters
+    ----------
+    in_features : int
+    out_features : int
+        K, the number of soft classes (DINO: 65536; DistillNeg: 4096).
+    hidden_features : int
+        Width of the hidden layers (DINO: 2048).
+    bottleneck_features : int
+        Width of the normalised bottleneck (DINO: 256).
+    n_layers : int
+        Linear layers of h (DINO: 3).
+    norm_last_layer : bool
+    use_bn : bool
+        BatchNorm after each hidden linear layer of h (DINO's ``use_bn_in_head``).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int = 4096,
+        hidden_features: int = 2048,
+        bottleneck_features: int = 256,
+        n_layers: int = 3,
+        norm_last_layer: bool = True,
+        use_bn: bool = False,
+    ) -> None:
+        super().__init__()
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        dims = [in_features] + [hidden_features] * (n_layers - 1) + [bottleneck_features]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+            layers.append(nn.Linear(a, b))
+            if i < n_layers - 1:
+                if use_bn:
+                    layers.append(nn.BatchNorm1d(b))
+                layers.append(nn.GELU())
+        self.mlp = nn.Sequential(*layers)
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        self.weight_v = nn.Parameter(torch.empty(out_features, bottleneck_features))
+        nn.init.trunc_normal_(self.weight_v, std=0.02)
+        if norm_last_layer:
+            self.register_buffer("weight_g", torch.ones(out_features))
+        else:
+            self.weight_g = nn.Parameter(torch.ones(out_features))
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = nn.functional.normalize(self.mlp(x), dim=-1)
+        w = self.weight_g[:, None] * nn.functional.normalize(self.weight_v, dim=1)
+        return z @ w.T
+
+
+class EncoderWithHead(nn.Module):
+    """``head(encoder(x))``; ``encoder`` and ``head`` stay reachable as attributes."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+
+class DINOModel(nn.Module):
+    r"""Student and teacher of identical architecture (encoder + :class:`DINOHead`), and the centre.
+
+    The teacher starts as an exact copy of the student and is never trained
+    by gradients (its parameters do not require them); it follows the
+    student by an exponential moving average,
+    :math:`\theta_t \leftarrow m\theta_t + (1 - m)\theta_s`
+    (:func:`skood.training.ema_update_`). ``center`` (a buffer of shape
+    (1, K)) is the running mean of the teacher's outputs used by
+    :func:`skood.nn.losses.dino_loss`.
+
+    ``features(x)`` is the teacher's encoder output f, the representation
+    DINO and DistillNeg evaluate. ``hidden_features``, ``bottleneck_features``
+    and ``use_bn`` configure the :class:`DINOHead`.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        n_soft_classes: int = 4096,
+        hidden_features: int = 2048,
+        bottleneck_features: int = 256,
+        use_bn: bool = False,
+    ) -> None:
+        super().__init__()
+        head = DINOHead(encoder.out_features, n_soft_classes, hidden_features, bottleneck_features,
+                        use_bn=use_bn)
+        self.student = EncoderWithHead(encoder, head)
+        self.teacher = copy.deepcopy(self.student)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("center", torch.zeros(1, n_soft_classes))
+        self.out_features = encoder.out_features
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.teacher.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.teacher(x)
+
+
+__all__ += ["DINOHead", "EncoderWithHead", "DINOModel"]

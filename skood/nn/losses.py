@@ -199,3 +199,90 @@ def dum_set_loss(
 
 
 __all__ += ["product_of_experts", "dum_set_loss"]
+
+
+# --------------------------------------------------------------------------
+# DINO self-distillation (Caron et al. 2021) and DistillNeg's negative term.
+
+
+def dino_loss(
+    student_logits: list[torch.Tensor],
+    teacher_logits: list[torch.Tensor],
+    center: torch.Tensor,
+    student_temp: float = 0.1,
+    teacher_temp: float = 0.04,
+) -> torch.Tensor:
+    r"""DINO's cross-entropy between centred, sharpened teacher and student outputs.
+
+    Rafiee et al. (2022), eq. 1 and 3: with :math:`p = \operatorname{softmax}(g/\tau)`,
+
+    .. math::  \mathcal{L}_{pos} = \frac{1}{|P|} \sum_{(t, s) \in P}
+       \Big\langle -\sum_{k=1}^{K} p_t^k(x_t) \log p_s^k(x_s) \Big\rangle_{batch},
+       \qquad p_t = \operatorname{softmax}\big((g_t - c)/\tau_t\big),\;
+       p_s = \operatorname{softmax}(g_s / \tau_s),
+
+    where P holds every pair of a teacher view t and a different student view
+    s, c is the centre (:func:`dino_center_update`) and no gradient flows
+    through the teacher. The teacher sees the global views only; teacher
+    view i and student view i are the same view (global views first in both
+    lists), and those pairs are skipped. The paper sums over pairs; the mean
+    (as in DINO's code) keeps the scale independent of the number of views.
+
+    Parameters
+    ----------
+    student_logits : list of Tensor of shape (B, K)
+        Student outputs g_s, one tensor per view (global views first).
+    teacher_logits : list of Tensor of shape (B, K)
+        Teacher outputs g_t on the global views.
+    center : Tensor of shape (1, K)
+    student_temp, teacher_temp : float
+        :math:`\tau_s` and :math:`\tau_t` (DistillNeg: 0.1 and 0.055 -> 0.01).
+    """
+    targets = [
+        F.softmax((t.detach().float() - center) / teacher_temp, dim=-1) for t in teacher_logits
+    ]
+    log_ps = [F.log_softmax(s.float() / student_temp, dim=-1) for s in student_logits]
+    total, n_terms = None, 0
+    for i, q in enumerate(targets):
+        for j, log_p in enumerate(log_ps):
+            if i == j:
+                continue
+            term = -(q * log_p).sum(dim=-1).mean()
+            total = term if total is None else total + term
+            n_terms += 1
+    if total is None:
+        raise ValueError("dino_loss needs a student view other than each teacher view")
+    return total / n_terms
+
+
+def uniform_cross_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    r"""Cross-entropy of the uniform distribution to ``softmax(logits / temperature)``.
+
+    DistillNeg's negative objective (Rafiee et al. 2022, eq. 4): for K soft
+    classes,
+
+    .. math::  \mathcal{L}_{neg} = \Big\langle -\frac{1}{K}\sum_{k=1}^{K} \log p_s^k(x') \Big\rangle
+
+    averaged over the batch; minimal (:math:`= \log K`) when the student's
+    output on the negative view x' is uniform. This is eq. 3 with an
+    infinitely hot teacher, :math:`\tau_t \to \infty`.
+    """
+    return -F.log_softmax(logits.float() / temperature, dim=-1).mean(dim=-1).mean()
+
+
+@torch.no_grad()
+def dino_center_update(
+    center: torch.Tensor, teacher_logits: list[torch.Tensor], momentum: float = 0.9
+) -> torch.Tensor:
+    r"""DINO's centre update :math:`c \leftarrow m c + (1 - m)\,\overline{g_t}`.
+
+    :math:`\overline{g_t}` is the mean teacher output over the batch and its
+    views. Subtracting c from the teacher's logits keeps one soft class from
+    dominating, sharpening keeps the output from becoming uniform; together
+    they prevent collapse. Returns the new centre (shape (1, K)).
+    """
+    batch_center = torch.cat([t.float() for t in teacher_logits]).mean(dim=0, keepdim=True)
+    return center * momentum + batch_center * (1.0 - momentum)
+
+
+__all__ += ["dino_loss", "uniform_cross_entropy", "dino_center_update"]

@@ -120,7 +120,7 @@ def main(argv=None) -> None:
     for setting, seed, X, X_eval, y_out in tasks:
         for lam in LAMS:
             t0 = time.perf_counter()
-            det = DistillNegDetector(lam=lam, negatives=args.negatives, epochs=args.epochs,
+            det = DistillNegDetector(lam=lam, negatives=args.negatives, max_epochs=args.epochs,
                                      backbone=args.backbone, device=args.device,
                                      random_state=seed).fit(X)
             a = auroc(y_out, det.score_samples(X_eval))

@@ -96,7 +96,7 @@ def main(argv=None) -> None:
                                               pollution=p, random_state=seed)
                 for name, kw in VARIANTS.items():
                     t0 = time.perf_counter()
-                    det = NSADetector(encoder_epochs=args.epochs, device=args.device,
+                    det = NSADetector(max_epochs=args.epochs, device=args.device,
                                       scoring=args.scoring, random_state=seed, **kw).fit(X)
                     a = auroc(y_out, det.score_samples(X_te))
                     rows.append({"class": k, "pollution": p, "variant": name, "seed": seed,

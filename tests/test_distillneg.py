@@ -34,7 +34,7 @@ from skood.nn.losses import dino_center_update, dino_loss, uniform_cross_entropy
 from skood.scoring import kernel_cosine, row_fingerprints
 from skood.training import cosine_schedule, ema_update_
 
-TINY = {"epochs": 1, "n_soft_classes": 64, "head_hidden_dim": 32, "n_local_crops": 2,
+TINY = {"max_epochs": 1, "n_soft_classes": 64, "head_hidden_dim": 32, "n_local_crops": 2,
         "batch_size": 32, "device": "cpu", "random_state": 0}
 
 
@@ -44,7 +44,7 @@ def tiny(**kw) -> DistillNegDetector:
 
 @pytest.fixture(scope="module")
 def fitted(blobs):
-    return tiny(epochs=2).fit(blobs[0])
+    return tiny(max_epochs=2).fit(blobs[0])
 
 
 @pytest.fixture(scope="module")
@@ -301,7 +301,7 @@ def test_grid_search_over_lam_and_negatives(blobs):
 
 def test_pipeline_with_scaler(blobs):
     X_train, X_test, y_test = blobs
-    pipe = make_pipeline(StandardScaler(), tiny(epochs=2)).fit(X_train)
+    pipe = make_pipeline(StandardScaler(), tiny(max_epochs=2)).fit(X_train)
     assert roc_auc_score(y_test, pipe.score_samples(X_test)) > 0.9
     assert pipe.predict(X_test).shape == (240,)
 
@@ -369,7 +369,7 @@ def test_other_backbones(digit_images, backbone):
 
 def test_presets():
     det = DistillNegDetector.from_preset("paper", random_state=3)
-    assert det.epochs == 500 and det.backbone == "resnet18" and det.lr == 0.004
+    assert det.max_epochs == 500 and det.backbone == "resnet18" and det.lr == 0.004
     assert det.n_soft_classes == 4096 and det.n_local_crops == 8 and det.random_state == 3
     assert det.teacher_momentum == 0.996 and det.warmup_teacher_temp == 0.055
     assert DistillNegDetector.from_preset("paper-vit").backbone == "vit"
@@ -574,7 +574,7 @@ EXPECTED_FAILED_CHECKS = {
 
 
 @parametrize_with_checks(
-    [DistillNegDetector(epochs=1, batch_size=32, n_soft_classes=32, head_hidden_dim=16,
+    [DistillNegDetector(max_epochs=1, batch_size=32, n_soft_classes=32, head_hidden_dim=16,
                         n_local_crops=1, device="cpu", random_state=0)],
     expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
 )
@@ -592,7 +592,7 @@ def test_one_class_fashion_mnist_beats_chance(data_home):
     rng = np.random.RandomState(0)
     train = rng.permutation(np.flatnonzero(y_tr == 1))[:300]  # trousers
     test = rng.permutation(len(X_te))[:1000]
-    det = DistillNegDetector(epochs=2, random_state=0, device="cpu").fit(X_tr[train])
+    det = DistillNegDetector(max_epochs=2, random_state=0, device="cpu").fit(X_tr[train])
     auroc = roc_auc_score(y_te[test] == 1, det.score_samples(X_te[test]))
     assert auroc > 0.8, auroc  # chance is 0.5
 

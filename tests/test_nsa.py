@@ -21,7 +21,7 @@ from skood.detectors.nsa import NSADetector
 from skood.nn.losses import simsiam_loss
 from skood.scoring import fit_whitening, minmax_ensemble, nearest_cosine, whiten
 
-TINY = {"encoder_epochs": 2, "device": "cpu", "random_state": 0}
+TINY = {"max_epochs": 2, "device": "cpu", "random_state": 0}
 
 
 def tiny(**kw) -> NSADetector:
@@ -271,9 +271,9 @@ def test_rgb_images_channels_last():
 
 def test_paper_presets():
     det = NSADetector.from_preset("paper", random_state=3)
-    assert det.encoder_epochs == 4000 and det.backbone == "resnet18" and det.lr == 1e-4
+    assert det.max_epochs == 4000 and det.backbone == "resnet18" and det.lr == 1e-4
     assert det.projection_dim == 2048 and det.random_state == 3
-    assert NSADetector.from_preset("paper-simclr").encoder_epochs == 500
+    assert NSADetector.from_preset("paper-simclr").max_epochs == 500
 
 
 def test_verbose_and_history(blobs, capsys):
@@ -330,7 +330,7 @@ EXPECTED_FAILED_CHECKS = {
 
 
 @parametrize_with_checks(
-    [NSADetector(encoder_epochs=1, batch_size=32, device="cpu", random_state=0)],
+    [NSADetector(max_epochs=1, batch_size=32, device="cpu", random_state=0)],
     expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
 )
 def test_sklearn_compatible(estimator, check):
@@ -347,7 +347,7 @@ def test_one_class_fashion_mnist_beats_chance(data_home):
     rng = np.random.RandomState(0)
     train = rng.permutation(np.flatnonzero(y_tr == 1))[:600]  # trousers
     test = rng.permutation(len(X_te))[:1000]
-    det = NSADetector(encoder_epochs=5, random_state=0, device="cpu").fit(X_tr[train])
+    det = NSADetector(max_epochs=5, random_state=0, device="cpu").fit(X_tr[train])
     auroc = roc_auc_score(y_te[test] == 1, det.score_samples(X_te[test]))
     assert auroc > 0.7, auroc  # chance is 0.5; measured 0.82 at this budget
 

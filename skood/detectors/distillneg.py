@@ -398,7 +398,7 @@ class DistillNegDetector(BaseDeepDetector):
         The negative distribution, see above. An array holds auxiliary
         samples in any input layout that ``fit`` accepts, with the training
         data's number of features (tabular) or channels (images).
-    epochs : int, default=4
+    max_epochs : int, default=4
         Training epochs (paper: 500).
     backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34", "vit"}, default="auto"
         Encoder f. "auto" is an MLP for tabular rows and the small CNN for
@@ -491,7 +491,7 @@ class DistillNegDetector(BaseDeepDetector):
     >>> import numpy as np
     >>> from skood import DistillNegDetector
     >>> X = np.random.RandomState(0).normal(size=(200, 4))
-    >>> det = DistillNegDetector(epochs=1, random_state=0).fit(X)
+    >>> det = DistillNegDetector(max_epochs=1, random_state=0).fit(X)
     >>> det.predict(X[:3]).shape
     (3,)
     """
@@ -501,7 +501,7 @@ class DistillNegDetector(BaseDeepDetector):
         "backbone": [StrOptions({*BACKBONES, "vit"})],
         "lam": [Interval(Real, 0, None, closed="left")],
         "negatives": [StrOptions({"auto", *_IMAGE_NEGATIVES, *_TABULAR_NEGATIVES}), "array-like"],
-        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "n_global_crops": [Interval(Integral, 1, None, closed="left")],
         "n_local_crops": [Interval(Integral, 0, None, closed="left")],
         "n_soft_classes": [Interval(Integral, 2, None, closed="left")],
@@ -522,7 +522,7 @@ class DistillNegDetector(BaseDeepDetector):
     _presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {
             "backbone": "resnet18",
-            "epochs": 500,
+            "max_epochs": 500,
             "batch_size": 256,
             "lr": 0.004,
             "lr_warmup": 0.02,
@@ -536,7 +536,7 @@ class DistillNegDetector(BaseDeepDetector):
         },
         "paper-vit": {
             "backbone": "vit",
-            "epochs": 500,
+            "max_epochs": 500,
             "batch_size": 256,
             "lr": 0.004,
             "lr_warmup": 0.02,
@@ -555,7 +555,7 @@ class DistillNegDetector(BaseDeepDetector):
         *,
         lam: float = 1.0,
         negatives: str | Any = "auto",
-        epochs: int = 4,
+        max_epochs: int = 4,
         backbone: str = "auto",
         n_global_crops: int = 2,
         n_local_crops: int = 4,
@@ -583,7 +583,7 @@ class DistillNegDetector(BaseDeepDetector):
     ) -> None:
         self.lam = lam
         self.negatives = negatives
-        self.epochs = epochs
+        self.max_epochs = max_epochs
         self.backbone = backbone
         self.n_global_crops = n_global_crops
         self.n_local_crops = n_local_crops
@@ -737,7 +737,7 @@ class DistillNegDetector(BaseDeepDetector):
             clip_grad=self.clip_grad,
             **make_net_kwargs(
                 name="DistillNeg (DINO)",
-                max_epochs=self.epochs,
+                max_epochs=self.max_epochs,
                 batch_size=self.batch_size,
                 lr=self.lr * self.batch_size / 256,
                 device=dev,

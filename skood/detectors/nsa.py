@@ -143,7 +143,7 @@ class NSADetector(BaseDeepDetector):
     whitening : {"ledoit-wolf", "eigen-clip"}, default="ledoit-wolf"
         Covariance estimate of the whitening (see
         :func:`skood.scoring.fit_whitening`).
-    encoder_epochs : int, default=12
+    max_epochs : int, default=12
         Epochs of self-supervised training (paper: 4000 SimSiam, 500 SimCLR).
     backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, default="auto"
         Encoder f ("auto": MLP for tabular rows, the small CNN for images;
@@ -152,7 +152,7 @@ class NSADetector(BaseDeepDetector):
         Training batch size (paper: 512).
     lr : float, default=1e-3
         Adam learning rate, decayed to 0 with a cosine schedule over
-        ``encoder_epochs`` (paper: 1e-4, over a budget a hundred times longer).
+        ``max_epochs`` (paper: 1e-4, over a budget a hundred times longer).
     weight_decay : float, default=0.0
     temperature : float, default=0.2
         NT-Xent temperature (SimCLR only).
@@ -190,7 +190,7 @@ class NSADetector(BaseDeepDetector):
     >>> import numpy as np
     >>> from skood.detectors.nsa import NSADetector
     >>> X = np.random.RandomState(0).normal(size=(200, 4))
-    >>> det = NSADetector(encoder_epochs=1, random_state=0).fit(X)
+    >>> det = NSADetector(max_epochs=1, random_state=0).fit(X)
     >>> det.predict(X[:3]).shape
     (3,)
     """
@@ -204,7 +204,7 @@ class NSADetector(BaseDeepDetector):
         "ensemble": ["boolean"],
         "ensemble_pool": [Interval(Integral, 1, None, closed="left")],
         "whitening": [StrOptions({"ledoit-wolf", "eigen-clip"})],
-        "encoder_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "projection_dim": [Interval(Integral, 1, None, closed="left"), None],
@@ -214,7 +214,7 @@ class NSADetector(BaseDeepDetector):
         "paper": {
             "method": "simsiam",
             "backbone": "resnet18",
-            "encoder_epochs": 4000,
+            "max_epochs": 4000,
             "batch_size": 512,
             "lr": 1e-4,
             "projection_dim": 2048,
@@ -223,7 +223,7 @@ class NSADetector(BaseDeepDetector):
         "paper-simclr": {
             "method": "simclr",
             "backbone": "resnet18",
-            "encoder_epochs": 500,
+            "max_epochs": 500,
             "batch_size": 512,
             "lr": 1e-4,
             "projection_dim": 128,
@@ -241,7 +241,7 @@ class NSADetector(BaseDeepDetector):
         ensemble: bool = False,
         ensemble_pool: int = 1,
         whitening: str = "ledoit-wolf",
-        encoder_epochs: int = 12,
+        max_epochs: int = 12,
         backbone: str = "auto",
         batch_size: int = 64,
         lr: float = 1e-3,
@@ -262,7 +262,7 @@ class NSADetector(BaseDeepDetector):
         self.ensemble = ensemble
         self.ensemble_pool = ensemble_pool
         self.whitening = whitening
-        self.encoder_epochs = encoder_epochs
+        self.max_epochs = max_epochs
         self.backbone = backbone
         self.batch_size = batch_size
         self.lr = lr
@@ -299,11 +299,11 @@ class NSADetector(BaseDeepDetector):
             view = BoundCorruption(TabularCorruption(frac=0.3, noise=0.1), data)
         model = self._build_model(tuple(Xs.shape[1:]))
         cosine = LRScheduler(
-            policy=torch.optim.lr_scheduler.CosineAnnealingLR, T_max=self.encoder_epochs
+            policy=torch.optim.lr_scheduler.CosineAnnealingLR, T_max=self.max_epochs
         )
         net_kwargs = make_net_kwargs(
             name=f"NSA encoder ({self.method})",
-            max_epochs=self.encoder_epochs,
+            max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             lr=self.lr,
             device=dev,

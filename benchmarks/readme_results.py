@@ -1,0 +1,134 @@
+"""Write the README's Results section from the benchmark outputs under benchmarks/results.
+
+Every table in the section is a benchmark script's own ``table.md`` (or the
+claims script's ``claims.md``), with the command that made it read back from
+the run's ``meta.json``, and a generated line per skood detector saying where
+it wins and where it loses against each baseline. Nothing is typed by hand:
+re-run the commands, then this script.
+
+Usage::
+
+    python benchmarks/readme_results.py [--readme README.md] [--check]
+
+The section lies between ``<!-- results:begin -->`` and
+``<!-- results:end -->`` in the README. ``--check`` exits non-zero when the
+README differs from what would be written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks/results"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+SKOOD = ("SemSAD", "NSA", "DUM", "DistillNeg", "RotAuxMSP")
+
+#: (heading, results folder relative to benchmarks/results, what it is)
+SUITES = [
+    ("Main job: data that ships with scikit-learn", "main_job",
+     "breast cancer (WDBC) and wine as tabular sets (anomalies subsampled to 10%, "
+     "70/30 split, MinMax scaling), digits 8x8 one-class (class k normal)."),
+    ("Tabular suite: ADBench classical, inductive protocol", "tabular/inductive/cpu",
+     "Stratified subsample to 10,000 rows, stratified 70/30 split, MinMax scaling "
+     "fitted on the (contaminated) training part, AUROC on the test part."),
+    ("One-class Fashion-MNIST", "images/fashion-one-class/cpu",
+     "Train on the training images of class k, test on the test set (class k "
+     "normal, the other classes anomalous); baselines on raw pixels."),
+]
+
+
+def command(meta: dict) -> str:
+    """The command line that made a result, from its ``meta.json``."""
+    return " ".join(["python", meta["script"], *map(str, meta.get("argv") or [])])
+
+
+def win_loss_lines(runs_csv: Path) -> list[str]:
+    """Per skood detector: mean AUROC and wins/losses against each baseline, per task."""
+    with open(runs_csv) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("auroc") not in ("", "nan", None)]
+    score: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in rows:
+        score[r["dataset"], r["detector"]].append(float(r["auroc"]))
+    tasks = list(dict.fromkeys(t for t, _ in score))
+    dets = list(dict.fromkeys(d for _, d in score))
+    mean = {k: float(np.mean(v)) for k, v in score.items()}
+    lines = []
+    for d in (d for d in dets if d in SKOOD):
+        own = [t for t in tasks if (t, d) in mean]
+        parts = []
+        for b in (b for b in dets if b not in SKOOD):
+            both = [t for t in own if (t, b) in mean]
+            if not both:
+                continue
+            wins = sum(mean[t, d] > mean[t, b] for t in both)
+            gap = 100 * np.mean([mean[t, d] - mean[t, b] for t in both])
+            parts.append(f"{b} {wins}/{len(both)} ({gap:+.1f})")
+        if parts:
+            lines.append(f"- **{d}** beats " + ", ".join(parts)
+                         + " (tasks won / compared, mean AUROC difference x 100).")
+    return lines
+
+
+def build_section() -> str:
+    out = ["All numbers below come from the scripts in `benchmarks/`; each table "
+           "names the command that made it (`python benchmarks/readme_results.py` "
+           "rewrites this section from their outputs). They were measured on a "
+           "2-core CPU without a GPU at the `cpu` budget (the detectors' "
+           "defaults), far below the papers' budgets.", ""]
+    for heading, folder, what in SUITES:
+        d = RESULTS / folder
+        out += [f"### {heading}", ""]
+        if not (d / "table.md").exists():
+            out += ["Not run yet.", ""]
+            continue
+        meta = json.loads((d / "meta.json").read_text())
+        out += [what, "", "```bash", command(meta), "```", ""]
+        out += [(d / "table.md").read_text().strip(), ""]
+        lines = win_loss_lines(d / "runs.csv")
+        if lines:
+            out += ["Where skood wins and loses:", "", *lines, ""]
+        out += [f"Device: {meta.get('device', '?')}; wall time of the last call "
+                f"{meta.get('wall_s_this_call', float('nan')):.0f} s (cached runs are not re-run).",
+                ""]
+    claims = RESULTS / "claims.md"
+    out += ["### The papers' central claims", ""]
+    if claims.exists():
+        body = claims.read_text().split("\n", 1)[1].strip()  # drop its own title
+        out += ["```bash", "python benchmarks/claims.py", "```", "",
+                body.replace("### ", "#### "), ""]
+    else:
+        out += ["Not run yet (`python benchmarks/claims.py`).", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def splice(readme: str, section: str) -> str:
+    if BEGIN not in readme or END not in readme:
+        raise SystemExit(f"README has no {BEGIN} ... {END} markers")
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{section}{END}{tail}"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args(argv)
+    old = args.readme.read_text()
+    new = splice(old, build_section())
+    if args.check:
+        sys.exit(0 if new == old else 1)
+    args.readme.write_text(new)
+    print(f"wrote the results section of {args.readme}")
+
+
+if __name__ == "__main__":
+    main()

@@ -32,54 +32,29 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _suite import ablation_table
 
 from skood.datasets import dataset_vs_dataset, load_fashion_mnist, load_mnist, one_class_split
 from skood.detectors.distillneg import DistillNegDetector
 from skood.metrics import auroc
 
-LAMS = (1.0, 0.0)
+LAMS = (0.0, 1.0)  # the reference first
 FVM = "Fashion-MNIST vs MNIST"
 
 
-def _fmt(values: list[float]) -> str:
-    v = 100 * np.asarray(values, dtype=float)
-    return f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.1f}"
-
-
-def _verdict(diff: list[float]) -> str:
-    d = np.asarray(diff, dtype=float)
-    if len(d) < 2:
-        return "one seed: no verdict"
-    m, s = d.mean(), d.std(ddof=1)
-    if abs(m) <= s:
-        return "no effect"
-    return "negatives help" if m > 0 else "negatives hurt"
-
-
 def table(rows: list[dict]) -> str:
-    """Markdown table: one line per setting, columns lam=1, lam=0 and their paired difference."""
+    """Per setting (and the one-class mean): lam=1 against lam=0, paired by seed, with a verdict."""
     settings = list(dict.fromkeys(r["setting"] for r in rows))
-    seeds = list(dict.fromkeys(r["seed"] for r in rows))
-
-    def cell(setting: str, lam: float) -> list[float]:
-        return [r["auroc"] for s in seeds for r in rows
-                if (r["setting"], r["lam"], r["seed"]) == (setting, lam, s)]
-
-    lines = ["| setting | lam=1 (negatives) | lam=0 (plain DINO) | lam=1 - lam=0 | verdict |",
-             "|---|---|---|---|---|"]
-    for st in settings:
-        diff = list(np.subtract(cell(st, 1.0), cell(st, 0.0)))
-        lines.append(f"| {st} | {_fmt(cell(st, 1.0))} | {_fmt(cell(st, 0.0))} | {_fmt(diff)} "
-                     f"| {_verdict(diff)} |")
     one_class = [st for st in settings if st != FVM]
+    groups = [(st, [st]) for st in settings]
     if len(one_class) > 1:  # per seed, the mean over classes
-        per_seed = {lam: [np.mean([r["auroc"] for r in rows if r["setting"] in one_class
-                                   and r["lam"] == lam and r["seed"] == s]) for s in seeds]
-                    for lam in LAMS}
-        diff = list(np.subtract(per_seed[1.0], per_seed[0.0]))
-        lines.append(f"| **one-class mean** | **{_fmt(per_seed[1.0])}** | "
-                     f"**{_fmt(per_seed[0.0])}** | **{_fmt(diff)}** | **{_verdict(diff)}** |")
-    return "\n".join(lines)
+        groups.append(("one-class mean", one_class))
+    out = []
+    for title, members in groups:
+        sub = [{"dataset": r["setting"], "detector": f"lam={r['lam']:g}", "seed": r["seed"],
+                "auroc": r["auroc"]} for r in rows if r["setting"] in members]
+        out += [f"**{title}**", "", ablation_table(sub, "lam=0"), ""]
+    return "\n".join(out).rstrip()
 
 
 def main(argv=None) -> None:

@@ -275,11 +275,21 @@ def run_one(task: Task, detector: str, seed: int, budget: str, threads: int | No
 
 
 def _identity(detector: str, seed: int, budget: str, kind: str) -> dict:
-    """What else defines a run: the library version and the detector's parameters."""
+    """What else defines a run: the library version and the detector's non-default parameters.
+
+    Parameters left at their defaults are not part of the identity, so adding
+    a parameter to a detector (with a default that keeps its behaviour) does
+    not invalidate a sweep's cache; any parameter the run sets is.
+    """
+    import inspect
+
     import skood
 
     est = make_detector(detector, seed, budget, kind, n_features=1)
-    params = {k: repr(v) for k, v in est.get_params(deep=False).items()}
+    sig = inspect.signature(type(est).__init__).parameters
+    params = {k: repr(v) for k, v in est.get_params(deep=False).items()
+              if k not in sig or sig[k].default is inspect.Parameter.empty
+              or repr(sig[k].default) != repr(v)}
     return {"skood": skood.__version__, "params": params}
 
 

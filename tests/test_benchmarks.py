@@ -189,3 +189,12 @@ def test_claims_summary_reads_each_scripts_csv(tmp_path):
     assert "pollution = 0.1" in text and "better" in text and "+10.0" in text
     assert "not run yet (`python benchmarks/semsad_ablation.py`)" in text
     assert (tmp_path / "claims.md").read_text() == text
+
+
+def test_cache_identity_holds_only_parameters_a_run_sets():
+    ident = _suite._identity("IsolationForest", 3, "cpu", "tabular")["params"]
+    assert ident == {"random_state": "3"}  # n_estimators etc. at their defaults: left out
+    smoke = _suite._identity("SemSAD", 0, "smoke", "tabular")["params"]
+    assert smoke["encoder_epochs"] == "1" and "n_neighbors" not in smoke
+    variant = _suite._identity("SemSAD(n_neighbors=1)", 0, "cpu", "tabular")["params"]
+    assert variant["n_neighbors"] == "1"

@@ -530,3 +530,18 @@ def kernel_cosine(
 
 
 __all__ += ["row_fingerprints", "kernel_cosine"]
+
+
+def bank_subset(n: int, max_bank: int | None, seed: int) -> torch.Tensor | None:
+    """Sorted indices of a uniform random subset of ``max_bank`` of ``n`` rows (None: keep all).
+
+    The reference bank of the feature-space scorers, capped for huge
+    training sets (the detectors' ``max_bank``); drawn from its own
+    generator, so it leaves every other random stream untouched.
+    """
+    if max_bank is None or n <= max_bank:
+        return None
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.randperm(n, generator=gen)[:max_bank].sort().values
+
+__all__ += ["bank_subset"]

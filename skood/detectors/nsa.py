@@ -24,6 +24,7 @@ from ..nn.heads import SimCLRModel, SimSiamModel
 from ..nn.losses import simsiam_loss
 from ..scoring import (
     angular_distance,
+    bank_subset,
     center_cosine,
     fit_whitening,
     minmax_ensemble,
@@ -161,6 +162,11 @@ class NSADetector(BaseDeepDetector):
         (SimSiam paper: 2048).
     predictor_dim : int or None, default=None
         SimSiam predictor bottleneck; None: ``projection_dim // 4``.
+    max_bank : int or None, default=None
+        Largest number of training samples kept as the scorer's reference
+        bank: a uniform random subset (drawn from ``random_state``) when the
+        training set is larger; None keeps all. Training always uses every
+        sample; the cap bounds the memory and time of scoring on huge sets.
     contamination, device, random_state, verbose, image_shape
         See :class:`skood.base.BaseDeepDetector`.
 
@@ -197,6 +203,7 @@ class NSADetector(BaseDeepDetector):
 
     _parameter_constraints: ClassVar[dict] = {
         **BaseDeepDetector._parameter_constraints,
+        "max_bank": [Interval(Integral, 1, None, closed="left"), None],
         "method": [StrOptions({"simsiam", "simclr"})],
         "normalize_features": ["boolean"],
         "normalize_projection": ["boolean"],
@@ -253,6 +260,7 @@ class NSADetector(BaseDeepDetector):
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
+        max_bank: int | None = None,
         image_shape: tuple[int, ...] | None = None,
     ) -> None:
         self.method = method
@@ -274,6 +282,7 @@ class NSADetector(BaseDeepDetector):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.max_bank = max_bank
         self.image_shape = image_shape
 
     # ------------------------------------------------------------------ fit
@@ -323,6 +332,9 @@ class NSADetector(BaseDeepDetector):
         self.encoder_ = self.model_.encoder
         self.history_ = {"encoder": net.history}
         self.train_store_ = Xs
+        self.bank_index_ = bank_subset(len(Xs), self.max_bank, seed + 4)
+        if self.bank_index_ is not None:  # kNN terms search these rows only
+            self.train_store_ = Xs[self.bank_index_]
         if hasattr(self, "layer_dims_"):
             del self.layer_dims_
 
@@ -382,6 +394,8 @@ class NSADetector(BaseDeepDetector):
     def _make_bank(self, i: int, term: str) -> torch.Tensor:
         """The bank (kNN terms) or centre (centre terms) of layer ``i`` for ``term``."""
         feats = self.train_features_[i]
+        if term.startswith("kcos") and self.bank_index_ is not None:
+            feats = feats[self.bank_index_]
         dev = self._inference_device
         if term == "kcos":
             return feats

@@ -26,7 +26,7 @@ from ..base import BaseDeepDetector
 from ..nn.encoders import build_encoder
 from ..nn.heads import ContrastiveModel
 from ..nn.losses import gamma_weighted_pair_loss
-from ..scoring import knn_cosine, skip_self_matches
+from ..scoring import bank_subset, knn_cosine, skip_self_matches
 from ..training import (
     ContrastiveNet,
     SkoodNet,
@@ -231,6 +231,11 @@ class SemSADDetector(BaseDeepDetector):
         score does not depend on the rest of its batch. "batch" reproduces
         the reference code, which normalises with the statistics of each
         scoring batch (scores then depend on the batch composition).
+    max_bank : int or None, default=None
+        Largest number of training samples kept as the scorer's reference
+        bank: a uniform random subset (drawn from ``random_state``) when the
+        training set is larger; None keeps all. Training always uses every
+        sample; the cap bounds the memory and time of scoring on huge sets.
     contamination, device, random_state, verbose, image_shape
         See :class:`skood.base.BaseDeepDetector`.
 
@@ -261,6 +266,7 @@ class SemSADDetector(BaseDeepDetector):
     _parameter_constraints: ClassVar[dict] = {
         **BaseDeepDetector._parameter_constraints,
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "max_bank": [Interval(Integral, 1, None, closed="left"), None],
         "gamma_range": [tuple, list],
         "mu": [Interval(Real, 0, 1, closed="both")],
         "encoder_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -312,6 +318,7 @@ class SemSADDetector(BaseDeepDetector):
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
+        max_bank: int | None = None,
         image_shape: tuple[int, ...] | None = None,
     ) -> None:
         self.n_neighbors = n_neighbors
@@ -335,6 +342,7 @@ class SemSADDetector(BaseDeepDetector):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.max_bank = max_bank
         self.image_shape = image_shape
 
     def _min_samples(self) -> int:
@@ -420,6 +428,10 @@ class SemSADDetector(BaseDeepDetector):
         self.discriminator_ = disc_net.module_.eval()
         self.history_ = {"encoder": enc_net.history, "discriminator": disc_net.history}
         self.train_store_ = Xs
+        keep = bank_subset(len(Xs), self.max_bank, seed + 4)
+        if keep is not None:  # the scorer's bank: nearest neighbours among these rows
+            self.train_embeddings_ = self.train_embeddings_[keep]
+            self.train_store_ = Xs[keep]
 
     def _lr_callbacks(self, epochs: int) -> list:
         if self.lr_schedule == "steps":

@@ -3,7 +3,9 @@
 from .base import BaseDeepDetector
 from .detectors import (
     DistillNegDetector,
+    DUMDetector,
     NSADetector,
+    RotAuxMSPDetector,
     SemSADDetector,
 )
 
@@ -11,8 +13,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BaseDeepDetector",
+    "DUMDetector",
     "DistillNegDetector",
     "NSADetector",
+    "RotAuxMSPDetector",
     "SemSADDetector",
     "__version__",
 ]

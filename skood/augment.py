@@ -326,19 +326,20 @@ def _transpose(z: torch.Tensor) -> torch.Tensor:
     return z.transpose(-2, -1)
 
 
-#: the four "rotations" of Ahmed & Courville's reference code: identity,
-#: vertical flip, transpose, transpose then vertical flip (= a 90 degree rotation)
+#: the four "rotations" of Ahmed & Courville's reference code (``rot_preprocess``
+#: in ``rotation/main.py``): identity, vertical flip, transpose, vertical flip
+#: then transpose (= a 90 degree clockwise rotation)
 FLIP_TRANSPOSE_OPS: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = (
     lambda z: z,
     lambda z: z.flip(-2),
     _transpose,
-    lambda z: _transpose(z).flip(-2),
+    lambda z: _transpose(z.flip(-2)),
 )
 
 
 def flip_transpose(x: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
     """Apply the reference code's transformation ``k_i`` in {0: identity, 1: vertical flip,
-    2: transpose, 3: transpose + vertical flip} to each image of ``x`` (N, C, H, W).
+    2: transpose, 3: vertical flip then transpose} to each image of ``x`` (N, C, H, W).
 
     ``k`` is an int or a LongTensor of shape (N,); transposes need square images
     when ``k`` varies across the batch.

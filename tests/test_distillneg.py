@@ -45,11 +45,6 @@ def fitted(blobs):
     return tiny(max_epochs=2).fit(blobs[0])
 
 
-@pytest.fixture(scope="module")
-def fitted_images(digit_images):
-    return tiny().fit(digit_images[0])
-
-
 def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

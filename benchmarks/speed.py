@@ -1,0 +1,734 @@
+"""Speed of skood against plain PyTorch, torchvision and scikit-learn, as ratios.
+
+Four sections, measured in one process and one run (issue 8, item 1):
+
+(a) **training step**: time per step of each detector's real skorch training
+    loop (the net its ``_fit_store`` builds, captured during a one-epoch fit
+    and then run through ``fit_loop``: iterator, callbacks, history) against
+    a minimal hand-written loop over the same network (a copy), batch,
+    augmentation and loss (``views = augment(x, g); loss = ...;
+    opt.zero_grad(); loss.backward(); opt.step()``). Ratio = skood / plain
+    (target: at most 1.15). Epochs alternate between the two loops (at least
+    ``train_epochs`` each, more until each loop has run ``train_min_s``
+    seconds); the step time is the median over epochs of epoch time / steps.
+    On CUDA both loops run under the same bfloat16 autocast.
+(b) **augmentation**: skood's batched on-device augmentations against the
+    equivalent ``torchvision.transforms.v2`` composition applied per image in a
+    Python loop. Ratio = torchvision time / skood time (speed-up).
+(c) **scoring throughput**: skood's chunked scorers against scikit-learn's
+    ``NearestNeighbors`` (brute force, cosine; Euclidean on L2-normalised
+    features) and ``pairwise_distances_chunked``. Ratio = skood queries/s /
+    scikit-learn queries/s.
+(d) **scoring memory**: peak RSS above baseline while scoring n queries against
+    an m-row bank with the chunked scorers at two chunk sizes, next to the size
+    of the n x m float32 matrix they never build.
+
+Outputs under ``--out`` (default ``benchmarks/results/speed/<device>``):
+``speed.md`` (the tables), ``speed.csv`` (one row per measurement) and
+``meta.json`` (versions, device, load average, sizes).
+
+Usage::
+
+    python benchmarks/speed.py --budget smoke
+    nice python benchmarks/speed.py --budget full --device auto
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import csv
+import gc
+import json
+import math
+import os
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from _suite import PeakMemory, environment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: sizes per budget
+BUDGETS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "batch": 8, "train_steps": 2, "train_epochs": 1, "image_side": 16, "tab_features": 8,
+        "aug_batch": 32, "aug_reps": 2, "score_dim": 128, "score_bank": 1000,
+        "score_queries": 1000, "score_reps": 1, "mem_queries": 4000, "mem_bank": 2000,
+        "mem_chunks": (256, 1024), "train_min_s": 0.0,
+    },
+    "full": {
+        "batch": 64, "train_steps": 4, "train_epochs": 3, "image_side": 28, "tab_features": 32,
+        "aug_batch": 256, "aug_reps": 5, "score_dim": 128, "score_bank": 20_000,
+        "score_queries": 20_000, "score_reps": 3, "mem_queries": 100_000, "mem_bank": 50_000,
+        "mem_chunks": (1024, 4096), "train_min_s": 3.0,
+    },
+}
+DETECTORS = ("SemSAD", "NSA", "DistillNeg", "DUM", "RotAuxMSP")
+TARGET_TRAIN_RATIO = 1.15
+
+
+# ---------------------------------------------------------------------------- timing
+def sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Any], device: torch.device | str) -> float:
+    """Wall seconds of ``fn()``, synchronising the device before and after."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def median_time(fn: Callable[[], Any], device: Any, reps: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    return statistics.median(timed(fn, device) for _ in range(max(reps, 1)))
+
+
+def row(section: str, name: str, reference: str, skood: float, ref: float, unit: str,
+        ratio: float, meaning: str, note: str = "") -> dict:
+    return {"section": section, "name": name, "reference": reference, "skood": skood,
+            "reference_value": ref, "unit": unit, "ratio": ratio, "ratio_meaning": meaning,
+            "note": note}
+
+
+# ------------------------------------------------------- (a) training step: skood side
+def _detector_class(name: str) -> type | None:
+    import skood
+
+    cls_name = {"SemSAD": "SemSADDetector", "NSA": "NSADetector", "DUM": "DUMDetector",
+                "DistillNeg": "DistillNegDetector", "RotAuxMSP": "RotAuxMSPDetector"}[name]
+    cls = getattr(skood, cls_name, None)
+    if cls is not None:
+        return cls
+    import importlib
+
+    module = {"SemSAD": "semsad", "NSA": "nsa", "DUM": "dum", "DistillNeg": "distillneg",
+              "RotAuxMSP": "rotaux_msp"}[name]
+    try:  # modules not yet registered in skood/__init__.py
+        return getattr(importlib.import_module(f"skood.detectors.{module}"), cls_name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _one_epoch_params(name: str, batch: int, backbone: str, device: str, kind: str) -> dict:
+    """Constructor arguments: one epoch per phase, the benchmark's batch size everywhere."""
+    p = {"batch_size": batch, "device": device, "random_state": 0, "verbose": 0,
+         "encoder_epochs": 1, "discriminator_epochs": 1, "discriminator_batch_size": batch,
+         "max_epochs": 1, "dum_epochs": 1, "encoder_batch_size": batch, "train_epochs": 1}
+    if kind == "image" and backbone != "auto":
+        p["backbone"] = backbone
+    return p
+
+
+@contextlib.contextmanager
+def capture_nets():
+    """Record every skorch net that ``fit`` is called on (and its data) inside the block."""
+    from skorch import NeuralNet
+
+    captured: list[tuple[Any, Any]] = []
+    original = NeuralNet.fit
+
+    def fit(self, X, y=None, **kwargs):
+        captured.append((self, X))
+        return original(self, X, y, **kwargs)
+
+    NeuralNet.fit = fit
+    try:
+        yield captured
+    finally:
+        NeuralNet.fit = original
+
+
+def skood_epoch(net: Any, X: Any) -> Callable[[], None]:
+    """One epoch of the net's own skorch loop (iterator, callbacks, history, steps)."""
+    def run() -> None:
+        net.fit_loop(X, epochs=1)
+    return run
+
+
+# ------------------------------------------------------- (a) training step: plain side
+def _amp(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _model_input(xb: torch.Tensor) -> torch.Tensor:
+    return xb.float().div_(255.0) if xb.dtype == torch.uint8 else xb.float()
+
+
+def _new_optimizer(net: Any, params: Any) -> torch.optim.Optimizer:
+    """An optimiser of the net's class with the net's hyper-parameters, on other parameters."""
+    opt = net.optimizer_
+    return type(opt)(params, **opt.defaults)
+
+
+def plain_loop(net: Any, X: torch.Tensor, seed: int = 0) -> Callable[[], None]:
+    """A minimal hand-written PyTorch epoch for the objective of ``net`` (by its class).
+
+    Same network (a deep copy of ``net.module_``), augmentation objects, loss
+    functions, batch size and optimiser class; no skorch, no history, no
+    callbacks, no host synchronisation inside the loop.
+    """
+    from skood.nn import losses
+
+    kind = type(net).__name__
+    dev = torch.device(net.device)
+    model = copy.deepcopy(net.module_).train()
+    g = torch.Generator(device=dev).manual_seed(seed)
+    cpu_g = torch.Generator().manual_seed(seed)
+    bs, n = net.batch_size, len(X)
+    after_backward: Callable[[], None] | None = None
+    after_step: Callable[[], None] | None = None
+
+    if kind == "ContrastiveNet":
+        opt = _new_optimizer(net, model.parameters())
+        aug, tau, sym = net.augment, net.temperature, net.symmetric
+
+        def loss_fn(x, idx):
+            z1, z2 = model(torch.cat([aug(x, g), aug(x, g)])).chunk(2)
+            return losses.nt_xent(z1, z2, tau, sym)
+
+    elif kind == "SimSiamNet":
+        opt = _new_optimizer(net, model.parameters())
+        aug = net.augment
+
+        def loss_fn(x, idx):
+            z, p = model(torch.cat([aug(x, g), aug(x, g)]))
+            z1, z2 = z.chunk(2)
+            p1, p2 = p.chunk(2)
+            return losses.simsiam_loss(p1, p2, z1, z2)
+
+    elif kind == "SemSADPairNet":
+        opt = _new_optimizer(net, model.parameters())
+        data, nbrs, pos, neg, mu = net.data, net.neighbors, net.positive, net.negative, net.mu
+        lo, hi = net.gamma_range
+
+        def loss_fn(x, idx):
+            b, m = len(x), len(data)
+            use_nb = torch.rand(b, generator=g, device=dev) < mu
+            pick = torch.randint(0, nbrs.shape[1], (b,), generator=g, device=dev)
+            x_nb = _model_input(data[nbrs[idx, pick]])
+            mask = use_nb.view(-1, *([1] * (x.dim() - 1)))
+            pos_a = torch.where(mask, x, pos(x, g))
+            pos_b = torch.where(mask, x_nb, pos(x, g))
+            other = (idx + torch.randint(1, m, (b,), generator=g, device=dev)) % m
+            neg_b = neg(_model_input(data[other]), g)
+            s = model(torch.cat([pos_a, x]), torch.cat([pos_b, neg_b]))
+            gamma = lo + (hi - lo) * float(torch.rand((), generator=cpu_g))
+            return losses.gamma_weighted_pair_loss(s[:b], s[b:], gamma)
+
+    elif kind == "DistillNegNet":
+        decay, no_decay = [], []
+        for p in model.student.parameters():
+            (no_decay if p.ndim <= 1 else decay).append(p)
+        opt = type(net.optimizer_)([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
+                                   lr=net.lr, weight_decay=net.weight_decay[0])
+        views, neg_views, negatives = net.views, net.negative_views, net.negatives
+        lam, t_s, t_t = net.lam, net.student_temp, net.teacher_temp[1]
+        clip, mom, c_mom = net.clip_grad, net.teacher_momentum, net.center_momentum
+
+        def student(vs):
+            return list(model.student(torch.cat(vs)).chunk(len(vs))) if vs else []
+
+        def loss_fn(x, idx):
+            vg, vl = views(x, g)
+            with torch.no_grad():
+                teacher = list(model.teacher(torch.cat(vg)).chunk(len(vg)))
+            loss = losses.dino_loss(student(vg) + student(vl), teacher, model.center, t_s, t_t)
+            if lam > 0 and negatives is not None:
+                ng, nl = neg_views(negatives(x, g), g)
+                neg = student(ng) + student(nl)
+                loss = loss + lam * torch.stack(
+                    [losses.uniform_cross_entropy(o, t_s) for o in neg]).mean()
+            model.center.copy_(losses.dino_center_update(model.center, teacher, c_mom))
+            return loss
+
+        def clip_grads() -> None:
+            if clip > 0:
+                for p in model.student.parameters():
+                    if p.grad is not None:
+                        p.grad.mul_((clip / (p.grad.norm(2) + 1e-6)).clamp(max=1.0))
+
+        def ema_teacher() -> None:
+            with torch.no_grad():
+                for pt, ps in zip(model.teacher.parameters(), model.student.parameters(),
+                                  strict=True):
+                    pt.mul_(mom).add_(ps.detach(), alpha=1.0 - mom)
+
+        after_backward, after_step = clip_grads, ema_teacher
+
+    elif kind == "DUMNet":
+        opt = _new_optimizer(net, model.parameters())
+        aug, embed = net.augment, net.embed
+
+        def loss_fn(x, idx):
+            if aug is not None:
+                x = aug(x, g)
+            with torch.no_grad():
+                z = embed(x)
+            log_var = model(z)
+            m = net.set_size_for(len(x))
+            return losses.dum_set_loss(z, log_var, m, net.objective, net.temperature,
+                                       normalize=net.objective == "infonce")
+
+    elif kind == "RotAuxNet":
+        return _plain_rotaux(net, model, X, g)
+    else:
+        raise NotImplementedError(f"no plain loop for {kind}")
+
+    def epoch() -> None:
+        model.train()
+        order = torch.randperm(n, generator=cpu_g).to(X.device, non_blocking=True)
+        for s in range(0, n - 1, bs):
+            idx = order[s : s + bs]
+            x = _model_input(X[idx])
+            with _amp(dev):
+                loss = loss_fn(x, idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if after_backward is not None:
+                after_backward()
+            opt.step()
+            if after_step is not None:
+                after_step()
+
+    return epoch
+
+
+def _plain_rotaux(net: Any, model: Any, X: torch.Tensor, g: torch.Generator) -> Callable:
+    """RotAuxMSP's two SGD steps per batch (class step, then rotation step), by hand."""
+    dev = torch.device(net.device)
+    targets, aug, lam = net.targets, net.augment, net.lam
+    first = model.class_head if targets is not None else model.aux_head
+
+    def make(head):
+        return _new_optimizer(net, [*model.trunk.parameters(), *head.parameters()])
+
+    opt_a = make(first)
+    opt_b = make(model.aux_head) if targets is not None and lam > 0 else None
+    cpu_g = torch.Generator().manual_seed(0)
+    bs, n = net.batch_size, len(X)
+
+    def rot_loss(x):
+        xt, k = model.transformed_batch(x)
+        return F.cross_entropy(model.aux_logits(xt), k)
+
+    def step(opt, fn, weight=1.0):
+        opt.zero_grad(set_to_none=True)
+        with _amp(dev):
+            loss = fn()
+        (weight * loss).backward()
+        opt.step()
+
+    def epoch() -> None:
+        model.train()
+        order = torch.randperm(n, generator=cpu_g).to(X.device, non_blocking=True)
+        for s in range(0, n - 1, bs):
+            idx = order[s : s + bs]
+            x = _model_input(X[idx])
+            if targets is None:
+                step(opt_a, lambda x=x: rot_loss(x))
+                continue
+            y = targets[idx]
+            step(opt_a, lambda x=x, y=y: F.cross_entropy(
+                model(aug(x, g) if aug is not None else x), y))
+            if opt_b is not None:
+                xr = x[: max(1, len(x) // 4)]
+                step(opt_b, lambda xr=xr: rot_loss(xr), lam)
+
+    return epoch
+
+
+# ------------------------------------------------------------------ (a) driver
+def _net_label(net: Any, i: int, n_nets: int) -> str:
+    names = {"ContrastiveNet": "encoder (NT-Xent, SimCLR aug.)", "SimSiamNet": "SimSiam",
+             "SemSADPairNet": "discriminator", "DistillNegNet": "DINO + negatives",
+             "DUMNet": "variance net f1", "RotAuxNet": "class + rotation steps"}
+    return names.get(type(net).__name__, type(net).__name__)
+
+
+def bench_training(sizes: dict, device: str, backbone: str, detectors: list[str],
+                   seed: int = 0) -> list[dict]:
+    rows = []
+    rng = np.random.RandomState(seed)
+    b, steps = sizes["batch"], sizes["train_steps"]
+    n = b * steps
+    side = sizes["image_side"]
+    data = {
+        "image": rng.randint(0, 256, size=(n, side, side)).astype(np.uint8),
+        "tabular": rng.normal(size=(n, sizes["tab_features"])).astype(np.float32),
+    }
+    labels = np.arange(n) % 4
+    for name in detectors:
+        cls = _detector_class(name)
+        for kind in ("image", "tabular"):
+            label = f"{name} [{kind}]"
+            if cls is None:
+                rows.append(row("a", label, "plain PyTorch loop", math.nan, math.nan,
+                                "ms/step", math.nan, "skood / plain time",
+                                "skipped: detector module not importable"))
+                continue
+            params = _one_epoch_params(name, b, backbone, device, kind)
+            valid = cls().get_params()
+            det = cls(**{k: v for k, v in params.items() if k in valid})
+            try:
+                with capture_nets() as nets:
+                    if name == "RotAuxMSP":
+                        det.fit(data[kind], labels)
+                    else:
+                        det.fit(data[kind])
+            except Exception as exc:  # a broken detector is reported, not fatal
+                rows.append(row("a", label, "plain PyTorch loop", math.nan, math.nan,
+                                "ms/step", math.nan, "skood / plain time",
+                                f"skipped: fit failed: {type(exc).__name__}: {exc}"[:200]))
+                continue
+            for i, (net, X) in enumerate(nets):
+                phase = f"{label} {_net_label(net, i, len(nets))}"
+                try:
+                    rows.append(_time_net(phase, net, X, sizes["train_epochs"],
+                                          sizes["train_min_s"]))
+                except Exception as exc:
+                    traceback.print_exc()
+                    rows.append(row("a", phase, "plain PyTorch loop", math.nan, math.nan,
+                                    "ms/step", math.nan, "skood / plain time",
+                                    f"skipped: {type(exc).__name__}: {exc}"[:200]))
+            del det, nets
+            gc.collect()
+    return rows
+
+
+def _time_net(label: str, net: Any, X: Any, epochs: int, min_seconds: float) -> dict:
+    """Median step time of both loops over at least ``epochs`` alternating epochs each,
+    and more until each loop has run ``min_seconds`` (small nets: ms-scale steps)."""
+    dev = torch.device(net.device)
+    for opt in (net.optimizer_, getattr(net, "rotation_optimizer_", None)):
+        for group in opt.param_groups if opt is not None else []:
+            for p in group["params"]:  # detectors freeze some trained nets after fit (DUM)
+                p.requires_grad_(True)
+    n_steps = len(net.get_iterator(net.get_dataset(X), training=True))
+    skood_run, plain_run = skood_epoch(net, X), plain_loop(net, X)
+    skood_run(), plain_run()  # warm-up
+    t_skood, t_plain = [], []
+    while len(t_skood) < epochs or sum(t_skood) * n_steps < min_seconds:
+        # alternate so drifting machine load hits both alike
+        t_skood.append(timed(skood_run, dev) / n_steps)
+        t_plain.append(timed(plain_run, dev) / n_steps)
+    s, p = statistics.median(t_skood) * 1e3, statistics.median(t_plain) * 1e3
+    note = f"{n_steps} steps x {len(t_skood)} epochs, batch {net.batch_size}"
+    return row("a", label, "plain PyTorch loop", s, p, "ms/step", s / p, "skood / plain time",
+               note)
+
+
+# ------------------------------------------------------------------ (b) augmentation
+def _tv_pipelines(side: int) -> dict[str, Any]:
+    from torchvision.transforms import v2
+
+    def jitter(b, c, s, h, p):
+        return v2.RandomApply([v2.ColorJitter(b, c, s, h)], p=p)
+
+    simclr = v2.Compose([v2.RandomResizedCrop(side, scale=(0.08, 1.0), antialias=False),
+                         v2.RandomHorizontalFlip(), jitter(0.4, 0.4, 0.4, 0.1, 0.8),
+                         v2.RandomGrayscale(0.2)])
+    k = max(3, int(round(0.1 * side)) // 2 * 2 + 1)
+    semsad_neg = v2.Compose([v2.RandomResizedCrop(side, scale=(0.08, 1.0), antialias=False),
+                             v2.RandomHorizontalFlip(), jitter(0.4, 0.4, 0.4, 0.1, 0.8),
+                             v2.RandomApply([v2.GaussianBlur(k, (0.1, 2.0))], p=0.5)])
+    local = max(4, round(0.5 * side))
+
+    def dino(size, scale, blur_p, sol_p):
+        ops = [v2.RandomResizedCrop(size, scale=scale, antialias=False),
+               v2.RandomHorizontalFlip(), jitter(0.4, 0.4, 0.2, 0.1, 0.8),
+               v2.RandomGrayscale(0.2)]
+        if blur_p:
+            ops.append(v2.RandomApply([v2.GaussianBlur(k, (0.1, 2.0))], p=blur_p))
+        if sol_p:
+            ops.append(v2.RandomSolarize(0.5, p=sol_p))
+        return v2.Compose(ops)
+
+    multicrop = [dino(side, (0.4, 1.0), 1.0, 0.0), dino(side, (0.4, 1.0), 0.1, 0.2)] + [
+        dino(local, (0.05, 0.4), 0.5, 0.0)] * 4
+    padcrop = v2.Compose([v2.RandomCrop(side, padding=side // 8), v2.RandomHorizontalFlip()])
+    return {"SimCLRAugment": [simclr], "SemSADNegative": [semsad_neg],
+            "MultiCrop(2 global, 4 local)": multicrop, "PadCropFlip": [padcrop]}
+
+
+def _skood_augments() -> dict[str, Callable]:
+    from skood.augment import MultiCrop, PadCropFlip, SemSADNegative, SimCLRAugment
+
+    return {"SimCLRAugment": SimCLRAugment(), "SemSADNegative": SemSADNegative(),
+            "MultiCrop(2 global, 4 local)": MultiCrop(2, 4, (0.4, 1.0), (0.05, 0.4)),
+            "PadCropFlip": PadCropFlip()}
+
+
+def bench_augment(sizes: dict, device: str, seed: int = 0) -> list[dict]:
+    rows = []
+    dev = torch.device(device)
+    side, nb, reps = sizes["image_side"], sizes["aug_batch"], sizes["aug_reps"]
+    g = torch.Generator(device=dev).manual_seed(seed)
+    torch.manual_seed(seed)  # torchvision's transforms draw from the global RNG
+    for channels in (1, 3):
+        x_cpu = torch.rand(nb, channels, side, side, generator=torch.Generator().manual_seed(seed))
+        x_dev = x_cpu.to(dev)
+        tv = _tv_pipelines(side)
+        sk = _skood_augments()
+        sk["PadCropFlip"] = _skood_pad(side)
+        for name, fn in sk.items():
+            pipes = tv[name]
+            t_sk = median_time(lambda fn=fn, x=x_dev: fn(x, g), dev, reps)
+            t_tv = median_time(
+                lambda pipes=pipes, x=x_cpu: [torch.stack([p(img) for img in x]) for p in pipes],
+                "cpu", reps)
+            rows.append(row("b", f"{name} [{channels}x{side}x{side}]",
+                            "torchvision.transforms.v2 per image (CPU)", t_sk * 1e3, t_tv * 1e3,
+                            "ms/batch", t_tv / t_sk, "torchvision / skood time (speed-up)",
+                            f"batch {nb}, skood on {dev.type}"))
+    return rows
+
+
+def _skood_pad(side: int) -> Callable:
+    from skood.augment import PadCropFlip
+
+    return PadCropFlip(side // 8)
+
+
+# ------------------------------------------------------------------ (c) scoring throughput
+def _features(n: int, d: int, seed: int) -> np.ndarray:
+    rng = np.random.RandomState(seed)
+    centers = rng.normal(size=(16, d))
+    return (centers[rng.randint(16, size=n)] + rng.normal(scale=0.7, size=(n, d))).astype(
+        np.float32)
+
+
+def bench_scoring(sizes: dict, device: str, seed: int = 0) -> list[dict]:
+    from scipy.special import logsumexp
+    from sklearn.metrics import pairwise_distances_chunked
+    from sklearn.neighbors import NearestNeighbors
+
+    from skood.scoring import (
+        fit_whitening,
+        kernel_cosine,
+        knn_cosine,
+        nearest_cosine,
+        whiten,
+    )
+
+    d, m, nq, reps = (sizes["score_dim"], sizes["score_bank"], sizes["score_queries"],
+                      sizes["score_reps"])
+    bank, query = _features(m, d, seed), _features(nq, d, seed + 1)
+    bank_n = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+    query_n = query / np.linalg.norm(query, axis=1, keepdims=True)
+    tau = 0.04
+    mean, W = fit_whitening(bank)
+    rows = []
+
+    def sk_cosine(Q, B):
+        nn = NearestNeighbors(n_neighbors=1, metric="cosine", algorithm="brute").fit(B)
+        dist, _ = nn.kneighbors(Q)
+        return 1.0 - dist[:, 0]
+
+    def sk_euclid(Q, B):  # on unit rows: cos = 1 - ||q - b||^2 / 2
+        Qn = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+        Bn = B / np.linalg.norm(B, axis=1, keepdims=True)
+        nn = NearestNeighbors(n_neighbors=1, metric="euclidean", algorithm="brute").fit(Bn)
+        dist, _ = nn.kneighbors(Qn)
+        return 1.0 - dist[:, 0] ** 2 / 2
+
+    def sk_kernel(Q, B):
+        parts = [logsumexp((1.0 - D) / tau, axis=1) for D in
+                 pairwise_distances_chunked(Q, B, metric="cosine")]
+        return np.concatenate(parts) - math.log(len(B))
+
+    Wn, mn = W.numpy(), mean.numpy()
+    cases = [
+        ("kNN cosine (knn_cosine, k=1)",
+         lambda: knn_cosine(query, bank, k=1, device=device)[0][:, 0].numpy(),
+         [("NearestNeighbors(cosine)", lambda: sk_cosine(query, bank)),
+          ("NearestNeighbors(euclidean, unit rows)", lambda: sk_euclid(query, bank))]),
+        ("nearest_cosine",
+         lambda: nearest_cosine(query, bank, device=device).numpy(),
+         [("NearestNeighbors(cosine)", lambda: sk_cosine(query, bank))]),
+        ("kNN cosine, unit rows (normalized=True)",
+         lambda: knn_cosine(query_n, bank_n, k=1, device=device, normalized=True)[0][:, 0]
+         .numpy(),
+         [("NearestNeighbors(euclidean, unit rows)", lambda: sk_euclid(query_n, bank_n))]),
+        (f"kernel_cosine (tau={tau})",
+         lambda: kernel_cosine(query, bank, temperature=tau, device=device).numpy(),
+         [("pairwise_distances_chunked(cosine) + logsumexp", lambda: sk_kernel(query, bank))]),
+        ("angular Mahalanobis (whiten + nearest_cosine)",
+         lambda: nearest_cosine(whiten(query, mean, W, device=device),
+                                whiten(bank, mean, W, device=device), device=device).numpy(),
+         [("numpy whitening + NearestNeighbors(cosine)",
+           lambda: sk_cosine((query - mn) @ Wn, (bank - mn) @ Wn))]),
+    ]
+    for name, fn, refs in cases:
+        ours = fn()
+        t_sk = median_time(fn, device, reps, warmup=0)
+        for ref_name, ref_fn in refs:
+            theirs = ref_fn()
+            t_ref = median_time(ref_fn, "cpu", reps, warmup=0)
+            err = float(np.max(np.abs(np.asarray(ours, np.float64) - theirs)))
+            rows.append(row("c", name, f"sklearn {ref_name}", nq / t_sk, nq / t_ref,
+                            "queries/s", t_ref / t_sk, "skood / sklearn queries/s",
+                            f"{nq} queries x {m} bank x {d}-d; max |diff| {err:.1e}"))
+    return rows
+
+
+# ------------------------------------------------------------------ (d) scoring memory
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``).
+
+    Without it, memory freed by earlier sections stays resident and a new
+    allocation reuses it without raising RSS, hiding the scorer's peak.
+    """
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def bench_memory(sizes: dict, device: str, seed: int = 0) -> list[dict]:
+    from skood.scoring import kernel_cosine, knn_cosine
+
+    d, nq, m = sizes["score_dim"], sizes["mem_queries"], sizes["mem_bank"]
+    bank = torch.from_numpy(_features(m, d, seed))
+    query = torch.from_numpy(_features(nq, d, seed + 1))
+    full_mib = nq * m * 4 / 2**20
+    rows = []
+    scorers = {
+        "knn_cosine (k=1)": lambda c: knn_cosine(query, bank, k=1, chunk_size=c, device=device),
+        "kernel_cosine": lambda c: kernel_cosine(query, bank, chunk_size=c, device=device),
+    }
+    for name, fn in scorers.items():
+        for chunk in sizes["mem_chunks"]:
+            release_freed_memory()
+            with PeakMemory(interval=0.002) as mem:
+                t = timed(lambda fn=fn, chunk=chunk: fn(chunk), device)
+            peak = mem.peak_mib
+            if torch.device(device).type == "cuda":
+                peak = mem.cuda_peak_mib
+            bound = chunk * chunk * 4 / 2**20
+            rows.append(row("d", f"{name}, chunk_size={chunk}",
+                            f"dense {nq} x {m} float32 matrix", peak, full_mib, "MiB",
+                            peak / full_mib, "peak / dense matrix size",
+                            f"{'CUDA allocated' if torch.device(device).type == 'cuda' else 'RSS'}"
+                            f" peak above baseline; one chunk x chunk block = {bound:.1f} MiB; "
+                            f"{t:.1f} s"))
+    return rows
+
+
+# ------------------------------------------------------------------ output
+def _fmt(v: Any, digits: int = 3) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+SECTIONS = {
+    "a": "(a) Training step: skood's skorch loop vs a plain PyTorch loop "
+         f"(ratio = skood / plain time; target <= {TARGET_TRAIN_RATIO})",
+    "b": "(b) Augmentation per batch: skood batched vs torchvision v2 per image "
+         "(ratio = speed-up)",
+    "c": "(c) Scoring throughput: skood vs scikit-learn (ratio = skood / sklearn queries/s)",
+    "d": "(d) Scoring peak memory with chunked scorers (ratio = peak / dense matrix)",
+}
+
+
+def markdown(rows: list[dict]) -> str:
+    out = []
+    for sec, title in SECTIONS.items():
+        rs = [r for r in rows if r["section"] == sec]
+        if not rs:
+            continue
+        unit = rs[0]["unit"]
+        out += [f"### {title}", "",
+                f"| {'benchmark'} | reference | skood ({unit}) | reference ({unit}) | ratio | "
+                "note |", "|---|---|---:|---:|---:|---|"]
+        for r in rs:
+            out.append(f"| {r['name']} | {r['reference']} | {_fmt(r['skood'])} | "
+                       f"{_fmt(r['reference_value'])} | {_fmt(r['ratio'])} | {r['note']} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--budget", choices=tuple(BUDGETS), default="smoke")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--backbone", choices=("auto", "cnn", "resnet18"), default="auto",
+                    help="image backbone of the training benchmark (auto: the small CNN)")
+    ap.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=DETECTORS)
+    ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--no-progress", action="store_true", help="accepted for the test harness")
+    args = ap.parse_args(argv)
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device on this machine")
+    sizes = BUDGETS[args.budget]
+    out = args.out or ROOT / "benchmarks/results/speed" / device.split(":")[0]
+    out.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+
+    rows: list[dict] = []
+    steps = {"a": lambda: bench_training(sizes, device, args.backbone, args.detectors),
+             "b": lambda: bench_augment(sizes, device),
+             "c": lambda: bench_scoring(sizes, device),
+             "d": lambda: bench_memory(sizes, device)}
+    for sec in SECTIONS:
+        if sec in args.sections:
+            t = time.perf_counter()
+            rows += steps[sec]()
+            print(f"section ({sec}) done in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+
+    table = markdown(rows)
+    (out / "speed.md").write_text(table + "\n")
+    with open(out / "speed.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    meta = {
+        **environment(),
+        "script": "benchmarks/speed.py",
+        "argv": sys.argv[1:] if argv is None else argv,
+        "budget": args.budget,
+        "torch_device": device,
+        "backbone": args.backbone,
+        "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()},
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "wall_s": time.perf_counter() - t0,
+        "train_target_ratio": TARGET_TRAIN_RATIO,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(table)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

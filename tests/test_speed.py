@@ -1,0 +1,66 @@
+"""Smoke run of benchmarks/speed.py: the outputs' structure, no timing assertions."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_speed_smoke(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [sys.executable, "speed.py", "--budget", "smoke", "--device", "cpu", "--out",
+         str(tmp_path)],
+        cwd=ROOT / "benchmarks", capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    with open(tmp_path / "speed.csv") as f:
+        rows = list(csv.DictReader(f))
+    by_section = {s: [r for r in rows if r["section"] == s] for s in "abcd"}
+    assert all(by_section.values()), {s: len(v) for s, v in by_section.items()}
+
+    # (a) one row per training phase of every detector and input kind; the
+    # detectors whose module exists must run (a skip is reported in the note)
+    names = [r["name"] for r in by_section["a"]]
+    for det in ("SemSAD", "NSA", "DistillNeg"):
+        for kind in ("image", "tabular"):
+            assert any(n.startswith(f"{det} [{kind}]") for n in names), (det, kind)
+    assert any("encoder" in n for n in names) and any("discriminator" in n for n in names)
+    for r in rows:
+        skipped = r["note"].startswith("skipped")
+        assert skipped == (r["ratio"] == "nan"), r
+        if not skipped:
+            for key in ("skood", "reference_value", "ratio"):
+                v = float(r[key])
+                assert math.isfinite(v) and v > 0, (key, r)
+    for det in ("SemSAD", "NSA", "DistillNeg"):
+        assert not any(r["note"].startswith("skipped") for r in by_section["a"]
+                       if r["name"].startswith(det)), det
+
+    # (b) every augmentation on grey and colour images; (c) every scorer agrees with sklearn
+    assert {r["name"].split(" [")[0] for r in by_section["b"]} == {
+        "SimCLRAugment", "SemSADNegative", "MultiCrop(2 global, 4 local)", "PadCropFlip"}
+    assert len(by_section["b"]) == 8
+    assert any("kernel_cosine" in r["name"] for r in by_section["c"])
+    assert any("Mahalanobis" in r["name"] for r in by_section["c"])
+    for r in by_section["c"]:
+        assert float(r["note"].split("max |diff| ")[1]) < 1e-4, r
+    # (d) two chunk sizes per scorer, each compared with the dense matrix it avoids
+    assert len(by_section["d"]) == 4
+    assert all("chunk_size=" in r["name"] for r in by_section["d"])
+
+    table = (tmp_path / "speed.md").read_text()
+    for title in ("(a) Training step", "(b) Augmentation", "(c) Scoring throughput",
+                  "(d) Scoring peak memory"):
+        assert title in table
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert {"versions", "device", "loadavg_before", "loadavg_after", "budget",
+            "torch_device"} <= set(meta)
+    assert meta["budget"] == "smoke" and meta["torch_device"] == "cpu"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 import time
 from pathlib import Path
 
@@ -104,6 +105,8 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     dets = detectors(args.dum_epochs)
     rows = []
+    t_start = time.perf_counter()
+    cmd_args = sys.argv[1:] if argv is None else argv
     for name in args.datasets:
         X, y = load(name, args.data_home)
         for seed in args.seeds:
@@ -128,6 +131,8 @@ def main(argv=None) -> None:
         "Paper columns: Wu et al. table 2 on their own preprocessing of the "
         "UCI originals (different outlier counts), for reference only.\n\n"
         + markdown(rows, args.datasets, list(dets))
+        + f"\nCommand: `python benchmarks/dum_tabular.py {' '.join(cmd_args)}`; "
+        f"wall time {time.perf_counter() - t_start:.0f} s.\n"
     )
     (out / "dum_tabular.md").write_text(md + "\n")
     print(md)

@@ -44,6 +44,24 @@ SUITES = [
      "normal, the other classes anomalous); baselines on raw pixels."),
 ]
 
+#: (heading, markdown file relative to benchmarks/results, meta.json or None): tables
+#: a script writes whole; a file without meta.json names its own command
+TABLES = [
+    ("DUM vs IsolationForest and LOF: the paper's tabular table", "dum_tabular.md", None),
+    ("RotAuxMSP: hold-one-class-out Fashion-MNIST", "rotaux_holdout/table.md", None),
+    ("Speed and memory", "speed/cpu/speed.md", "speed/cpu/meta.json"),
+]
+
+
+def demote(markdown: str, level: int = 4) -> str:
+    """Headings of an included file nested under the section's ``###`` headings."""
+    out = []
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            line = "#" * level + " " + line.lstrip("#").strip()
+        out.append(line)
+    return "\n".join(out)
+
 
 def command(meta: dict) -> str:
     """The command line that made a result, from its ``meta.json``."""
@@ -98,6 +116,17 @@ def build_section() -> str:
         out += [f"Device: {meta.get('device', '?')}; wall time of the last call "
                 f"{meta.get('wall_s_this_call', float('nan')):.0f} s (cached runs are not re-run).",
                 ""]
+    for heading, file, meta_file in TABLES:
+        out += [f"### {heading}", ""]
+        path = RESULTS / file
+        if not path.exists():
+            out += ["Not run yet.", ""]
+            continue
+        if meta_file is not None:
+            meta = json.loads((RESULTS / meta_file).read_text())
+            out += ["```bash", command(meta), "```", "",
+                    f"Device: {meta.get('device', '?')}.", ""]
+        out += [demote(path.read_text().strip()), ""]
     claims = RESULTS / "claims.md"
     out += ["### The papers' central claims", ""]
     if claims.exists():

@@ -198,3 +198,16 @@ def test_cache_identity_holds_only_parameters_a_run_sets():
     assert smoke["encoder_epochs"] == "1" and "n_neighbors" not in smoke
     variant = _suite._identity("SemSAD(n_neighbors=1)", 0, "cpu", "tabular")["params"]
     assert variant["n_neighbors"] == "1"
+
+
+def test_scale_smoke_full_rows_and_bank_cap(tmp_path, data_home):
+    run(["benchmarks/scale.py", "--data-home", str(data_home), "--datasets", "42_WBC",
+         "--detectors", "NSA", "IsolationForest", "--max-bank", "20", "--budget", "smoke",
+         "--out", str(tmp_path)])
+    rows = read_rows(tmp_path / "runs.csv")
+    assert {r["detector"] for r in rows} == {"NSA", "NSA(max_bank=20)", "IsolationForest"}
+    assert not any(r["error"] for r in rows)
+    # no 10,000-row cap and no subsample: 70/30 split of all 223 WBC rows
+    assert {int(r["n_train"]) + int(r["n_test"]) for r in rows} == {223}
+    times = (tmp_path / "times.md").read_text()
+    assert "NSA(max_bank=20)" in times and "fit min" in times

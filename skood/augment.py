@@ -3,11 +3,15 @@
 Every random choice comes from an explicit :class:`torch.Generator` living on
 the tensor's device (never the global RNG). Images are float tensors
 (N, C, H, W) in [0, 1]; tabular rows are float (N, D) standardised features.
-All ops are vectorised over the batch and never modify their input.
+All ops are vectorised over the batch and never modify their input. None of
+them synchronises the host with a CUDA device: no value is read back to the
+host, no output size depends on random values, and constant tensors are
+copied to the device once (:func:`_constant`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -36,6 +40,26 @@ def _rand(shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
 
 def _per_sample(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return mask.view(-1, *([1] * (x.dim() - 1)))
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small constant tensor on ``device``, built once per process (read-only: shared).
+
+    ``torch.tensor(values, device=cuda)`` would copy from the host and wait
+    for the device at every call.
+    """
+    return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
+
+
+@functools.lru_cache(maxsize=16)
+def _yiq_matrices(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """RGB -> YIQ matrix and its inverse (computed on the CPU), on ``device``; read-only."""
+    to_yiq = torch.tensor(
+        [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=dtype
+    )
+    from_yiq = torch.linalg.inv(to_yiq)
+    return to_yiq.to(device, non_blocking=True), from_yiq.to(device, non_blocking=True)
 
 
 def random_resized_crop(
@@ -75,7 +99,7 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) ->
 def _gray(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] == 1:
         return x
-    w = torch.tensor(_GRAY, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    w = _constant(_GRAY, x.dtype, x.device).view(1, 3, 1, 1)
     return (x * w).sum(1, keepdim=True)
 
 
@@ -114,12 +138,7 @@ def color_jitter(
 
 
 def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-    to_yiq = torch.tensor(
-        [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
-        device=x.device,
-        dtype=x.dtype,
-    )
-    from_yiq = torch.linalg.inv(to_yiq)
+    to_yiq, from_yiq = _yiq_matrices(x.dtype, x.device)
     yiq = torch.einsum("ij,njhw->nihw", to_yiq, x)
     c, s = torch.cos(angle).view(-1, 1, 1), torch.sin(angle).view(-1, 1, 1)
     i, q = yiq[:, 1], yiq[:, 2]
@@ -151,7 +170,7 @@ def gaussian_blur(
     t = torch.arange(k, device=x.device, dtype=x.dtype) - (k - 1) / 2
     ker = torch.exp(-(t[None] ** 2) / (2 * s[:, None] ** 2))
     ker = ker / ker.sum(1, keepdim=True)  # (n, k)
-    ker = ker.repeat_interleave(c, dim=0)  # (n*c, k)
+    ker = ker[:, None].expand(n, c, k).reshape(n * c, k)  # each sample's kernel c times
     y = x.reshape(1, n * c, h, w)
     pad = k // 2
     y = F.conv2d(F.pad(y, (pad, pad, 0, 0), mode="reflect"), ker.view(n * c, 1, 1, k), groups=n * c)
@@ -290,19 +309,19 @@ def _per_sample_k(k: int | torch.Tensor, n: int, device: torch.device) -> torch.
 
 
 def _select(x: torch.Tensor, k: torch.Tensor, ops: Sequence[Callable]) -> torch.Tensor:
-    """Apply ``ops[k_i]`` to sample i; the ops must keep the sample shape."""
-    out = None
-    for j, op in enumerate(ops):
-        m = k == j
-        if not bool(m.any()):
-            continue
-        y = op(x[m])
-        if out is None:
-            out = torch.empty((len(x), *y.shape[1:]), dtype=x.dtype, device=x.device)
-        out[m] = y
-    if out is None:  # empty batch
-        return x.clone()
-    return out
+    """Apply ``ops[k_i]`` to sample i (k_i in ``range(len(ops))``); the ops keep the sample shape.
+
+    Every op runs on the whole batch and ``torch.where`` keeps each sample's
+    own result: selecting the samples of each op by a boolean mask would
+    need their number on the host, a device synchronisation per op on CUDA.
+    Meant for cheap ops (rotations, flips, transposes). Returns a new,
+    contiguous tensor.
+    """
+    out = ops[0](x)
+    for j in range(1, len(ops)):
+        y = ops[j](x)
+        out = torch.where(_per_sample(k == j, y), y, out)
+    return out.contiguous() if len(ops) > 1 else out.clone()
 
 
 def rotate90(x: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
@@ -536,7 +555,7 @@ def random_rotate90(
     The default {90, 180, 270} degrees is the shifting transformation of CSI
     and DistillNeg ("Rot."); mixed rotations need square images.
     """
-    ks = torch.tensor(list(rotations), dtype=torch.long, device=x.device)
+    ks = _constant(tuple(rotations), torch.long, x.device)
     pick = (_rand((len(x),), generator) * len(ks)).long().clamp_(max=len(ks) - 1)
     return rotate90(x, ks[pick])
 

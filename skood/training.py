@@ -10,7 +10,9 @@ This module provides the pieces those subclasses share:
   :class:`torch.Generator`; it yields ``(X_batch, index_batch)`` so objectives
   can look up per-sample side information (e.g. SemSAD's neighbourhoods).
 * :class:`SkoodNet`: the common base (devices, seeded generators, mixed
-  precision, the ``(x, idx)`` batch convention).
+  precision, channels-last images on CUDA, the ``(x, idx)`` batch
+  convention, per-batch history values recorded without host-device
+  synchronisation).
 * :class:`PhaseProgress`: a tqdm progress bar per training phase.
 * :func:`make_net_kwargs`: the skorch keyword arguments every phase uses
   (``train_split=None``: no silent validation split; shuffled batches).
@@ -19,13 +21,15 @@ This module provides the pieces those subclasses share:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from skorch import NeuralNet
 from skorch.callbacks import Callback, LRScheduler
+from skorch.dataset import get_len
+from torch import nn
 
 from .nn.losses import nt_xent
 from .utils import to_model_input
@@ -51,11 +55,15 @@ class TensorLoader:
     shuffle : bool
         Draw a fresh permutation every epoch from ``generator``.
     generator : torch.Generator, optional
-        CPU generator for the permutation (reproducible data order).
+        CPU generator for the permutation (reproducible data order, the same
+        on every device).
 
     Yields
     ------
-    (X_batch, idx_batch) : the rows and their indices in ``dataset.X``.
+    (X_batch, idx_batch) : the rows and their indices in ``dataset.X``, both
+    on the device of ``dataset.X``. The epoch's permutation is drawn on the
+    CPU and copied to that device once (asynchronously), so slicing a batch
+    needs no host-device transfer.
     A last batch of a single sample is dropped (BatchNorm cannot train on it).
     """
 
@@ -87,11 +95,12 @@ class TensorLoader:
             order = torch.randperm(n, generator=self.generator)
         else:
             order = torch.arange(n)
+        order = order.to(X.device, non_blocking=True)
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
             if len(idx) < 2 and start > 0:
                 break
-            yield X[idx.to(X.device)], idx
+            yield X[idx], idx
 
 
 class SkoodNet(NeuralNet):
@@ -99,9 +108,16 @@ class SkoodNet(NeuralNet):
 
     Subclasses implement :meth:`compute_loss` ``(x, idx) -> loss``, where ``x``
     is the float batch on the training device and ``idx`` the batch's indices
-    into the training set. Randomness inside the objective must come from
-    ``self.generator_`` (on the training device) or ``self.cpu_generator_``,
-    both seeded from ``seed`` when training starts.
+    into the training set (on the same device). Randomness inside the
+    objective must come from ``self.generator_`` (on the training device) or
+    ``self.cpu_generator_``, both seeded from ``seed`` when training starts.
+
+    The training loop has no host-device synchronisation on CUDA: the
+    per-batch losses (``train_loss``, and the values subclasses record with
+    :meth:`record_batch_value`) stay detached tensors on the device during
+    an epoch and become Python floats all at once when its batches are done
+    (:meth:`run_single_epoch`), so the history holds the same floats as
+    skorch's per-batch ``loss.item()`` would give.
 
     Parameters
     ----------
@@ -111,6 +127,13 @@ class SkoodNet(NeuralNet):
         Seed of the objective's generators.
     amp : bool
         bfloat16 autocast on CUDA devices that support it (ignored on CPU).
+        The losses of :mod:`skood.nn.losses` are computed in float32.
+    channels_last : bool
+        On CUDA, train the module's 4-D weights and the 4-D image batches in
+        the ``torch.channels_last`` memory format (faster convolutions with
+        mixed precision); the module is put back in the contiguous format
+        when training ends. Ignored on other devices, so CPU numerics do not
+        depend on it.
     precise_bn : bool
         Recompute BatchNorm statistics with the final weights when training
         ends (see :meth:`recalibrate_batchnorm`).
@@ -124,6 +147,7 @@ class SkoodNet(NeuralNet):
         *args: Any,
         seed: int = 0,
         amp: bool = True,
+        channels_last: bool = True,
         precise_bn: bool = True,
         **kwargs: Any,
     ):
@@ -131,6 +155,7 @@ class SkoodNet(NeuralNet):
         super().__init__(module, *args, **kwargs)
         self.seed = seed
         self.amp = amp
+        self.channels_last = channels_last
         self.precise_bn = precise_bn
 
     # --- hooks --------------------------------------------------------------
@@ -142,22 +167,102 @@ class SkoodNet(NeuralNet):
         dev = torch.device(self.device)
         self.generator_ = torch.Generator(device=dev).manual_seed(self.seed)
         self.cpu_generator_ = torch.Generator().manual_seed(self.seed + 1)
+        cuda = dev.type == "cuda"
+        # resolved once per fit: no device query inside the training loop
+        self.autocast_dtype_ = (
+            torch.bfloat16 if self.amp and cuda and torch.cuda.is_bf16_supported() else None
+        )
+        self.memory_format_ = torch.channels_last if self.channels_last and cuda else None
+        if self.memory_format_ is not None:
+            self.module_.to(memory_format=self.memory_format_)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        dev = torch.device(self.device)
-        if self.amp and dev.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if getattr(self, "autocast_dtype_", None) is not None:
+            return torch.autocast("cuda", dtype=self.autocast_dtype_)
         return contextlib.nullcontext()
+
+    def model_input(self, xb: torch.Tensor) -> torch.Tensor:
+        """A stored batch as float model input on the training device.
+
+        :func:`skood.utils.to_model_input`, then, for image batches on CUDA
+        with ``channels_last``, the channels-last memory format (values are
+        unchanged).
+        """
+        x = to_model_input(xb, self.device)
+        fmt = getattr(self, "memory_format_", None)
+        if fmt is not None and x.dim() == 4:
+            x = x.contiguous(memory_format=fmt)
+        return x
 
     def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
         self._set_training(True)
         xb, idx = batch
-        x = to_model_input(xb, self.device)
+        x = self.model_input(xb)
         with self._autocast():
             loss = self.compute_loss(x, idx)
         loss.backward()
         return {"loss": loss, "y_pred": None}
 
+    # --- history without host-device synchronisation --------------------------
+    def record_batch_value(self, name: str, value: torch.Tensor | float) -> None:
+        """Record ``value`` under ``name`` in the current batch of the history.
+
+        A tensor (a scalar, e.g. one term of the loss) is stored detached, on
+        its device, and turned into a Python float with the rest of the
+        epoch's values when the epoch's batches are done (see
+        :meth:`run_single_epoch`), instead of by a ``.item()`` that would
+        wait for the device after every step.
+        """
+        if isinstance(value, torch.Tensor):
+            value = value.detach()
+        self.history.record_batch(name, value)
+
+    def resolve_batch_values(self) -> None:
+        """Turn the tensors recorded in the current epoch's batches into Python floats.
+
+        One transfer per device and dtype: the values are stacked and copied
+        with ``tolist()``, which gives each element the float ``.item()``
+        would give.
+        """
+        groups: dict[tuple[torch.device, torch.dtype], list[tuple[dict, str]]] = {}
+        for row in self.history[-1]["batches"]:
+            for key, value in row.items():
+                if isinstance(value, torch.Tensor):
+                    groups.setdefault((value.device, value.dtype), []).append((row, key))
+        for slots in groups.values():
+            values = torch.stack([row[key].reshape(()) for row, key in slots]).tolist()
+            for (row, key), v in zip(slots, values, strict=True):
+                row[key] = v
+
+    def run_single_epoch(
+        self, iterator: Any, training: bool, prefix: str, step_fn: Any, **fit_params: Any
+    ) -> None:
+        """skorch's epoch loop, with the per-batch losses kept on the device until its end.
+
+        Records the same history entries as :meth:`skorch.NeuralNet.run_single_epoch`
+        (``<prefix>_loss`` and ``<prefix>_batch_size`` per batch,
+        ``<prefix>_batch_count`` per epoch); the losses, and the values
+        recorded with :meth:`record_batch_value`, are tensors while the epoch
+        runs and floats once it ends (:meth:`resolve_batch_values`, before the
+        ``on_epoch_end`` callbacks read them). Callbacks that read a batch's
+        loss in ``on_batch_end`` get it as the ``loss`` keyword argument.
+        """
+        if iterator is None:
+            return
+        batch_count = 0
+        for batch in iterator:
+            self.notify("on_batch_begin", batch=batch, training=training)
+            step = step_fn(batch, **fit_params)
+            self.record_batch_value(prefix + "_loss", step["loss"])
+            batch_size = (get_len(batch[0]) if isinstance(batch, (tuple, list))
+                          else get_len(batch))
+            self.history.record_batch(prefix + "_batch_size", batch_size)
+            self.notify("on_batch_end", batch=batch, training=training, **step)
+            batch_count += 1
+        self.history.record(prefix + "_batch_count", batch_count)
+        self.resolve_batch_values()
+
+    # --- precise BatchNorm ----------------------------------------------------
     @torch.no_grad()
     def recalibrate_batchnorm(self, X: torch.Tensor) -> None:
         """Recompute BatchNorm running statistics with the final weights ("precise BN").
@@ -167,34 +272,63 @@ class SkoodNet(NeuralNet):
         initial values), so the eval-mode network differs from the one the
         objective trained. One forward-only pass over the training data,
         through the objective's own input pipeline and with cumulative
-        averaging, replaces them with the statistics of the final network.
+        averaging (:func:`cumulative_batchnorm`), replaces them with the
+        statistics of the final network.
         """
-        bn_type = torch.nn.modules.batchnorm._BatchNorm
-        bns = [m for m in self.module_.modules() if isinstance(m, bn_type)]
-        if not bns:
-            return
-        momenta = [m.momentum for m in bns]
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None
-        self._set_training(True)
         loader = self.get_iterator(self.get_dataset(X), training=True)
-        for xb, idx in loader:
-            with self._autocast():
-                self.compute_loss(to_model_input(xb, self.device), idx)
-        for m, mom in zip(bns, momenta, strict=True):
-            m.momentum = mom
+        with cumulative_batchnorm(self.module_) as has_bn:
+            if not has_bn:
+                return
+            self._set_training(True)
+            for xb, idx in loader:
+                with self._autocast():
+                    self.compute_loss(self.model_input(xb), idx)
         self._set_training(False)
 
     def on_train_end(self, net: Any, X: Any = None, y: Any = None, **kwargs: Any) -> None:
         super().on_train_end(net, X=X, y=y, **kwargs)
         if self.precise_bn:
             self.recalibrate_batchnorm(X)
+        if getattr(self, "memory_format_", None) is not None:
+            self.module_.to(memory_format=torch.contiguous_format)
 
     def uniform(self, low: float, high: float) -> float:
         """A scalar from U(low, high) drawn from the CPU generator (no device sync)."""
         u = torch.rand((), generator=self.cpu_generator_).item()
         return low + (high - low) * u
+
+
+@contextlib.contextmanager
+def cumulative_batchnorm(module: nn.Module) -> Iterator[bool]:
+    """Reset the BatchNorm statistics of ``module`` and average them cumulatively in the block.
+
+    Inside the block every training-mode forward pass of a BatchNorm layer
+    that tracks running statistics updates them with momentum ``1/k`` at its
+    k-th pass, so they end as the plain mean over the block's batches
+    (``momentum=None``). The count is kept on the host (a forward pre-hook),
+    where ``momentum=None`` would read ``num_batches_tracked`` back from the
+    device at every pass; the arithmetic is the same. The layers' momenta are
+    restored afterwards. Yields whether ``module`` has any BatchNorm layer.
+    """
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    counts = dict.fromkeys(bns, 0)
+
+    def count_pass(m: nn.Module, args: Any) -> None:
+        if m.training and m.track_running_stats:
+            counts[m] += 1
+            m.momentum = 1.0 / counts[m]
+
+    handles = [m.register_forward_pre_hook(count_pass) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+    try:
+        yield bool(bns)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mom in zip(bns, momenta, strict=True):
+            m.momentum = mom
 
 
 class PhaseProgress(Callback):
@@ -347,8 +481,39 @@ def ema_update_(target: torch.nn.Module, source: torch.nn.Module, momentum: floa
     buffers (e.g. BatchNorm statistics) are left to the target's own forward
     passes.
     """
-    for pt, ps in zip(target.parameters(), source.parameters(), strict=True):
-        pt.mul_(momentum).add_(ps.detach(), alpha=1.0 - momentum)
+    targets = list(target.parameters())
+    sources = [p.detach() for p in source.parameters()]
+    if len(targets) != len(sources):
+        raise ValueError(
+            f"ema_update_: the target has {len(targets)} parameters, the source {len(sources)}"
+        )
+    if not targets:
+        return
+    # one multi-tensor kernel per op instead of two kernels per parameter
+    torch._foreach_mul_(targets, momentum)
+    torch._foreach_add_(targets, sources, alpha=1.0 - momentum)
 
 
-__all__ += ["cosine_schedule", "ema_update_"]
+@torch.no_grad()
+def clip_grad_per_param_(parameters: Iterable[torch.Tensor], max_norm: float) -> None:
+    r"""Scale each parameter's gradient to an L2 norm of at most ``max_norm``, in place.
+
+    Per parameter :math:`g \leftarrow g \min\big(1, c / (\lVert g\rVert_2 + 10^{-6})\big)`,
+    DINO's ``clip_gradients`` (each tensor on its own, unlike the global norm
+    of :func:`torch.nn.utils.clip_grad_norm_`). Parameters without a
+    gradient are skipped. Computed with multi-tensor (``torch._foreach_*``)
+    ops, elementwise the same arithmetic as one tensor at a time, and
+    without reading a norm back to the host.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    coefs = torch._foreach_norm(grads, 2)
+    coefs = torch._foreach_add(coefs, 1e-6)
+    torch._foreach_reciprocal_(coefs)  # c / n is computed as (1 / n) * c, as torch does
+    torch._foreach_mul_(coefs, max_norm)
+    torch._foreach_clamp_max_(coefs, 1.0)
+    torch._foreach_mul_(grads, coefs)
+
+
+__all__ += ["cosine_schedule", "ema_update_", "clip_grad_per_param_", "cumulative_batchnorm"]

@@ -8,15 +8,19 @@ import pytest
 import torch
 
 from skood.augment import (
+    FLIP_TRANSPOSE_OPS,
     SemSADNegative,
     SemSADPositive,
     SimCLRAugment,
     TabularCorruption,
     color_jitter,
+    flip_transpose,
     gaussian_blur,
     random_grayscale,
     random_hflip,
     random_resized_crop,
+    random_rotate90,
+    rotate90,
 )
 
 
@@ -94,3 +98,31 @@ def test_tabular_corruption_draws_from_bank_marginals():
 def test_transforms_pickle(op):
     again = pickle.loads(pickle.dumps(op))
     assert repr(again) == repr(op)
+
+
+def test_per_sample_discrete_transforms_match_the_single_ops():
+    x = torch.rand(12, 3, 5, 5, generator=gen())
+    x0 = x.clone()
+    k = torch.arange(12) % 4
+    rot, ft = rotate90(x, k), flip_transpose(x, k)
+    for i in range(12):
+        assert torch.equal(rot[i], torch.rot90(x[i], int(k[i]), dims=(-2, -1)))
+        assert torch.equal(ft[i : i + 1], FLIP_TRANSPOSE_OPS[int(k[i])](x[i : i + 1]))
+    assert rot.is_contiguous() and ft.is_contiguous() and torch.equal(x, x0)
+    # one transformation for the whole batch, and an empty batch
+    assert torch.equal(rotate90(x, torch.full((12,), 2)), torch.rot90(x, 2, dims=(-2, -1)))
+    assert rotate90(x[:0], k[:0]).shape == (0, 3, 5, 5)
+    # random rotations: drawn from the given set, reproducibly
+    r = random_rotate90(x, gen(), rotations=(1, 3))
+    assert torch.equal(r, random_rotate90(x, gen(), rotations=(1, 3)))
+    for i in range(12):
+        assert any(torch.equal(r[i], torch.rot90(x[i], j, dims=(-2, -1))) for j in (1, 3))
+
+
+def test_gaussian_blur_kernels_are_per_sample_and_shared_by_channels():
+    x = torch.rand(4, 3, 16, 16, generator=gen())
+    out = gaussian_blur(x, gen(), p=1.0)
+    # each channel blurred alone with the same draw equals the channel of the batch
+    for c in range(3):
+        alone = gaussian_blur(x[:, c : c + 1].contiguous(), gen(), p=1.0)
+        torch.testing.assert_close(out[:, c : c + 1], alone, rtol=0, atol=1e-6)

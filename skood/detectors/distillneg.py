@@ -32,7 +32,14 @@ from ..nn.encoders import BACKBONES, SmallViT, build_encoder
 from ..nn.heads import DINOModel
 from ..nn.losses import dino_center_update, dino_loss, uniform_cross_entropy
 from ..scoring import bank_subset, kernel_cosine, row_fingerprints
-from ..training import SkoodNet, cosine_schedule, ema_update_, make_net_kwargs
+from ..training import (
+    SkoodNet,
+    clip_grad_per_param_,
+    cosine_schedule,
+    cumulative_batchnorm,
+    ema_update_,
+    make_net_kwargs,
+)
 from ..utils import to_model_input
 
 __all__ = ["DistillNegDetector", "DistillNegNet", "TabularViews", "NegativeSampler"]
@@ -153,15 +160,18 @@ class DistillNegNet(SkoodNet):
        averaged over those views;
     3. :math:`\mathcal{L} = \mathcal{L}_{pos} + \lambda\mathcal{L}_{neg}` (eq. 5);
        per-parameter gradient-norm clipping at ``clip_grad`` (DINO's
-       ``clip_gradients``); an AdamW step with the learning rate and weight
-       decay of this step (linear warm-up then cosine; no decay on biases
-       and normalisation weights); the EMA teacher update with this step's
+       ``clip_gradients``, :func:`~skood.training.clip_grad_per_param_`); an
+       AdamW step with the learning rate and weight decay of this step
+       (linear warm-up then cosine; no decay on biases and normalisation
+       weights); the EMA teacher update with this step's
        momentum (cosine from ``teacher_momentum`` to 1) and the centre update.
 
     The optimiser (``optimizer``, default AdamW) sees only the student's
     parameters; ``optimizer__*`` arguments are not used. When training ends,
     the teacher's BatchNorm statistics are recomputed with its final weights
     over the clean training data (precise BN, see :meth:`recalibrate_batchnorm`).
+    The per-batch loss terms are recorded in the history as ``loss_pos`` and
+    (with negatives) ``loss_neg``.
 
     Parameters
     ----------
@@ -248,10 +258,7 @@ class DistillNegNet(SkoodNet):
         decay["weight_decay"] = self._at(self.wd_schedule_)
         step = super().train_step_single(batch, **fit_params)
         if self.clip_grad > 0:
-            for p in self.module_.student.parameters():
-                if p.grad is not None:
-                    coef = self.clip_grad / (p.grad.norm(2) + 1e-6)
-                    p.grad.mul_(coef.clamp(max=1.0))
+            clip_grad_per_param_(self.module_.student.parameters(), self.clip_grad)
         return step
 
     def train_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
@@ -282,8 +289,8 @@ class DistillNegNet(SkoodNet):
             loss_neg = torch.stack([uniform_cross_entropy(o, self.student_temp)
                                     for o in neg]).mean()
             loss = loss_pos + self.lam * loss_neg
-            self.history.record_batch("loss_neg", loss_neg.item())
-        self.history.record_batch("loss_pos", loss_pos.item())
+            self.record_batch_value("loss_neg", loss_neg)
+        self.record_batch_value("loss_pos", loss_pos)
         model.center.copy_(dino_center_update(model.center, teacher, self.center_momentum))
         return loss
 
@@ -300,19 +307,13 @@ class DistillNegNet(SkoodNet):
         0.39 -> 0.75).
         """
         teacher = self.module_.teacher
-        bns = [m for m in teacher.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not bns:
-            return
-        momenta = [m.momentum for m in bns]
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None
-        teacher.train()
-        for xb, _ in self.get_iterator(self.get_dataset(X), training=True):
-            with self._autocast():
-                teacher(to_model_input(xb, self.device))
-        for m, mom in zip(bns, momenta, strict=True):
-            m.momentum = mom
+        with cumulative_batchnorm(teacher) as has_bn:
+            if not has_bn:
+                return
+            teacher.train()
+            for xb, _ in self.get_iterator(self.get_dataset(X), training=True):
+                with self._autocast():
+                    teacher(self.model_input(xb))
         self._set_training(False)
 
 

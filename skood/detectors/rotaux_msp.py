@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
@@ -23,6 +22,7 @@ from torch import nn
 from ..augment import PadCropFlip, RandomAffineMaps, flip_transpose, random_hflip, rotate90
 from ..base import BaseDeepDetector
 from ..nn.encoders import build_encoder
+from ..nn.losses import cross_entropy
 from ..scoring import msp, odin, transformation_confidence
 from ..training import SkoodNet, make_net_kwargs, piecewise_lr
 from ..utils import to_model_input
@@ -80,7 +80,8 @@ class RotAuxModel(nn.Module):
         """All K transformed copies of ``x`` stacked (K n rows) and their labels k."""
         K = self.n_aux
         xt = torch.cat([self.transform(x, k) for k in range(K)])
-        k = torch.arange(K, device=x.device).repeat_interleave(len(x))
+        # [0]*n + [1]*n + ...; expand, not repeat_interleave, which may sync on CUDA
+        k = torch.arange(K, device=x.device)[:, None].expand(K, len(x)).reshape(-1)
         return xt, k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,12 +171,12 @@ class RotAuxNet(SkoodNet):
         """Cross-entropy of the class head on the augmented batch (step a)."""
         xa = self.augment(x, self.generator_) if self.augment is not None else x
         y = self.targets[idx.to(self.targets.device)].to(x.device)
-        return F.cross_entropy(self.module_(xa), y)
+        return cross_entropy(self.module_(xa), y)
 
     def rotation_loss(self, x: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the rotation head on all K transformations of ``x`` (step b)."""
         xt, k = self.module_.transformed_batch(x)
-        return F.cross_entropy(self.module_.aux_logits(xt), k)
+        return cross_entropy(self.module_.aux_logits(xt), k)
 
     @staticmethod
     def rotation_rows(x: torch.Tensor) -> torch.Tensor:
@@ -202,13 +203,13 @@ class RotAuxNet(SkoodNet):
     def train_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
         self._set_training(True)
         xb, idx = batch
-        x = to_model_input(xb, self.device)
+        x = self.model_input(xb)
         if self.targets is None:  # rotation-only (self-supervised) mode
             loss = self._sgd_step(self.optimizer_, lambda: self.rotation_loss(x))
-            self.history.record_batch("loss_rotation", loss.item())
+            self.record_batch_value("loss_rotation", loss)
             return {"loss": loss, "y_pred": None}
         loss = self._sgd_step(self.optimizer_, lambda: self.class_loss(x, idx))  # (a)
-        self.history.record_batch("loss_class", loss.item())
+        self.record_batch_value("loss_class", loss)
         if self._two_steps:  # (b), at the learning rate of (a)
             lr = self.optimizer_.param_groups[0]["lr"]
             for group in self.rotation_optimizer_.param_groups:
@@ -216,7 +217,7 @@ class RotAuxNet(SkoodNet):
             xr = self.rotation_rows(x)
             loss_rot = self._sgd_step(self.rotation_optimizer_, lambda: self.rotation_loss(xr),
                                       weight=self.lam)
-            self.history.record_batch("loss_rotation", loss_rot.item())
+            self.record_batch_value("loss_rotation", loss_rot)
             loss = loss + self.lam * loss_rot
         return {"loss": loss, "y_pred": None}
 

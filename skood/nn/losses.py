@@ -1,15 +1,53 @@
-"""Training objectives shared by the detectors (each written once)."""
+"""Training objectives shared by the detectors (each written once).
+
+Every loss here is computed in float32: under CUDA autocast (mixed precision
+training, :class:`skood.training.SkoodNet`) the network's outputs may be
+bfloat16, and autocast would run the losses' matrix products in bfloat16
+too; :func:`float32_loss` switches autocast off inside the loss and the
+losses cast their inputs to float32. Without autocast (e.g. on the CPU)
+nothing changes.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["nt_xent", "gamma_weighted_pair_loss"]
+__all__ = ["float32_loss", "cross_entropy", "nt_xent", "gamma_weighted_pair_loss"]
+
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
 
 
+def float32_loss(fn: _Fn) -> _Fn:
+    """Decorator: run ``fn`` with CUDA autocast disabled, so the loss is computed in float32.
+
+    The decorated loss must cast its tensor inputs with ``.float()`` itself
+    (the outputs of an autocast forward pass may be bfloat16). When autocast
+    is not active (CPU training, or ``amp=False``) ``fn`` is called as it is.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not torch.is_autocast_enabled("cuda"):
+            return fn(*args, **kwargs)
+        with torch.autocast("cuda", enabled=False):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@float32_loss
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:func:`torch.nn.functional.cross_entropy` of class indices, computed in float32."""
+    return F.cross_entropy(logits.float(), target)
+
+
+@float32_loss
 def nt_xent(
     z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, symmetric: bool = True
 ) -> torch.Tensor:
@@ -43,10 +81,12 @@ def nt_xent(
     z = torch.cat([z1, z2], dim=0)
     logits = z @ z.T / temperature
     logits.fill_diagonal_(float("-inf"))
-    target = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    # view i's positive is view i + b and vice versa; built on the device (no copy)
+    target = torch.arange(2 * b, device=z.device).roll(b)
     return F.cross_entropy(logits, target)
 
 
+@float32_loss
 def gamma_weighted_pair_loss(
     s_pos: torch.Tensor, s_neg: torch.Tensor, gamma: float
 ) -> torch.Tensor:
@@ -71,6 +111,7 @@ def gamma_weighted_pair_loss(
     return F.softplus(-a_pos).mean() + gamma * F.softplus(a_neg).mean()
 
 
+@float32_loss
 def simsiam_loss(
     p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor
 ) -> torch.Tensor:
@@ -102,6 +143,7 @@ def simsiam_loss(
 __all__ += ["simsiam_loss"]
 
 
+@float32_loss
 def product_of_experts(
     mu: torch.Tensor, log_var: torch.Tensor, dim: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,6 +182,7 @@ def product_of_experts(
     return mean, var
 
 
+@float32_loss
 def dum_set_loss(
     mu: torch.Tensor,
     log_var: torch.Tensor,
@@ -205,6 +248,7 @@ __all__ += ["product_of_experts", "dum_set_loss"]
 # DINO self-distillation (Caron et al. 2021) and DistillNeg's negative term.
 
 
+@float32_loss
 def dino_loss(
     student_logits: list[torch.Tensor],
     teacher_logits: list[torch.Tensor],
@@ -255,6 +299,7 @@ def dino_loss(
     return total / n_terms
 
 
+@float32_loss
 def uniform_cross_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     r"""Cross-entropy of the uniform distribution to ``softmax(logits / temperature)``.
 
@@ -270,6 +315,7 @@ def uniform_cross_entropy(logits: torch.Tensor, temperature: float = 1.0) -> tor
     return -F.log_softmax(logits.float() / temperature, dim=-1).mean(dim=-1).mean()
 
 
+@float32_loss
 @torch.no_grad()
 def dino_center_update(
     center: torch.Tensor, teacher_logits: list[torch.Tensor], momentum: float = 0.9

@@ -1,0 +1,336 @@
+"""The shared training loop: history entries, sync-free building blocks, GPU memory format.
+
+The CPU tests check that the pieces rewritten to avoid host-device
+synchronisation on CUDA record the same history and compute the same values
+as the per-step code they replace (bit for bit where the arithmetic is the
+same). The CUDA tests (skipped without a GPU) check that no training loop
+synchronises the host with the device, that the losses are float32 under
+mixed precision and that channels-last training leaves standard modules.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from skood import DistillNegDetector, DUMDetector, RotAuxMSPDetector, SemSADDetector
+from skood.datasets import load_digits_images
+from skood.detectors.distillneg import DistillNegNet
+from skood.detectors.nsa import NSADetector
+from skood.nn.losses import dino_loss, nt_xent
+from skood.training import (
+    SkoodNet,
+    TensorLoader,
+    clip_grad_per_param_,
+    cumulative_batchnorm,
+    ema_update_,
+    make_net_kwargs,
+)
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+# --------------------------------------------------------------------------
+# the batch loader
+
+
+def test_tensor_loader_draws_the_cpu_permutation_and_slices_on_the_data_device():
+    X = torch.arange(10.0)[:, None].expand(10, 3).contiguous()
+    loader = TensorLoader(SimpleNamespace(X=X), batch_size=4, shuffle=True,
+                          generator=torch.Generator().manual_seed(3))
+    batches = list(loader)
+    assert len(batches) == len(loader) == 3  # 4 + 4 + 2
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(torch.cat([idx for _, idx in batches]), order)
+    for xb, idx in batches:
+        assert idx.device == X.device and torch.equal(xb, X[idx])
+    # a last batch of one sample is dropped
+    nine = TensorLoader(SimpleNamespace(X=X[:9]), batch_size=4)
+    assert [len(i) for _, i in nine] == [4, 4] and len(nine) == 2
+
+
+# --------------------------------------------------------------------------
+# history values recorded on the device, resolved once per epoch
+
+
+class _RecordingNet(SkoodNet):
+    """Records one extra term per batch, and the eager ``.item()`` of every value."""
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        super().on_train_begin(net, X=X, y=y, **kwargs)
+        self.eager_ = []
+
+    def compute_loss(self, x, idx):
+        out = self.module_(x)
+        loss = out.square().mean()
+        part = out.abs().mean()
+        self.record_batch_value("part", part)
+        self.eager_.append((loss.item(), part.item()))
+        return loss
+
+
+def test_deferred_history_values_are_the_items():
+    net = _RecordingNet(
+        nn.Linear(3, 2),
+        **make_net_kwargs(name="t", max_epochs=3, batch_size=8, lr=0.1, device="cpu", seed=0,
+                          verbose=0),
+    )
+    net.fit(torch.randn(30, 3, generator=torch.Generator().manual_seed(0)))
+    rows = [b for ep in net.history for b in ep["batches"]]
+    assert [(b["train_loss"], b["part"]) for b in rows] == net.eager_  # the same floats
+    assert all(type(b["train_loss"]) is float and type(b["part"]) is float for b in rows)
+    for ep in net.history:
+        bs = [b["train_batch_size"] for b in ep["batches"]]
+        assert bs == [8, 8, 8, 6] and ep["train_batch_count"] == 4
+        expected = np.average([b["train_loss"] for b in ep["batches"]], weights=bs)
+        assert ep["train_loss"] == pytest.approx(expected, rel=1e-12)
+    # CPU: neither mixed precision nor the channels-last format
+    assert net.autocast_dtype_ is None and net.memory_format_ is None
+
+
+# --------------------------------------------------------------------------
+# every detector's history after a tiny fit
+
+
+def _digits(n=160):
+    X, y = load_digits_images()
+    return X[:n], y[:n]
+
+
+def _blobs(n=300):
+    return np.random.RandomState(0).normal(size=(n, 8))
+
+
+#: name -> (make detector, data, labels, history phases, per-batch extra terms)
+_DETECTORS = {
+    "semsad": (lambda: SemSADDetector(encoder_epochs=1, discriminator_epochs=1),
+               "images", None, ("encoder", "discriminator"), ()),
+    "nsa": (lambda: NSADetector(max_epochs=2), "images", None, ("encoder",), ()),
+    "distillneg": (lambda: DistillNegDetector(max_epochs=2, n_soft_classes=256,
+                                              head_hidden_dim=64),
+                   "tabular", None, ("dino",), ("loss_pos", "loss_neg")),
+    "dum": (lambda: DUMDetector(dum_epochs=2, encoder_epochs=1), "images", None,
+            ("encoder", "dum"), ()),
+    "rotaux": (lambda: RotAuxMSPDetector(max_epochs=2), "images", "labels", (None,),
+               ("loss_class", "loss_rotation")),
+    "rotaux-unlabelled": (lambda: RotAuxMSPDetector(max_epochs=1), "tabular", None, (None,),
+                          ("loss_rotation",)),
+}
+
+
+@pytest.mark.parametrize("name", list(_DETECTORS))
+def test_detector_histories_hold_per_batch_and_per_epoch_floats(name):
+    make, kind, labels, phases, extra = _DETECTORS[name]
+    X, y = _digits() if kind == "images" else (_blobs(), None)
+    det = make().set_params(device="cpu", random_state=0)
+    det.fit(X, y) if labels else det.fit(X)
+    for phase in phases:
+        history = det.history_ if phase is None else det.history_[phase]
+        for ep in history:
+            rows = ep["batches"]
+            assert ep["train_batch_count"] == len(rows) > 0
+            for b in rows:
+                for key in ("train_loss", *extra):
+                    assert type(b[key]) is float and math.isfinite(b[key]), (phase, key)
+            bs = [b["train_batch_size"] for b in rows]
+            expected = np.average([b["train_loss"] for b in rows], weights=bs)
+            assert ep["train_loss"] == pytest.approx(expected, rel=1e-12)
+            # the recorded terms add up to the recorded loss
+            for b in rows:
+                if name == "distillneg":
+                    total = b["loss_pos"] + det.lam * b["loss_neg"]
+                elif name == "rotaux":
+                    total = b["loss_class"] + det.lam * b["loss_rotation"]
+                elif name == "rotaux-unlabelled":
+                    total = b["loss_rotation"]
+                else:
+                    continue
+                assert b["train_loss"] == pytest.approx(total, rel=1e-5)
+
+
+# --------------------------------------------------------------------------
+# building blocks: the same arithmetic as the per-parameter / per-pass code
+
+
+def _bns(module):
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def test_cumulative_batchnorm_equals_momentum_none():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 8),
+                        nn.BatchNorm1d(8, momentum=0.3))
+    ref = copy.deepcopy(net)
+    batches = [torch.randn(16, 4) for _ in range(5)]
+    # reference: torch's own cumulative average, two forward passes per batch
+    for m in _bns(ref):
+        m.reset_running_stats()
+        m.momentum = None
+    ref.train()
+    with torch.no_grad():
+        for b in batches:
+            ref(b)
+            ref(2 * b)
+    net.train()
+    with torch.no_grad(), cumulative_batchnorm(net) as has_bn:
+        assert has_bn
+        for b in batches:
+            net(b)
+            net(2 * b)
+            net.eval()
+            net(b)  # eval-mode passes leave the statistics alone
+            net.train()
+    for a, r in zip(_bns(net), _bns(ref), strict=True):
+        assert torch.equal(a.running_mean, r.running_mean)
+        assert torch.equal(a.running_var, r.running_var)
+        assert int(a.num_batches_tracked) == int(r.num_batches_tracked) == 10
+    assert [m.momentum for m in _bns(net)] == [0.1, 0.3]  # restored
+    assert not any(m._forward_pre_hooks for m in _bns(net))
+    with cumulative_batchnorm(nn.Linear(2, 2)) as has_bn:
+        assert not has_bn
+
+
+def test_clip_grad_per_param_equals_per_tensor_clipping():
+    g = torch.Generator().manual_seed(0)
+    params = [nn.Parameter(torch.zeros(s)) for s in [(3,), (16, 3, 3, 3), (64, 32), (5,)]]
+    for p, scale in zip(params[:3], (0.1, 5.0, 40.0), strict=True):
+        p.grad = torch.randn(p.shape, generator=g) * scale
+    expected = []
+    for p in params:  # DINO's clip_gradients, one tensor at a time (the former loop)
+        if p.grad is None:
+            expected.append(None)
+            continue
+        coef = 3.0 / (p.grad.norm(2) + 1e-6)
+        expected.append(p.grad * coef.clamp(max=1.0))
+    clip_grad_per_param_(params, 3.0)
+    for p, e in zip(params, expected, strict=True):
+        assert (p.grad is None and e is None) or torch.equal(p.grad, e)
+    assert params[2].grad.norm() <= 3.0 + 1e-4
+    clip_grad_per_param_([nn.Parameter(torch.zeros(2))], 1.0)  # no gradients: nothing to do
+
+
+def test_ema_update_equals_per_parameter_update():
+    torch.manual_seed(0)
+    target, source = nn.Linear(5, 4), nn.Linear(5, 4)
+    expected = [pt.detach().clone().mul_(0.97).add_(ps.detach(), alpha=1.0 - 0.97)
+                for pt, ps in zip(target.parameters(), source.parameters(), strict=True)]
+    ema_update_(target, source, 0.97)
+    assert all(torch.equal(p, e) for p, e in zip(target.parameters(), expected, strict=True))
+    with pytest.raises(ValueError, match="parameters"):
+        ema_update_(target, nn.Linear(5, 4, bias=False), 0.9)
+
+
+# --------------------------------------------------------------------------
+# CUDA: no host-device synchronisation, float32 losses, channels-last training
+
+
+@pytest.fixture
+def strict_sync(monkeypatch):
+    """Make every synchronising CUDA call inside the training loops an error.
+
+    The epoch loops (forward, backward, optimiser and EMA steps, batch
+    slicing) and the precise-BN passes run under
+    ``torch.cuda.set_sync_debug_mode("error")``; the one transfer per epoch
+    that turns the recorded losses into floats is allowed.
+    """
+
+    def strict(fn):
+        def wrapper(*args, **kwargs):
+            prev = torch.cuda.get_sync_debug_mode()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                torch.cuda.set_sync_debug_mode(prev)
+
+        return wrapper
+
+    def lenient(fn):
+        def wrapper(*args, **kwargs):
+            prev = torch.cuda.get_sync_debug_mode()
+            torch.cuda.set_sync_debug_mode(0)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                torch.cuda.set_sync_debug_mode(prev)
+
+        return wrapper
+
+    monkeypatch.setattr(SkoodNet, "run_single_epoch", strict(SkoodNet.run_single_epoch))
+    monkeypatch.setattr(SkoodNet, "resolve_batch_values", lenient(SkoodNet.resolve_batch_values))
+    for cls in (SkoodNet, DistillNegNet):
+        monkeypatch.setattr(cls, "recalibrate_batchnorm", strict(cls.recalibrate_batchnorm))
+    yield
+    torch.cuda.set_sync_debug_mode(0)
+
+
+@cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", list(_DETECTORS))
+@pytest.mark.parametrize("kind", ["images", "tabular"])
+def test_training_loops_do_not_synchronise_on_cuda(name, kind, strict_sync):
+    make, _, labels, phases, _ = _DETECTORS[name]
+    X, y = _digits() if kind == "images" else (_blobs(), (_blobs()[:, 0] > 0).astype(int))
+    det = make().set_params(device="cuda", random_state=0)
+    det.fit(X, y) if labels else det.fit(X)
+    assert np.isfinite(det.train_scores_).all()
+    # channels-last training leaves the stored modules in the standard format
+    for attr in ("encoder_", "discriminator_", "model_", "variance_net_"):
+        module = getattr(det, attr, None)
+        if isinstance(module, nn.Module):
+            assert all(p.is_contiguous() for p in module.parameters()), attr
+
+
+class _FormatNet(SkoodNet):
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        super().on_train_begin(net, X=X, y=y, **kwargs)
+        self.seen_ = []
+
+    def compute_loss(self, x, idx):
+        out = self.module_(x)
+        self.seen_.append((x.is_contiguous(memory_format=torch.channels_last),
+                           self.module_[0].weight.is_contiguous(memory_format=torch.channels_last),
+                           out.dtype))
+        return out.float().square().mean()
+
+
+@cuda
+@pytest.mark.gpu
+def test_channels_last_and_autocast_on_cuda():
+    module = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten())
+    net = _FormatNet(module, **make_net_kwargs(name="t", max_epochs=1, batch_size=4, lr=0.1,
+                                               device="cuda", seed=0, verbose=0))
+    net.fit(torch.rand(12, 3, 8, 8, device="cuda"))
+    train = net.seen_
+    assert len(train) == 3 and all(x_cl and w_cl for x_cl, w_cl, _ in train)
+    if torch.cuda.is_bf16_supported():
+        assert all(dtype == torch.bfloat16 for _, _, dtype in train)
+    assert all(p.is_contiguous() for p in net.module_.parameters())  # restored
+    off = _FormatNet(copy.deepcopy(module), channels_last=False, amp=False,
+                     **make_net_kwargs(name="t", max_epochs=1, batch_size=4, lr=0.1,
+                                       device="cuda", seed=0, verbose=0))
+    off.fit(torch.rand(12, 3, 8, 8, device="cuda"))
+    assert not any(x_cl for x_cl, _, _ in off.seen_)
+    assert all(dtype == torch.float32 for _, _, dtype in off.seen_)
+
+
+@cuda
+@pytest.mark.gpu
+def test_losses_are_float32_under_autocast():
+    g = torch.Generator(device="cuda").manual_seed(0)
+    z1, z2 = (torch.randn(16, 8, device="cuda", generator=g) for _ in range(2))
+    ref = nt_xent(z1, z2, 0.5)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        got = nt_xent(z1.bfloat16().float(), z2.bfloat16().float(), 0.5)
+        low = dino_loss([z1.bfloat16(), z2.bfloat16()], [z1.bfloat16()], torch.zeros(1, 8,
+                        device="cuda"), 0.1, 0.04)
+    assert got.dtype == low.dtype == torch.float32
+    expected = nt_xent(z1.bfloat16().float(), z2.bfloat16().float(), 0.5)  # no autocast
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    torch.testing.assert_close(got, ref, rtol=2e-2, atol=2e-2)

@@ -95,6 +95,28 @@ def win_loss_lines(runs_csv: Path) -> list[str]:
     return lines
 
 
+def summary_line(runs_csv: Path) -> str:
+    """One plain sentence: the best skood detector against the best baseline, mean AUROC."""
+    with open(runs_csv) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("auroc") not in ("", "nan", None)]
+    per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        per[r["detector"]][r["dataset"]].append(float(r["auroc"]))
+    tasks = set.intersection(*(set(v) for v in per.values())) if per else set()
+    if not tasks:
+        return ""
+    mean = {d: 100 * float(np.mean([np.mean(v[t]) for t in tasks])) for d, v in per.items()}
+    ours = [d for d in mean if d in SKOOD]
+    theirs = [d for d in mean if d not in SKOOD]
+    if not ours or not theirs:
+        return ""
+    a, b = max(ours, key=mean.get), max(theirs, key=mean.get)
+    verdict = "ahead of" if mean[a] > mean[b] else "behind"
+    return (f"In short: over these {len(tasks)} tasks skood's best detector here, {a} "
+            f"(mean AUROC {mean[a]:.1f}), is {verdict} the best baseline, {b} "
+            f"({mean[b]:.1f}).")
+
+
 def build_section() -> str:
     out = ["All numbers below come from the scripts in `benchmarks/`; each table "
            "names the command that made it (`python benchmarks/readme_results.py` "
@@ -110,6 +132,9 @@ def build_section() -> str:
         meta = json.loads((d / "meta.json").read_text())
         out += [what, "", "```bash", command(meta), "```", ""]
         out += [(d / "table.md").read_text().strip(), ""]
+        summary = summary_line(d / "runs.csv")
+        if summary:
+            out += [summary, ""]
         lines = win_loss_lines(d / "runs.csv")
         if lines:
             out += ["Where skood wins and loses:", "", *lines, ""]

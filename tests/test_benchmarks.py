@@ -211,3 +211,11 @@ def test_scale_smoke_full_rows_and_bank_cap(tmp_path, data_home):
     assert {int(r["n_train"]) + int(r["n_test"]) for r in rows} == {223}
     times = (tmp_path / "times.md").read_text()
     assert "NSA(max_bank=20)" in times and "fit min" in times
+
+
+def test_readme_results_section_is_generated_from_the_results():
+    """The README's Results section is exactly what readme_results.py writes from
+    benchmarks/results (no hand-edited numbers, no stale tables)."""
+    res = subprocess.run([sys.executable, "benchmarks/readme_results.py", "--check"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, "README results are stale: run python benchmarks/readme_results.py"

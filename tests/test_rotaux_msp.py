@@ -136,9 +136,12 @@ def test_scorers_match_their_definitions(fitted_images, digits_holdout):
                            for k in range(4)]).mean(0)
     scores = {}
     for scoring in ("msp", "odin", "rotation", "msp*rotation"):
-        det = copy.copy(fitted_images)
-        det.scoring_ = scoring
-        scores[scoring] = det.score_samples(X_test)
+        scores[scoring] = fitted_images.score_samples_by(X_test, scoring)
+    np.testing.assert_array_equal(fitted_images.score_samples_by(X_test, "auto"),
+                                  fitted_images.score_samples(X_test))
+    assert fitted_images.scoring_ == "msp*rotation"  # the fitted scorer is untouched
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        fitted_images.score_samples_by(X_test, "energy")
     np.testing.assert_allclose(scores["msp"], p.max(1).values.numpy(), rtol=1e-5)
     np.testing.assert_allclose(scores["rotation"], rot.numpy(), rtol=1e-5)
     np.testing.assert_allclose(scores["msp*rotation"], scores["msp"] * scores["rotation"],
@@ -255,6 +258,14 @@ def test_unlabelled_fit_is_the_rotation_detector(labelled, digits_holdout):
     assert roc_auc_score(yi_test, s) > 0.6
     with pytest.raises(ValueError, match="needs a class head"):
         tiny(scoring="odin").fit(X)
+
+
+def test_score_samples_by_refuses_untrained_heads(labelled):
+    X = labelled[0]
+    det = RotAuxMSPDetector(max_epochs=1, device="cpu", random_state=0).fit(X)  # no labels
+    assert det.score_samples_by(X[:5], "rotation").shape == (5,)
+    with pytest.raises(ValueError, match="needs a class head"):
+        det.score_samples_by(X[:5], "msp")
 
 
 def test_supervised_parameter_and_tags(labelled):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import column_or_1d
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
 from ..augment import PadCropFlip, RandomAffineMaps, flip_transpose, random_hflip, rotate90
@@ -498,22 +498,23 @@ class RotAuxMSPDetector(BaseDeepDetector):
         self.classes_ = classes
         return torch.from_numpy(codes.reshape(-1).astype(np.int64))
 
-    def _resolve_scoring(self) -> str:
+    def _resolve_scoring(self, scoring: str | None = None) -> str:
+        scoring = self.scoring if scoring is None else scoring
         if not self.supervised_:
-            if self.scoring not in ("auto", "rotation"):
+            if scoring not in ("auto", "rotation"):
                 raise ValueError(
-                    f"scoring={self.scoring!r} needs a class head, which an unlabelled fit "
+                    f"scoring={scoring!r} needs a class head, which an unlabelled fit "
                     "does not train: call fit(X, y) with class labels, or use scoring='auto' "
                     "or 'rotation' (the rotation head's confidence)"
                 )
             return "rotation"
-        if self.scoring == "auto":
+        if scoring == "auto":
             return "msp" if self.lam == 0 else "msp*rotation"
-        if self.scoring in ("rotation", "msp*rotation") and self.lam == 0:
+        if scoring in ("rotation", "msp*rotation") and self.lam == 0:
             raise ValueError(
-                f"scoring={self.scoring!r} needs the auxiliary task, which lam=0 does not train"
+                f"scoring={scoring!r} needs the auxiliary task, which lam=0 does not train"
             )
-        return self.scoring
+        return scoring
 
     def _fit_store(self, Xs: torch.Tensor, y: Any, seed: int) -> None:
         targets = self._check_labels(y, len(Xs))
@@ -564,9 +565,38 @@ class RotAuxMSPDetector(BaseDeepDetector):
         self.history_ = net.history
 
     # ---------------------------------------------------------------- score
-    def _score_store(self, Xs: torch.Tensor) -> np.ndarray:
+    def score_samples_by(self, X: Any, scoring: str) -> np.ndarray:
+        """``score_samples`` of X under another scorer of the same trained network.
+
+        Compares MSP, ODIN and the rotation scores of one fit without
+        training again (``benchmarks/rotaux_holdout.py`` does this). The
+        fitted ``scoring_``, ``offset_`` and ``predict`` are unchanged: they
+        belong to the ``scoring`` the detector was fitted with.
+
+        Parameters
+        ----------
+        X : array-like
+            Input of the kind seen in ``fit``.
+        scoring : {"auto", "msp", "odin", "rotation", "msp*rotation"}
+            As the ``scoring`` parameter; a scorer the fit did not train a
+            head for (e.g. "msp" after an unlabelled fit) raises ValueError.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            Higher means more normal.
+        """
+        check_is_fitted(self, "offset_")
+        allowed = self._parameter_constraints["scoring"][0].options
+        if scoring not in allowed:
+            raise ValueError(f"scoring must be one of {sorted(allowed)}; got {scoring!r}")
+        resolved = self._resolve_scoring(scoring)
+        return self._score_store(self._validate_input(X, reset=False), resolved)
+
+    def _score_store(self, Xs: torch.Tensor, scoring: str | None = None) -> np.ndarray:
         model = self.model_.eval()
-        if self.scoring_ == "odin":
+        scoring = self.scoring_ if scoring is None else scoring
+        if scoring == "odin":
             return self._odin_scores(Xs)
         fns = {
             "msp": lambda x: msp(model(x)),
@@ -574,7 +604,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
             "msp*rotation": lambda x: msp(model(x))
             * transformation_confidence(model.aux_logits_all(x)),
         }
-        return self._map_batches(fns[self.scoring_], Xs).double().numpy()
+        return self._map_batches(fns[scoring], Xs).double().numpy()
 
     def _odin_scores(self, Xs: torch.Tensor) -> np.ndarray:
         # input gradients: no inference_mode here (see skood.scoring.odin)

@@ -97,8 +97,15 @@ def read_claim(claim: Claim, out: Path) -> list[str]:
         if g is not None:
             lines += [f"{claim.group} = {g}:", ""]
         lines += [ablation_table(rows, claim.reference, claim.metric), ""]
+    meta = path.parent / "meta.json"
+    cmd = f"python benchmarks/{claim.script}.py"
+    if meta.exists():  # the exact command of the run, where the script records it
+        import json
+
+        argv = json.loads(meta.read_text()).get("argv") or []
+        cmd = " ".join([cmd, *map(str, argv)])
     lines += [f"Source: `benchmarks/results/{claim.csv}`, made by "
-              f"`python benchmarks/{claim.script}.py` (see its docstring for the budget).", ""]
+              f"`{cmd}` (see its docstring for the budget).", ""]
     return lines
 
 

@@ -199,6 +199,16 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         Xs = self._validate_input(X, reset=False)
         return self._score_store(Xs)
 
+    def fit_predict(self, X: Any, y: Any = None, **kwargs: Any) -> np.ndarray:
+        """Fit on X and label its rows +1 (inlier) / -1 (outlier).
+
+        The labels come from ``train_scores_`` (computed once by ``fit``, equal
+        to ``score_samples`` of the training rows), so the data is not scored
+        twice; equal to ``fit(X, y).predict(X)``. ``y`` is passed on to ``fit``.
+        """
+        self.fit(X, y)
+        return np.where(self.train_scores_ - self.offset_ >= 0, 1, -1)
+
     def decision_function(self, X: Any) -> np.ndarray:
         """``score_samples(X) - offset_``: negative for outliers, positive for inliers."""
         return self.score_samples(X) - self.offset_

@@ -622,12 +622,3 @@ class DUMDetector(BaseDeepDetector):
         """
         check_is_fitted(self, "offset_")
         return self._log_variance(self._validate_input(X, reset=False)).double().exp().numpy()
-
-    def fit_predict(self, X: Any, y: Any = None, **kwargs: Any) -> np.ndarray:
-        """Fit on X and label its rows +1 (inlier) / -1 (outlier) (transductive protocol).
-
-        The labels come from ``train_scores_`` (computed once by ``fit``), so
-        the data is not scored twice; equal to ``fit(X).predict(X)``.
-        """
-        self.fit(X, y)
-        return np.where(self.train_scores_ - self.offset_ >= 0, 1, -1)

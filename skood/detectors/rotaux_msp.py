@@ -461,11 +461,6 @@ class RotAuxMSPDetector(BaseDeepDetector):
         """
         return super().fit(X, y)
 
-    def fit_predict(self, X: Any, y: Any = None, **kwargs: Any) -> np.ndarray:
-        """``fit(X, y).predict(X)``, from the training scores (labels are passed on)."""
-        self.fit(X, y)
-        return np.where(self.train_scores_ - self.offset_ >= 0, 1, -1)
-
     # ------------------------------------------------------------------ fit
     def _check_labels(self, y: Any, n: int) -> torch.Tensor | None:
         """Validate class labels; set ``supervised_``/``classes_``; return codes or None."""

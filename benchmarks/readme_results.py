@@ -68,16 +68,20 @@ def command(meta: dict) -> str:
     return " ".join(["python", meta["script"], *map(str, meta.get("argv") or [])])
 
 
-def win_loss_lines(runs_csv: Path) -> list[str]:
-    """Per skood detector: mean AUROC and wins/losses against each baseline, per task."""
+def mean_auroc(runs_csv: Path) -> dict[tuple[str, str], float]:
+    """Mean AUROC over seeds per (dataset, detector), in the CSV's order; failed runs left out."""
     with open(runs_csv) as f:
         rows = [r for r in csv.DictReader(f) if r.get("auroc") not in ("", "nan", None)]
     score: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in rows:
         score[r["dataset"], r["detector"]].append(float(r["auroc"]))
-    tasks = list(dict.fromkeys(t for t, _ in score))
-    dets = list(dict.fromkeys(d for _, d in score))
-    mean = {k: float(np.mean(v)) for k, v in score.items()}
+    return {k: float(np.mean(v)) for k, v in score.items()}
+
+
+def win_loss_lines(mean: dict[tuple[str, str], float]) -> list[str]:
+    """Per skood detector: wins/losses against each baseline, per task (from :func:`mean_auroc`)."""
+    tasks = list(dict.fromkeys(t for t, _ in mean))
+    dets = list(dict.fromkeys(d for _, d in mean))
     lines = []
     for d in (d for d in dets if d in SKOOD):
         own = [t for t in tasks if (t, d) in mean]
@@ -95,17 +99,15 @@ def win_loss_lines(runs_csv: Path) -> list[str]:
     return lines
 
 
-def summary_line(runs_csv: Path) -> str:
+def summary_line(by_task: dict[tuple[str, str], float]) -> str:
     """One plain sentence: the best skood detector against the best baseline, mean AUROC."""
-    with open(runs_csv) as f:
-        rows = [r for r in csv.DictReader(f) if r.get("auroc") not in ("", "nan", None)]
-    per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        per[r["detector"]][r["dataset"]].append(float(r["auroc"]))
+    per: dict[str, dict[str, float]] = defaultdict(dict)
+    for (task, det), v in by_task.items():
+        per[det][task] = v
     tasks = set.intersection(*(set(v) for v in per.values())) if per else set()
     if not tasks:
         return ""
-    mean = {d: 100 * float(np.mean([np.mean(v[t]) for t in tasks])) for d, v in per.items()}
+    mean = {d: 100 * float(np.mean([v[t] for t in tasks])) for d, v in per.items()}
     ours = [d for d in mean if d in SKOOD]
     theirs = [d for d in mean if d not in SKOOD]
     if not ours or not theirs:
@@ -132,10 +134,11 @@ def build_section() -> str:
         meta = json.loads((d / "meta.json").read_text())
         out += [what, "", "```bash", command(meta), "```", ""]
         out += [(d / "table.md").read_text().strip(), ""]
-        summary = summary_line(d / "runs.csv")
+        by_task = mean_auroc(d / "runs.csv")
+        summary = summary_line(by_task)
         if summary:
             out += [summary, ""]
-        lines = win_loss_lines(d / "runs.csv")
+        lines = win_loss_lines(by_task)
         if lines:
             out += ["Where skood wins and loses:", "", *lines, ""]
         out += [f"Device: {meta.get('device', '?')}; wall time of the last call "

@@ -310,8 +310,12 @@ def run_sweep(
     out: Path,
     n_jobs: int = 1,
     progress: bool = True,
+    cached_only: bool = False,
 ) -> list[dict]:
     """Run every (task, detector, seed) not yet cached under ``out/cache``; return all rows.
+
+    With ``cached_only=True`` nothing runs: the cached rows alone come back
+    (a report of a sweep that is still incomplete).
 
     Runs go through ``joblib.Parallel``, so ``with joblib.parallel_backend("dask"):``
     (or ray) spreads a sweep over a cluster. With a CUDA device, skood's
@@ -332,7 +336,7 @@ def run_sweep(
                     rows.append(json.loads(path.read_text()))
                 else:
                     todo.append((key, task, det, seed))
-    if not todo:
+    if not todo or cached_only:
         return rows
     threads = max(1, (os.cpu_count() or 1) // max(1, n_jobs)) if n_jobs != 1 else None
     gpu = _cuda()

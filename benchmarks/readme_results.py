@@ -50,6 +50,8 @@ TABLES = [
     ("DUM vs IsolationForest and LOF: the paper's tabular table", "dum_tabular.md", None),
     ("RotAuxMSP: hold-one-class-out Fashion-MNIST", "rotaux_holdout/table.md", None),
     ("Speed and memory", "speed/cpu/speed.md", "speed/cpu/meta.json"),
+    ("Scale: the largest ADBench files, all rows (fit and score minutes, peak memory)",
+     "scale/cpu/times.md", "scale/cpu/meta.json"),
 ]
 
 

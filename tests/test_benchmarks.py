@@ -202,15 +202,25 @@ def test_cache_identity_holds_only_parameters_a_run_sets():
 
 def test_scale_smoke_full_rows_and_bank_cap(tmp_path, data_home):
     run(["benchmarks/scale.py", "--data-home", str(data_home), "--datasets", "42_WBC",
-         "--detectors", "NSA", "IsolationForest", "--max-bank", "20", "--budget", "smoke",
+         "--detectors", "SemSAD", "IsolationForest", "--max-bank", "20", "--budget", "smoke",
          "--out", str(tmp_path)])
     rows = read_rows(tmp_path / "runs.csv")
-    assert {r["detector"] for r in rows} == {"NSA", "NSA(max_bank=20)", "IsolationForest"}
+    assert {r["detector"] for r in rows} == {"SemSAD", "SemSAD(max_bank=20)", "IsolationForest"}
     assert not any(r["error"] for r in rows)
     # no 10,000-row cap and no subsample: 70/30 split of all 223 WBC rows
     assert {int(r["n_train"]) + int(r["n_test"]) for r in rows} == {223}
     times = (tmp_path / "times.md").read_text()
-    assert "NSA(max_bank=20)" in times and "fit min" in times
+    assert "SemSAD(max_bank=20)" in times and "fit min" in times
+    # a report runs nothing: cached rows are kept, a detector never run is "not run yet"
+    run(["benchmarks/scale.py", "--data-home", str(data_home), "--datasets", "42_WBC",
+         "--detectors", "SemSAD", "IsolationForest", "RotAuxMSP", "--max-bank", "20",
+         "--budget", "smoke", "--out", str(tmp_path), "--report-only"])
+    assert len(read_rows(tmp_path / "runs.csv")) == 3
+    lines = (tmp_path / "times.md").read_text().splitlines()
+    assert [ln for ln in lines if "not run yet" in ln] == [
+        "| 42_WBC | RotAuxMSP | 0 | | | not run yet | | | |"]
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert "--report-only" not in meta["argv"] and meta["report_only"] is True
 
 
 def test_readme_results_section_is_generated_from_the_results():

@@ -435,8 +435,23 @@ class RandomAffineMaps(torch.nn.Module):
         self.n_maps = n_maps
 
     def forward(self, x: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
+        """:math:`T_k(x)`: map ``k`` (an int) of every row, or map ``k[i]`` of row i.
+
+        One map is one matrix product. Per-row maps apply every map to every
+        row (one ``(n, D) @ (D, M D)`` product) and keep row i's map ``k[i]``:
+        M times the arithmetic of gathering a ``(D, D)`` matrix per row, but
+        ``n M D`` floats of memory instead of ``n D^2`` (1.2 GB for 128 rows of
+        1,555 features) and no host synchronisation.
+        """
+        if isinstance(k, int):
+            if not 0 <= k < self.n_maps:
+                raise ValueError(f"k must be in [0, {self.n_maps}), got {k}")
+            return torch.addmm(self.bias[k], x, self.weight[k])
         k = _per_sample_k(k, len(x), x.device)
-        return torch.einsum("nd,nde->ne", x, self.weight[k]) + self.bias[k]
+        m, d, e = self.weight.shape
+        every = (x @ self.weight.permute(1, 0, 2).reshape(d, m * e)).view(len(x), m, e)
+        rows = torch.arange(len(x), device=x.device)
+        return every[rows, k] + self.bias[k]
 
 
 __all__ += ["rotate90", "flip_transpose", "FLIP_TRANSPOSE_OPS", "pad_crop", "PadCropFlip",

@@ -9,6 +9,7 @@ import torch
 
 from skood.augment import (
     FLIP_TRANSPOSE_OPS,
+    RandomAffineMaps,
     SemSADNegative,
     SemSADPositive,
     SimCLRAugment,
@@ -126,3 +127,18 @@ def test_gaussian_blur_kernels_are_per_sample_and_shared_by_channels():
     for c in range(3):
         alone = gaussian_blur(x[:, c : c + 1].contiguous(), gen(), p=1.0)
         torch.testing.assert_close(out[:, c : c + 1], alone, rtol=0, atol=1e-6)
+
+
+def test_random_affine_maps_are_x_w_plus_b_per_row():
+    maps = RandomAffineMaps(5, 7, seed=3)
+    x = torch.randn(11, 7, generator=gen(1))
+    k = torch.randint(0, 5, (11,), generator=gen(2))
+    expected = torch.stack([x[i] @ maps.weight[k[i]] + maps.bias[k[i]] for i in range(11)])
+    torch.testing.assert_close(maps(x, k), expected)
+    for m in range(5):  # one map for the whole batch: the same as per-row m
+        torch.testing.assert_close(maps(x, m), maps(x, torch.full((11,), m)))
+    torch.testing.assert_close(maps(x, 0), x)  # map 0 is the identity
+    with pytest.raises(ValueError, match=r"k must be in \[0, 5\)"):
+        maps(x, 5)
+    with pytest.raises(ValueError, match="shape"):
+        maps(x, torch.zeros(3, dtype=torch.long))

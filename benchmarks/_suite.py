@@ -399,8 +399,26 @@ def mean_ranks(m: np.ndarray) -> np.ndarray:
     return rankdata(-m[ok], axis=1).mean(axis=0)
 
 
+def seed_spread(rows: list[dict], dets: list[str], metric: str) -> np.ndarray:
+    """Per detector: standard deviation (ddof 1) over seeds of its mean over the datasets.
+
+    The spread of the **mean** row that comes from the seeds alone (splits,
+    subsamples, initialisation); NaN with fewer than two seeds.
+    """
+    out = []
+    for d in dets:
+        by_seed: dict[int, list[float]] = {}
+        for r in rows:
+            if r["detector"] == d and r[metric] == r[metric]:
+                by_seed.setdefault(r["seed"], []).append(r[metric])
+        means = [np.mean(v) for v in by_seed.values()]
+        out.append(float(np.std(means, ddof=1)) if len(means) > 1 else np.nan)
+    return np.array(out)
+
+
 def markdown_table(rows: list[dict], metric: str = "auroc", title: str | None = None) -> str:
-    """Per-dataset mean (over seeds) of ``metric`` x 100, then the mean and the mean rank."""
+    """Per-dataset mean (over seeds) of ``metric`` x 100, then the mean, its spread over
+    seeds (with several seeds) and the mean rank."""
     names, dets, m = _mean_matrix(rows, metric)
     seeds = sorted({r["seed"] for r in rows})
     order = np.argsort(mean_ranks(m)) if len(names) > 1 else np.arange(len(dets))
@@ -418,11 +436,16 @@ def markdown_table(rows: list[dict], metric: str = "auroc", title: str | None = 
         top = np.nanmax(means) if not np.isnan(means).all() else np.nan
     lines.append("| **mean** | " + " | ".join(
         f"**{100 * v:.1f}**" if v == top else f"{100 * v:.1f}" for v in means) + " |")
+    if len(seeds) > 1:
+        lines.append("| **sd over seeds** | " + " | ".join(
+            f"{100 * v:.1f}" for v in seed_spread(rows, dets, metric)) + " |")
     if len(names) > 1:
         lines.append("| **mean rank** | " + " | ".join(f"{r:.2f}" for r in mean_ranks(m)) + " |")
     failed = [r for r in rows if r.get("error")]
     lines.append("")
     lines.append(f"{metric.upper()} x 100, mean over seeds {seeds}; best per row in bold"
+                 + ("; sd over seeds: standard deviation of each seed's mean over the datasets"
+                    if len(seeds) > 1 else "")
                  + (f"; {len(failed)} failed runs (see runs.csv)" if failed else "") + ".")
     return "\n".join(lines)
 

@@ -130,6 +130,16 @@ def test_failed_run_is_recorded_not_fatal(tmp_path):
     assert "1 failed runs" in table
 
 
+def test_table_spread_over_seeds_is_the_sd_of_each_seeds_mean():
+    rows = [{"dataset": d, "detector": "A", "seed": s, "auroc": v, "error": ""}
+            for d, s, v in [("x", 0, 0.6), ("y", 0, 0.8), ("x", 1, 0.7), ("y", 1, 1.0)]]
+    # seed means 0.7 and 0.85: sd (ddof 1) = 0.15 / sqrt(2)
+    assert _suite.seed_spread(rows, ["A"], "auroc")[0] == pytest.approx(0.15 / 2**0.5)
+    table = _suite.markdown_table(rows)
+    assert "| **mean** | **77.5** |" in table and "| **sd over seeds** | 10.6 |" in table
+    assert "sd over seeds" not in _suite.markdown_table([r for r in rows if r["seed"] == 0])
+
+
 def test_unknown_filters_fail_clearly():
     with pytest.raises(SystemExit, match="no detector matches"):
         _suite.select(["SemSAD", "KNN"], ["nope"], "detector")

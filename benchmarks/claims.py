@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,8 +101,6 @@ def read_claim(claim: Claim, out: Path) -> list[str]:
     meta = path.parent / "meta.json"
     cmd = f"python benchmarks/{claim.script}.py"
     if meta.exists():  # the exact command of the run, where the script records it
-        import json
-
         argv = json.loads(meta.read_text()).get("argv") or []
         cmd = " ".join([cmd, *map(str, argv)])
     lines += [f"Source: `benchmarks/results/{claim.csv}`, made by "

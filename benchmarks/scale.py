@@ -115,7 +115,7 @@ def main(argv=None) -> None:
     ap.add_argument("--detectors", nargs="*", default=list(DEFAULT_DETECTORS),
                     help="default: skood's five and IsolationForest")
     ap.add_argument("--max-bank", type=int, nargs="*", default=[],
-                    help="bank caps to compare with the full bank (SemSAD, NSA, DistillNeg)")
+                    help="bank caps to compare with the full bank (" + ", ".join(BANKED) + ")")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--budget", choices=BUDGETS, default="cpu")
     ap.add_argument("--n-jobs", type=int, default=1, help="joblib workers (runs in parallel)")

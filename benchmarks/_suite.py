@@ -14,10 +14,13 @@ detectors' ``decision_function`` is negated.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import platform
+import re
+import sys
 import threading
 import time
 import warnings
@@ -227,8 +230,27 @@ def run_key(task: Task, detector: str, seed: int, budget: str, extra: dict | Non
     ident = json.dumps({"task": task.name, "meta": task.meta, "detector": detector,
                         "seed": seed, "budget": budget, "extra": extra or {}}, sort_keys=True)
     digest = hashlib.sha1(ident.encode()).hexdigest()[:10]
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{task.name}__{detector}")
-    return f"{safe}__s{seed}__{budget}__{digest}"
+    return f"{_key_prefix(task.name, detector, seed, budget)}{digest}"
+
+
+def _key_prefix(task: str, detector: str, seed: int, budget: str) -> str:
+    """The readable part of a run's cache key, shared by every version of the run."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{task}__{detector}")
+    return f"{safe}__s{seed}__{budget}__"
+
+
+def stale_files(cache: Path, task: Task, detector: str, seed: int, budget: str,
+                key: str) -> list[Path]:
+    """Cached versions of one run made under another identity than ``key``.
+
+    Same task, detector, seed and budget, another hash: the run as made by an
+    older skood version, with other detector parameters or another task
+    definition. The current key's file is never among them.
+    """
+    prefix = _key_prefix(task.name, detector, seed, budget)
+    pattern = re.compile(re.escape(prefix) + r"[0-9a-f]{10}\.json")
+    return sorted(p for p in Path(cache).glob(glob.escape(prefix) + "*.json")
+                  if pattern.fullmatch(p.name) and p.name != f"{key}.json")
 
 
 def run_one(task: Task, detector: str, seed: int, budget: str, threads: int | None = None) -> dict:
@@ -311,11 +333,15 @@ def run_sweep(
     n_jobs: int = 1,
     progress: bool = True,
     cached_only: bool = False,
+    prune: bool = False,
 ) -> list[dict]:
     """Run every (task, detector, seed) not yet cached under ``out/cache``; return all rows.
 
     With ``cached_only=True`` nothing runs: the cached rows alone come back
-    (a report of a sweep that is still incomplete).
+    (a report of a sweep that is still incomplete). With ``prune=True`` the
+    cached files that a run of this sweep supersedes (:func:`stale_files`:
+    made under an older identity, never read again) are deleted first; files
+    of runs outside this sweep are left alone.
 
     Runs go through ``joblib.Parallel``, so ``with joblib.parallel_backend("dask"):``
     (or ray) spreads a sweep over a cluster. With a CUDA device, skood's
@@ -332,6 +358,10 @@ def run_sweep(
             for seed in seeds:
                 key = run_key(task, det, seed, budget, _identity(det, seed, budget, task.kind))
                 path = cache / f"{key}.json"
+                if prune:
+                    for old in stale_files(cache, task, det, seed, budget, key):
+                        old.unlink()
+                        print(f"pruned stale {old.name}", file=sys.stderr)
                 if path.exists():
                     rows.append(json.loads(path.read_text()))
                 else:

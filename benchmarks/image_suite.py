@@ -150,6 +150,9 @@ def main(argv=None) -> None:
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/images")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--prune", action="store_true",
+                    help="delete the cached runs this sweep supersedes (made by an older "
+                         "skood version or with other parameters)")
     args = ap.parse_args(argv)
 
     data_home = args.data_home or default_data_home()
@@ -160,7 +163,7 @@ def main(argv=None) -> None:
     out = args.out / f"{args.dataset}-{args.protocol}" / args.budget
     t0 = time.perf_counter()
     rows = run_sweep(tasks, dets, args.seeds, args.budget, out, n_jobs=args.n_jobs,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, prune=args.prune)
     meta = {"script": "benchmarks/image_suite.py", "argv": sys.argv[1:] if argv is None else argv,
             "budget": args.budget, "seeds": args.seeds, "tasks": [t.name for t in tasks],
             "wall_s_this_call": time.perf_counter() - t0}

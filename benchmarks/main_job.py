@@ -90,6 +90,9 @@ def main(argv=None) -> None:
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/main_job")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--prune", action="store_true",
+                    help="delete the cached runs this sweep supersedes (made by an older "
+                         "skood version or with other parameters)")
     args = ap.parse_args(argv)
 
     default = [k for k in SKOOD if k in available_detectors()] + ["IsolationForest", "LOF"]
@@ -100,12 +103,13 @@ def main(argv=None) -> None:
         tabular_suite.main(["--data-home", args.data_home, "--budget", args.budget,
                             "--seeds", *map(str, args.seeds), "--detectors", *dets,
                             "--n-jobs", str(args.n_jobs), "--out", str(args.out)]
-                           + (["--no-progress"] if args.no_progress else []))
+                           + (["--no-progress"] if args.no_progress else [])
+                           + (["--prune"] if args.prune else []))
         return
     tasks = sklearn_tasks(args.digits)
     t0 = time.perf_counter()
     rows = run_sweep(tasks, dets, args.seeds, args.budget, args.out, n_jobs=args.n_jobs,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, prune=args.prune)
     wall = time.perf_counter() - t0
     meta = {"script": "benchmarks/main_job.py", "argv": sys.argv[1:] if argv is None else argv,
             "budget": args.budget, "seeds": args.seeds, "tasks": [t.name for t in tasks],

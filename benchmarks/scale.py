@@ -123,6 +123,9 @@ def main(argv=None) -> None:
                     help="run nothing: write the tables from the cached runs")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--prune", action="store_true",
+                    help="delete the cached runs this sweep supersedes (made by an older "
+                         "skood version or with other parameters)")
     args = ap.parse_args(argv)
 
     data_home = args.data_home or default_data_home()
@@ -134,7 +137,8 @@ def main(argv=None) -> None:
     out = args.out or ROOT / "benchmarks/results/scale" / args.budget
     t0 = time.perf_counter()
     rows = run_sweep(tasks, dets, args.seeds, args.budget, out, n_jobs=args.n_jobs,
-                     progress=not args.no_progress, cached_only=args.report_only)
+                     progress=not args.no_progress, cached_only=args.report_only,
+                     prune=args.prune)
     given = sys.argv[1:] if argv is None else list(argv)
     meta = {"script": "benchmarks/scale.py",
             # the command that makes (or resumes) these runs: a report is not a run

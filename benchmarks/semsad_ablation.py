@@ -50,13 +50,16 @@ def main(argv=None) -> str:
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/semsad_ablation")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--prune", action="store_true",
+                    help="delete the cached runs this sweep supersedes (made by an older "
+                         "skood version or with other parameters)")
     args = ap.parse_args(argv)
 
     tasks = image_tasks(args.dataset, "one-class", args.classes, args.budget,
                         args.data_home or default_data_home())
     out = args.out / args.dataset / args.budget
     rows = run_sweep(tasks, VARIANTS, args.seeds, args.budget, out, n_jobs=args.n_jobs,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, prune=args.prune)
     write_outputs(rows, out, {"script": "benchmarks/semsad_ablation.py",
                               "argv": sys.argv[1:] if argv is None else argv,
                               "tasks": [t.name for t in tasks]})

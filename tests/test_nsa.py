@@ -48,6 +48,8 @@ def test_tabular_contract_and_separation(fitted, blobs):
     assert roc_auc_score(y_test, s) > 0.9
     assert fitted.n_features_in_ == 8 and fitted.input_kind_ == "tabular"
     assert fitted.terms_ == [(0, "ccos-mah")]  # "auto" on tabular rows
+    # a centre term keeps the (whitened) mean, no per-row data
+    assert fitted.train_store_ is None and fitted.banks_[0].dim() == 1
     # scores are negated angles, in [-pi, 0]
     assert (s <= 0).all() and (s >= -np.pi).all()
 
@@ -60,9 +62,9 @@ def test_knn_training_scores_are_leave_one_out(blobs, scoring):
     # with self-matches every training angle would be 0; leave-one-out ones are not
     assert (det.train_scores_ < -1e-3).all()
     # the leave-one-out angle is the angle to the nearest *other* training sample
-    f = det.train_features_[0]
-    if scoring == "kcos-mah":
-        f = whiten(f, *det.whitening_[0])
+    # the bank: the training features (whitened for kcos-mah), all rows
+    f = det.banks_[0]
+    assert f.shape[0] == len(X_train) and det.train_store_ is not None
     f = torch.nn.functional.normalize(f, dim=1)
     cos = f @ f.T
     cos.fill_diagonal_(-2.0)

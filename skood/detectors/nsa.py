@@ -178,12 +178,19 @@ class NSADetector(BaseDeepDetector):
         The trained encoder f (``model_.encoder``).
     layer_names_ : list of str
         The feature layers scored (one, "encoder", without the ensemble).
-    train_features_ : list of Tensor
-        Training features of each scored layer.
     whitening_ : list of (mean, W) or None
         Per layer, the whitening fitted on the training features.
     terms_ : list of (layer index, scorer)
         The scored terms.
+    banks_ : list of Tensor
+        Per term, what a test feature is compared with: the (whitened, for
+        "-mah") training features of its layer for a kNN term, the
+        (whitened) training mean for a centre term. The training features
+        themselves are not kept, so a fitted centre-scored model (the tabular
+        default) holds no per-row data.
+    train_store_ : Tensor or None
+        The training rows the kNN terms search (to skip a sample's own
+        match); None when every term compares with a centre.
     ensemble_ranges_ : list of (float, float) or None
         Training range of each term's angular distance (ensemble only).
     history_ : dict
@@ -349,16 +356,18 @@ class NSADetector(BaseDeepDetector):
         else:
             self.layer_names_ = ["encoder"]
             self.terms_ = [(0, self._resolved_scoring())]
-        self.train_features_ = self._layer_features(Xs)
+        feats = self._layer_features(Xs)
         needs_w = {i for i, t in self.terms_ if t.endswith("-mah")}
         self.whitening_ = [
             fit_whitening(f, method=self.whitening) if i in needs_w else None
-            for i, f in enumerate(self.train_features_)
+            for i, f in enumerate(feats)
         ]
-        self.banks_ = [self._make_bank(i, t) for i, t in self.terms_]
+        self.banks_ = [self._make_bank(feats[i], i, t) for i, t in self.terms_]
+        if not any(t.startswith("kcos") for _, t in self.terms_):
+            self.train_store_ = None  # centre terms only: no per-row data after fit
         self.ensemble_ranges_ = None
         if self.ensemble:
-            dists = self._term_distances(self.train_features_, Xs)
+            dists = self._term_distances(feats, Xs)
             self.ensemble_ranges_ = [(float(d.min()), float(d.max())) for d in dists]
 
     def _resolved_scoring(self) -> str:
@@ -391,9 +400,11 @@ class NSADetector(BaseDeepDetector):
             self.layer_dims_ = [o.shape[1] for o in outs]
         return list(self._map_batches(forward, Xs).split(self.layer_dims_, dim=1))
 
-    def _make_bank(self, i: int, term: str) -> torch.Tensor:
-        """The bank (kNN terms) or centre (centre terms) of layer ``i`` for ``term``."""
-        feats = self.train_features_[i]
+    def _make_bank(self, feats: torch.Tensor, i: int, term: str) -> torch.Tensor:
+        """The bank (kNN terms) or centre (centre terms) of layer ``i`` for ``term``.
+
+        ``feats`` are the training features of layer ``i``.
+        """
         if term.startswith("kcos") and self.bank_index_ is not None:
             feats = feats[self.bank_index_]
         dev = self._inference_device

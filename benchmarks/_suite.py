@@ -552,6 +552,13 @@ def environment() -> dict:
     }
 
 
+def add_prune_argument(ap: Any) -> None:
+    """The ``--prune`` option of every sweep script (see :func:`run_sweep`)."""
+    ap.add_argument("--prune", action="store_true",
+                    help="delete the cached runs this sweep supersedes (made by an older "
+                         "skood version or with other parameters)")
+
+
 def select(names: Iterable[str], wanted: Sequence[str] | None, what: str) -> list[str]:
     """Filter ``names`` by exact name or substring; a filter matching nothing is an error."""
     names = list(names)

@@ -34,7 +34,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _suite import BUDGETS, Task, available_detectors, run_sweep, select, write_outputs
+from _suite import (
+    BUDGETS,
+    Task,
+    add_prune_argument,
+    available_detectors,
+    run_sweep,
+    select,
+    write_outputs,
+)
 from tabular_suite import default_data_home
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,9 +158,7 @@ def main(argv=None) -> None:
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/images")
     ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--prune", action="store_true",
-                    help="delete the cached runs this sweep supersedes (made by an older "
-                         "skood version or with other parameters)")
+    add_prune_argument(ap)
     args = ap.parse_args(argv)
 
     data_home = args.data_home or default_data_home()

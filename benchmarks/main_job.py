@@ -33,7 +33,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _suite import BUDGETS, SKOOD, Task, available_detectors, run_sweep, select, write_outputs
+from _suite import (
+    BUDGETS,
+    SKOOD,
+    Task,
+    add_prune_argument,
+    available_detectors,
+    run_sweep,
+    select,
+    write_outputs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,9 +99,7 @@ def main(argv=None) -> None:
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/main_job")
     ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--prune", action="store_true",
-                    help="delete the cached runs this sweep supersedes (made by an older "
-                         "skood version or with other parameters)")
+    add_prune_argument(ap)
     args = ap.parse_args(argv)
 
     default = [k for k in SKOOD if k in available_detectors()] + ["IsolationForest", "LOF"]

@@ -49,6 +49,7 @@ from _suite import (
     BUDGETS,
     SKOOD,
     Task,
+    add_prune_argument,
     available_detectors,
     run_sweep,
     select,
@@ -134,9 +135,7 @@ def main(argv=None) -> None:
                     help="run nothing: write the tables from the cached runs")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--prune", action="store_true",
-                    help="delete the cached runs this sweep supersedes (made by an older "
-                         "skood version or with other parameters)")
+    add_prune_argument(ap)
     args = ap.parse_args(argv)
 
     data_home = args.data_home or default_data_home()

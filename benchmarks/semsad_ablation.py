@@ -25,7 +25,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from _suite import BUDGETS, ablation_table, run_sweep, write_outputs
+from _suite import BUDGETS, ablation_table, add_prune_argument, run_sweep, write_outputs
 from image_suite import DATASETS, image_tasks
 from tabular_suite import default_data_home
 
@@ -50,9 +50,7 @@ def main(argv=None) -> str:
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/semsad_ablation")
     ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--prune", action="store_true",
-                    help="delete the cached runs this sweep supersedes (made by an older "
-                         "skood version or with other parameters)")
+    add_prune_argument(ap)
     args = ap.parse_args(argv)
 
     tasks = image_tasks(args.dataset, "one-class", args.classes, args.budget,

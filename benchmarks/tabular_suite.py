@@ -33,7 +33,15 @@ import sys
 import time
 from pathlib import Path
 
-from _suite import BUDGETS, Task, available_detectors, run_sweep, select, write_outputs
+from _suite import (
+    BUDGETS,
+    Task,
+    add_prune_argument,
+    available_detectors,
+    run_sweep,
+    select,
+    write_outputs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,9 +100,7 @@ def main(argv=None) -> None:
     ap.add_argument("--n-jobs", type=int, default=1, help="joblib workers (-1: all cores)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/tabular")
     ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--prune", action="store_true",
-                    help="delete the cached runs this sweep supersedes (made by an older "
-                         "skood version or with other parameters)")
+    add_prune_argument(ap)
     args = ap.parse_args(argv)
 
     data_home = args.data_home or default_data_home()

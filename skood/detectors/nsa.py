@@ -338,10 +338,7 @@ class NSADetector(BaseDeepDetector):
         self.model_ = net.module_.eval()
         self.encoder_ = self.model_.encoder
         self.history_ = {"encoder": net.history}
-        self.train_store_ = Xs
         self.bank_index_ = bank_subset(len(Xs), self.max_bank, seed + 4)
-        if self.bank_index_ is not None:  # kNN terms search these rows only
-            self.train_store_ = Xs[self.bank_index_]
         if hasattr(self, "layer_dims_"):
             del self.layer_dims_
 
@@ -363,8 +360,10 @@ class NSADetector(BaseDeepDetector):
             for i, f in enumerate(feats)
         ]
         self.banks_ = [self._make_bank(feats[i], i, t) for i, t in self.terms_]
-        if not any(t.startswith("kcos") for _, t in self.terms_):
-            self.train_store_ = None  # centre terms only: no per-row data after fit
+        # the rows the kNN terms search (the bank's rows); centre terms need none
+        self.train_store_ = None
+        if any(t.startswith("kcos") for _, t in self.terms_):
+            self.train_store_ = Xs if self.bank_index_ is None else Xs[self.bank_index_]
         self.ensemble_ranges_ = None
         if self.ensemble:
             dists = self._term_distances(feats, Xs)

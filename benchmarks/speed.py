@@ -19,9 +19,11 @@ Four sections, measured in one process and one run (issue 8, item 1):
     ``NearestNeighbors`` (brute force, cosine; Euclidean on L2-normalised
     features) and ``pairwise_distances_chunked``. Ratio = skood queries/s /
     scikit-learn queries/s.
-(d) **scoring memory**: peak RSS above baseline while scoring n queries against
+(d) **memory**: peak RSS above baseline while scoring n queries against
     an m-row bank with the chunked scorers at two chunk sizes, next to the size
-    of the n x m float32 matrix they never build.
+    of the n x m float32 matrix they never build; and while fitting NSA's
+    whitening (Ledoit-Wolf covariance of the n query features) with skood's
+    two-pass chunked estimate, next to scikit-learn's ``LedoitWolf``.
 
 Outputs under ``--out`` (default ``benchmarks/results/speed/<device>``):
 ``speed.md`` (the tables), ``speed.csv`` (one row per measurement) and
@@ -629,7 +631,38 @@ def bench_memory(sizes: dict, device: str, seed: int = 0) -> list[dict]:
                             f"{'CUDA allocated' if torch.device(device).type == 'cuda' else 'RSS'}"
                             f" peak above baseline; one chunk x chunk block = {bound:.1f} MiB; "
                             f"{t:.1f} s"))
+    rows.append(_whitening_memory_row(query.numpy()))
     return rows
+
+
+def _whitening_memory_row(feats: np.ndarray) -> dict:
+    """Peak memory of fitting NSA's whitening: chunked covariance vs scikit-learn's LedoitWolf."""
+    from sklearn.covariance import LedoitWolf
+
+    from skood.scoring import covariance_chunked
+
+    out: dict[str, Any] = {}
+
+    def sk() -> None:
+        out["sk"] = LedoitWolf(store_precision=False).fit(feats.astype(np.float64)).covariance_
+
+    def ours() -> None:
+        out["ours"] = covariance_chunked(feats, "ledoit-wolf")[1]
+
+    peaks, times = {}, {}
+    for name, fn in (("ours", ours), ("sk", sk)):
+        release_freed_memory()
+        with PeakMemory(interval=0.002) as mem:
+            times[name] = timed(fn, "cpu")
+        peaks[name] = mem.peak_mib
+    err = float(np.abs(out["ours"] - out["sk"]).max() / np.abs(out["sk"]).max())
+    n, d = feats.shape
+    return row("d", "covariance_chunked (Ledoit-Wolf), fitting the whitening",
+               "sklearn LedoitWolf on a float64 copy", peaks["ours"], peaks["sk"], "MiB",
+               peaks["ours"] / peaks["sk"], "peak / sklearn peak",
+               f"RSS peak above baseline; {n} x {d} float32 features "
+               f"({n * d * 4 / 2**20:.0f} MiB); max relative diff {err:.1e}; "
+               f"{times['ours']:.1f} s vs {times['sk']:.1f} s")
 
 
 # ------------------------------------------------------------------ output
@@ -649,7 +682,8 @@ SECTIONS = {
     "b": "(b) Augmentation per batch: skood batched vs torchvision v2 per image "
          "(ratio = speed-up)",
     "c": "(c) Scoring throughput: skood vs scikit-learn (ratio = skood / sklearn queries/s)",
-    "d": "(d) Scoring peak memory with chunked scorers (ratio = peak / dense matrix)",
+    "d": "(d) Peak memory: chunked scorers vs the dense matrix they never build, chunked "
+         "whitening fit vs scikit-learn (ratio = skood peak / reference)",
 }
 
 

@@ -124,8 +124,86 @@ def skip_self_matches(
     return out
 
 
+def _rows_float64(X: np.ndarray | torch.Tensor, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of ``X`` as a float64 numpy array (a copy of that block only)."""
+    block = X[start:stop]
+    if isinstance(block, torch.Tensor):
+        return block.detach().cpu().double().numpy()
+    return np.asarray(block, dtype=np.float64)
+
+
+def covariance_chunked(
+    X: np.ndarray | torch.Tensor, method: str = "ledoit-wolf", chunk_size: int = 16384
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Mean and covariance of the rows of ``X``, in float64, one block of rows at a time.
+
+    Same estimates as :class:`sklearn.covariance.LedoitWolf` and
+    :func:`sklearn.covariance.empirical_covariance` (maximum-likelihood,
+    divided by n), but only ``chunk_size`` rows are ever held in float64:
+    scikit-learn's estimators make full float64 copies of ``X`` (the input,
+    the centred data and its squares), several times the size of the
+    features on large training sets. Two passes: the mean, then from the
+    centred rows :math:`c_i` the statistics
+
+    .. math::
+
+        S = \sum_i c_i c_i^\top, \qquad
+        b = \sum_i \lVert c_i \rVert^4 .
+
+    With :math:`\hat\Sigma = S / n`, :math:`m = \operatorname{tr}(\hat\Sigma)/p`,
+    :math:`\delta = \lVert \hat\Sigma - m I \rVert_F^2 / p` and
+    :math:`\beta = \min\big(\delta, (b / n - \lVert \hat\Sigma \rVert_F^2) / (p n)\big)`,
+    the Ledoit-Wolf estimate is :math:`(1 - \beta/\delta)\,\hat\Sigma + (\beta/\delta)\,m I`
+    (Ledoit & Wolf, 2004, as computed by scikit-learn).
+
+    Parameters
+    ----------
+    X : array or Tensor of shape (n_samples, n_features)
+    method : {"ledoit-wolf", "empirical"}
+    chunk_size : int
+        Rows per block.
+
+    Returns
+    -------
+    mean : ndarray of shape (n_features,), float64
+    cov : ndarray of shape (n_features, n_features), float64
+    """
+    if method not in ("ledoit-wolf", "empirical"):
+        raise ValueError(f"method must be 'ledoit-wolf' or 'empirical', got {method!r}")
+    n, p = int(X.shape[0]), int(X.shape[1])
+    if n == 0:
+        raise ValueError("covariance_chunked needs at least one row")
+    total = np.zeros(p)
+    for s in range(0, n, chunk_size):
+        total += _rows_float64(X, s, s + chunk_size).sum(axis=0)
+    mean = total / n
+    S = np.zeros((p, p))
+    b = 0.0
+    for s in range(0, n, chunk_size):
+        c = _rows_float64(X, s, s + chunk_size)
+        c -= mean
+        S += c.T @ c
+        b += float(np.sum(np.einsum("ij,ij->i", c, c) ** 2))
+    emp = S / n
+    if method == "empirical" or p == 1:  # one feature: scikit-learn does not shrink
+        return mean, emp
+    trace = float(np.trace(emp))
+    m = trace / p
+    frob2 = float(np.sum(emp**2))  # ||S / n||_F^2
+    beta = (b / n - frob2) / (p * n)
+    delta = (frob2 - 2.0 * m * trace + p * m**2) / p
+    beta = min(beta, delta)
+    shrinkage = 0.0 if beta == 0 else beta / delta
+    cov = (1.0 - shrinkage) * emp
+    cov.flat[:: p + 1] += shrinkage * m
+    return mean, cov
+
+
 def fit_whitening(
-    X: np.ndarray | torch.Tensor, method: str = "ledoit-wolf", eps: float = 1e-6
+    X: np.ndarray | torch.Tensor,
+    method: str = "ledoit-wolf",
+    eps: float = 1e-6,
+    chunk_size: int = 16384,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Mean and whitening matrix :math:`W = \Sigma^{-1/2}` of the rows of ``X``.
 
@@ -134,12 +212,15 @@ def fit_whitening(
     ``n_samples < n_features``:
 
     * ``"ledoit-wolf"``: :math:`\Sigma` is the Ledoit-Wolf shrinkage estimate
-      (:class:`sklearn.covariance.LedoitWolf`), well conditioned by design;
+      (the estimate of :class:`sklearn.covariance.LedoitWolf`), well
+      conditioned by design;
     * ``"eigen-clip"``: the empirical covariance.
 
     In both cases eigenvalues below ``eps`` times the largest are raised to
     that floor before the inverse square root (the only regularisation of
-    "eigen-clip"). Computed in float64.
+    "eigen-clip"). Computed in float64 by :func:`covariance_chunked`, one
+    block of ``chunk_size`` rows at a time, so the memory beyond ``X``
+    itself does not grow with the number of rows.
 
     Parameters
     ----------
@@ -147,23 +228,19 @@ def fit_whitening(
     method : {"ledoit-wolf", "eigen-clip"}
     eps : float
         Relative eigenvalue floor.
+    chunk_size : int
+        Rows per block of the covariance pass.
 
     Returns
     -------
     mean : Tensor of shape (n_features,), float32
     W : Tensor of shape (n_features, n_features), float32, symmetric
     """
-    from sklearn.covariance import LedoitWolf, empirical_covariance
-
-    X64 = (X.detach().cpu().double().numpy() if isinstance(X, torch.Tensor)
-           else np.asarray(X, dtype=np.float64))
-    mean = X64.mean(axis=0)
-    if method == "ledoit-wolf":
-        cov = LedoitWolf(store_precision=False).fit(X64).covariance_
-    elif method == "eigen-clip":
-        cov = empirical_covariance(X64)
-    else:
+    if method not in ("ledoit-wolf", "eigen-clip"):
         raise ValueError(f"method must be 'ledoit-wolf' or 'eigen-clip', got {method!r}")
+    mean, cov = covariance_chunked(
+        X, "ledoit-wolf" if method == "ledoit-wolf" else "empirical", chunk_size
+    )
     evals, evecs = np.linalg.eigh(cov)
     floor = max(float(evals.max()) * eps, 1e-12)
     W = (evecs / np.sqrt(np.maximum(evals, floor))) @ evecs.T
@@ -272,6 +349,7 @@ def minmax_ensemble(
 
 
 __all__ += [
+    "covariance_chunked",
     "fit_whitening",
     "whiten",
     "angular_distance",

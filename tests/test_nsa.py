@@ -16,7 +16,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skood.detectors.nsa import NSADetector
 from skood.nn.losses import simsiam_loss
-from skood.scoring import fit_whitening, minmax_ensemble, nearest_cosine, whiten
+from skood.scoring import covariance_chunked, fit_whitening, minmax_ensemble, nearest_cosine, whiten
 
 TINY = {"max_epochs": 2, "device": "cpu", "random_state": 0}
 
@@ -176,6 +176,44 @@ def test_whitening_stable_when_n_below_d():
                                atol=1e-4)
     mean, W = fit_whitening(Y)  # Ledoit-Wolf: shrunk towards the average variance
     np.testing.assert_allclose(np.cov(whiten(Y, mean, W).numpy().T), np.eye(5), atol=0.1)
+
+
+@pytest.mark.parametrize("n, p", [(10, 50), (2000, 5), (1000, 1), (3, 2), (3001, 64)])
+def test_covariance_chunked_matches_sklearn(n, p):
+    from sklearn.covariance import LedoitWolf, empirical_covariance
+
+    rs = np.random.RandomState(n + p)
+    X = rs.normal(size=(n, p)) @ rs.normal(size=(p, p)) + 3.0
+    ref = LedoitWolf(store_precision=False).fit(X)
+    for data in (X, torch.tensor(X)):
+        mean, cov = covariance_chunked(data, "ledoit-wolf", chunk_size=37)
+        np.testing.assert_allclose(mean, ref.location_, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(cov, ref.covariance_, rtol=1e-10, atol=1e-12)
+        _, emp = covariance_chunked(data, "empirical", chunk_size=7)
+        np.testing.assert_allclose(emp, empirical_covariance(X), rtol=1e-10, atol=1e-12)
+
+
+def test_covariance_chunked_reads_only_blocks_of_rows():
+    class Rows:
+        """Array-like that records how many rows each read asks for."""
+
+        def __init__(self, a):
+            self.a, self.shape, self.reads = a, a.shape, []
+
+        def __getitem__(self, sl):
+            block = self.a[sl]
+            self.reads.append(len(block))
+            return block
+
+    X = Rows(np.random.RandomState(0).normal(size=(1000, 8)).astype(np.float32))
+    mean, W = fit_whitening(X, chunk_size=64)
+    assert max(X.reads) == 64 and sum(X.reads) == 2 * 1000  # two passes, blocks only
+    mean_all, W_all = fit_whitening(X.a)
+    torch.testing.assert_close(W, W_all)
+    with pytest.raises(ValueError, match="method must be"):
+        covariance_chunked(X.a, "shrunk")
+    with pytest.raises(ValueError, match="method must be"):
+        fit_whitening(X.a, method="empirical")
 
 
 def test_nearest_cosine_skips_self_and_minmax():

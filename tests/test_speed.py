@@ -52,13 +52,17 @@ def test_speed_smoke(tmp_path):
     assert any("Mahalanobis" in r["name"] for r in by_section["c"])
     for r in by_section["c"]:
         assert float(r["note"].split("max |diff| ")[1]) < 1e-4, r
-    # (d) two chunk sizes per scorer, each compared with the dense matrix it avoids
-    assert len(by_section["d"]) == 4
-    assert all("chunk_size=" in r["name"] for r in by_section["d"])
+    # (d) two chunk sizes per scorer, each compared with the dense matrix it avoids,
+    # and the chunked whitening fit next to scikit-learn's LedoitWolf (same estimate)
+    assert len(by_section["d"]) == 5
+    assert all("chunk_size=" in r["name"] for r in by_section["d"][:4])
+    whitening = by_section["d"][4]
+    assert whitening["reference"] == "sklearn LedoitWolf on a float64 copy"
+    assert float(whitening["note"].split("max relative diff ")[1].split(";")[0]) < 1e-8
 
     table = (tmp_path / "speed.md").read_text()
     for title in ("(a) Training step", "(b) Augmentation", "(c) Scoring throughput",
-                  "(d) Scoring peak memory"):
+                  "(d) Peak memory"):
         assert title in table
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert {"versions", "device", "loadavg_before", "loadavg_after", "budget",

@@ -233,6 +233,19 @@ def test_scale_smoke_full_rows_and_bank_cap(tmp_path, data_home):
     assert "--report-only" not in meta["argv"] and meta["report_only"] is True
 
 
+def test_scale_notes_only_for_runs_in_the_table_one_line_per_note():
+    import scale
+
+    notes = {("a", "NSA"): "old peak", ("b", "NSA"): "old peak", ("c", "NSA"): "old peak",
+             ("a", "DUM"): "other"}
+    assert scale.note_lines({("a", "NSA"), ("c", "NSA"), ("a", "DUM")}, notes) == [
+        "- NSA on a, c: old peak", "- DUM on a: other"]
+    assert scale.note_lines({("b", "DUM")}, notes) == []
+    # every note names a dataset and detector of the default sweep (no orphan notes)
+    assert all(name in scale.LARGEST and det in scale.DEFAULT_DETECTORS
+               for name, det in scale.RUN_NOTES)
+
+
 def test_readme_results_section_is_generated_from_the_results():
     """The README's Results section is exactly what readme_results.py writes from
     benchmarks/results (no hand-edited numbers, no stale tables)."""

@@ -125,7 +125,7 @@ def skip_self_matches(
 
 
 def _rows_float64(X: np.ndarray | torch.Tensor, start: int, stop: int) -> np.ndarray:
-    """Rows ``start:stop`` of ``X`` as a float64 numpy array (a copy of that block only)."""
+    """Rows ``start:stop`` of ``X`` as float64 numpy (a view of a float64 ``X``)."""
     block = X[start:stop]
     if isinstance(block, torch.Tensor):
         return block.detach().cpu().double().numpy()
@@ -180,8 +180,7 @@ def covariance_chunked(
     S = np.zeros((p, p))
     b = 0.0
     for s in range(0, n, chunk_size):
-        c = _rows_float64(X, s, s + chunk_size)
-        c -= mean
+        c = _rows_float64(X, s, s + chunk_size) - mean  # new array: a view of X stays intact
         S += c.T @ c
         b += float(np.sum(np.einsum("ij,ij->i", c, c) ** 2))
     emp = S / n

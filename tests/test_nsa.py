@@ -186,7 +186,9 @@ def test_covariance_chunked_matches_sklearn(n, p):
     X = rs.normal(size=(n, p)) @ rs.normal(size=(p, p)) + 3.0
     ref = LedoitWolf(store_precision=False).fit(X)
     for data in (X, torch.tensor(X)):
+        before = np.array(data, copy=True)
         mean, cov = covariance_chunked(data, "ledoit-wolf", chunk_size=37)
+        np.testing.assert_array_equal(np.asarray(data), before)  # not centred in place
         np.testing.assert_allclose(mean, ref.location_, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(cov, ref.covariance_, rtol=1e-10, atol=1e-12)
         _, emp = covariance_chunked(data, "empirical", chunk_size=7)

@@ -56,9 +56,18 @@ TABLES = [
 
 
 def demote(markdown: str, level: int = 4) -> str:
-    """Headings of an included file nested under the section's ``###`` headings."""
+    """Headings of an included file nested under the section's ``###`` headings.
+
+    A ``# `` title on the file's first line is dropped: the section's own heading
+    stands for it.
+    """
+    lines = markdown.splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+        while lines and not lines[0].strip():
+            lines = lines[1:]
     out = []
-    for line in markdown.splitlines():
+    for line in lines:
         if line.startswith("#"):
             line = "#" * level + " " + line.lstrip("#").strip()
         out.append(line)

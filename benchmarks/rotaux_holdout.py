@@ -197,8 +197,8 @@ def main(argv=None) -> str:
         w.writeheader()
         w.writerows(rows)
     text = tables(rows, args)
-    text += (f"\nCommand: `python benchmarks/rotaux_holdout.py "
-             f"{' '.join(sys.argv[1:] if argv is None else argv)}`; "
+    cmd = ["python", "benchmarks/rotaux_holdout.py", *(sys.argv[1:] if argv is None else argv)]
+    text += (f"\nCommand: `{' '.join(cmd)}`; "
              f"wall time {time.perf_counter() - t0:.0f} s; torch {torch.__version__}, "
              f"{torch.get_num_threads()} thread(s).\n")
     (args.out / "table.md").write_text(text)

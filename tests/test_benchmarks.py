@@ -254,6 +254,14 @@ def test_readme_results_section_is_generated_from_the_results():
     assert res.returncode == 0, "README results are stale: run python benchmarks/readme_results.py"
 
 
+def test_included_tables_lose_their_title_and_nest_their_headings():
+    import readme_results
+
+    md = "# Title\n\nText.\n\n## Part\n\n| a |\n# not a title"
+    assert readme_results.demote(md) == "Text.\n\n#### Part\n\n| a |\n#### not a title"
+    assert readme_results.demote("## Part\nText.") == "#### Part\nText."
+
+
 def _blobs(seed):
     import numpy as np
 

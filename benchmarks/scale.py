@@ -68,10 +68,6 @@ DEFAULT_DETECTORS = (*SKOOD, "IsolationForest")
 #: under the table while the run is in it; drop a note on a measurement when its
 #: run is re-made
 RUN_NOTES = {
-    ("10_cover", "DistillNeg"): (
-        "peak memory measured before commit 9591b37, which stopped the per-batch "
-        "loss tensors from fragmenting the heap during an epoch, so it is higher "
-        "than a re-run would measure; the AUROC is unaffected"),
     ("16_http", "SemSAD"): (
         "http's 2,211 attacks are only 72 distinct rows, so nearly every test attack "
         "has exact copies among the training rows, and a score built on the nearest "

@@ -30,6 +30,8 @@ from skood.training import (
     clip_grad_per_param_,
     cumulative_batchnorm,
     ema_update_,
+    flush_denormals,
+    flushing_denormals,
     make_net_kwargs,
 )
 
@@ -97,6 +99,68 @@ def test_deferred_history_values_are_the_items():
         assert ep["train_loss"] == pytest.approx(expected, rel=1e-12)
     # CPU: neither mixed precision nor the channels-last format
     assert net.autocast_dtype_ is None and net.memory_format_ is None
+
+
+# --------------------------------------------------------------------------
+# subnormal floats flushed to zero while training (x86 CPUs)
+
+_HALF_TINY = torch.finfo(torch.float32).tiny / 2  # a subnormal float32
+
+
+def _subnormal_product() -> float:
+    return (torch.full((), torch.finfo(torch.float32).tiny) * 0.5).item()
+
+
+@pytest.fixture
+def restore_flush_mode():
+    before = flushing_denormals()
+    if not torch.set_flush_denormal(before):
+        pytest.skip("this CPU cannot flush subnormal floats (not x86 with SSE)")
+    yield
+    torch.set_flush_denormal(before)
+
+
+@pytest.mark.parametrize("callers_mode", [False, True])
+def test_flush_denormals_is_on_inside_and_restores_the_callers_mode(callers_mode,
+                                                                   restore_flush_mode):
+    torch.set_flush_denormal(callers_mode)
+    assert flushing_denormals() is callers_mode
+    assert _subnormal_product() == (0.0 if callers_mode else _HALF_TINY)
+    with flush_denormals() as on:
+        assert on and flushing_denormals()
+        assert _subnormal_product() == 0.0
+    assert flushing_denormals() is callers_mode
+    with flush_denormals(False) as on:
+        assert not on and not flushing_denormals()
+    assert flushing_denormals() is callers_mode
+    with pytest.raises(RuntimeError, match="boom"), flush_denormals():
+        raise RuntimeError("boom")
+    assert flushing_denormals() is callers_mode
+
+
+class _ModeNet(SkoodNet):
+    """Records, at every step, whether subnormal results are flushed."""
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        super().on_train_begin(net, X=X, y=y, **kwargs)
+        self.modes_ = []
+
+    def compute_loss(self, x, idx):
+        self.modes_.append(flushing_denormals())
+        return self.module_(x).square().mean()
+
+
+@pytest.mark.parametrize("callers_mode", [False, True])
+@pytest.mark.parametrize("flush", [True, False])
+def test_training_flushes_subnormals_and_leaves_the_callers_mode(flush, callers_mode,
+                                                                 restore_flush_mode):
+    torch.set_flush_denormal(callers_mode)
+    net = _ModeNet(nn.Linear(3, 2), flush_denormals=flush, **make_net_kwargs(
+        name="t", max_epochs=2, batch_size=8, lr=0.1, device="cpu", seed=0, verbose=0))
+    net.fit(torch.randn(20, 3, generator=torch.Generator().manual_seed(0)))
+    # 3 steps x 2 epochs, each flushing when asked to, in the caller's mode otherwise
+    assert net.modes_ == [flush or callers_mode] * 6
+    assert flushing_denormals() is callers_mode  # the caller's arithmetic is untouched
 
 
 # --------------------------------------------------------------------------

@@ -26,7 +26,9 @@ The default detectors are skood's five and IsolationForest as the reference.
 A run on all rows takes from seconds (IsolationForest) to more than an hour
 (measured on one core of a 2-core CPU, fit plus score: DistillNeg 109 min on
 donors and 100 min on http, 22 and 15 of them scoring against the full bank,
-which ``max_bank`` cuts; DUM 70 min on http; SemSAD 49 min on donors), so a
+which ``max_bank`` cuts; SemSAD 49 min on donors; DUM 36 min on donors and
+32 on http, half of what it took before its training flushed subnormal
+floats to zero), so a
 sweep is usually done a detector and a file per process, two processes on
 two cores; ``--report-only`` runs nothing and writes the tables from the cache
 (every run made with the given detectors, datasets and caps), with the plain

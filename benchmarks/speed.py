@@ -423,13 +423,13 @@ def _time_net(label: str, net: Any, X: Any, epochs: int, min_seconds: float) -> 
     alternating epochs each, and more until each loop has run ``min_seconds``
     (small nets: ms-scale steps): one row per reference loop (on the CPU, the
     plain loop as written and the plain loop under :func:`flush_denormals`)."""
+    from skood.training import flush_denormals
+
     dev = torch.device(net.device)
     for opt in (net.optimizer_, getattr(net, "rotation_optimizer_", None)):
         for group in opt.param_groups if opt is not None else []:
             for p in group["params"]:  # detectors freeze some trained nets after fit (DUM)
                 p.requires_grad_(True)
-    from skood.training import flush_denormals
-
     n_steps = len(net.get_iterator(net.get_dataset(X), training=True))
     skood_run, plain_run = skood_epoch(net, X), plain_loop(net, X)
     loops = {"plain PyTorch loop": plain_run}

@@ -1,23 +1,26 @@
 """skorch plumbing shared by every detector.
 
-Each training phase of a detector is a thin :class:`skorch.NeuralNet` subclass
-that overrides :meth:`~skorch.NeuralNet.train_step_single` (its objective) and
-nothing else; skorch owns the epoch loop, optimiser, callbacks and history.
-This module provides the pieces those subclasses share:
+Each training phase of a detector is a thin :class:`SkoodNet` subclass that
+implements :meth:`SkoodNet.compute_loss` (its objective) and, where its method
+needs them, the step hooks :meth:`~SkoodNet.before_step`,
+:meth:`~SkoodNet.after_backward`, :meth:`~SkoodNet.after_step`,
+:meth:`~SkoodNet.batchnorm_forward` / :meth:`~SkoodNet.batchnorm_module` and
+skorch's ``get_all_learnable_params``; skorch owns the epoch loop, optimiser,
+callbacks and history. This module provides the pieces those subclasses share:
 
 * :class:`TensorLoader`: a batch iterator over in-memory tensors that slices
   whole batches (no per-sample collation) and shuffles with its own
   :class:`torch.Generator`; it yields ``(X_batch, index_batch)`` so objectives
   can look up per-sample side information (e.g. SemSAD's neighbourhoods).
-* :class:`SkoodNet`: the common base (devices, seeded generators, mixed
-  precision, channels-last images on CUDA, the ``(x, idx)`` batch
-  convention, per-batch history values recorded without host-device
-  synchronisation).
+* :class:`SkoodNet`: the common base (skood's skorch defaults, devices,
+  seeded generators, mixed precision, channels-last images on CUDA, the
+  ``(x, idx)`` batch convention, the step hooks, per-batch history values
+  recorded without host-device synchronisation).
 * :func:`flush_denormals`: the training epochs run with subnormal floats
   flushed to zero on the CPU (dead units' optimiser state slowed steps).
 * :class:`PhaseProgress`: a tqdm progress bar per training phase.
-* :func:`make_net_kwargs`: the skorch keyword arguments every phase uses
-  (``train_split=None``: no silent validation split; shuffled batches).
+* :class:`ContrastiveNet`: SimCLR-style NT-Xent training of an encoder.
+* :func:`piecewise_lr`: a step learning-rate schedule in fractions of the budget.
 """
 
 from __future__ import annotations
@@ -31,18 +34,24 @@ import torch
 from skorch import NeuralNet
 from skorch.callbacks import Callback, LRScheduler
 from skorch.dataset import get_len
+from skorch.utils import TeeGenerator
 from torch import nn
 
 from .nn.losses import nt_xent
-from .utils import to_model_input
+from .utils import seed_stream, to_model_input
 
 __all__ = [
-    "TensorLoader",
-    "SkoodNet",
-    "PhaseProgress",
-    "make_net_kwargs",
-    "piecewise_lr",
     "ContrastiveNet",
+    "PhaseProgress",
+    "SkoodNet",
+    "TensorLoader",
+    "clip_grad_per_param_",
+    "cosine_schedule",
+    "cumulative_batchnorm",
+    "ema_update_",
+    "flush_denormals",
+    "flushing_denormals",
+    "piecewise_lr",
 ]
 
 
@@ -108,26 +117,51 @@ class TensorLoader:
 class SkoodNet(NeuralNet):
     """Base skorch net for skood's training phases.
 
-    Subclasses implement :meth:`compute_loss` ``(x, idx) -> loss``, where ``x``
-    is the float batch on the training device and ``idx`` the batch's indices
-    into the training set (on the same device). Randomness inside the
-    objective must come from ``self.generator_`` (on the training device) or
+    A subclass implements :meth:`compute_loss` ``(x, idx) -> loss``, where
+    ``x`` is the float batch on the training device and ``idx`` the batch's
+    indices into the training set (on the same device), and overrides, where
+    its method needs them, these hooks and nothing else of skorch's loop:
+
+    * :meth:`before_step`: before the step (per-step schedules);
+    * :meth:`after_backward`: between ``loss.backward()`` and
+      ``optimizer_.step()`` (gradient clipping);
+    * :meth:`after_step`: after ``optimizer_.step()`` (an EMA teacher, a
+      second optimiser's step);
+    * :meth:`batchnorm_module` / :meth:`batchnorm_forward`: which BatchNorm
+      layers are recomputed after training and the forward passes that
+      recompute them (:meth:`recalibrate_batchnorm`);
+    * skorch's ``get_all_learnable_params``: the parameters the optimiser gets.
+
+    One step is :meth:`train_step`: ``x = model_input(xb)``;
+    ``before_step()``; ``optimizer_.zero_grad()``;
+    :meth:`train_step_single` (forward ``compute_loss(x, idx)`` under
+    autocast, ``backward``, ``after_backward()``); ``optimizer_.step()``;
+    ``after_step(x, idx, step)``. Randomness inside the objective must come
+    from ``self.generator_`` (on the training device) or
     ``self.cpu_generator_``, both seeded from ``seed`` when training starts.
 
-    The training loop has no host-device synchronisation on CUDA: the
-    per-batch losses (``train_loss``, and the values subclasses record with
+    Two methods restate skorch's: :meth:`train_step`, which steps
+    ``optimizer_`` alone, and :meth:`run_single_epoch`, so that the training
+    loop has no host-device synchronisation on CUDA: the per-batch losses
+    (``train_loss``, and the values subclasses record with
     :meth:`record_batch_value`) stay detached tensors on the device during
-    an epoch and become Python floats all at once when its batches are done
-    (:meth:`run_single_epoch`), so the history holds the same floats as
-    skorch's per-batch ``loss.item()`` would give. On the CPU they are
-    floats from the start.
+    an epoch and become Python floats all at once when its batches are done,
+    so the history holds the same floats as skorch's per-batch
+    ``loss.item()`` would give. On the CPU they are floats from the start.
 
     Parameters
     ----------
     module : torch.nn.Module
         The network(s) trained in this phase.
     seed : int
-        Seed of the objective's generators.
+        Seed of the objective's generators and of the data order.
+    name : str
+        The phase's name, shown by the progress bar.
+    verbose : {0, 1, 2}
+        The detector's ``verbose``: 0 silent, 1 a tqdm progress bar
+        (:class:`PhaseProgress`), 2 skorch's per-epoch log (``PrintLog``,
+        which is not among the callbacks otherwise: it tabulates the history
+        every epoch even when silent).
     amp : bool
         bfloat16 autocast on CUDA devices that support it (ignored on CPU).
         The losses of :mod:`skood.nn.losses` are computed in float32.
@@ -145,8 +179,17 @@ class SkoodNet(NeuralNet):
         CPU arithmetic of the training thread (:func:`flush_denormals`; the
         caller's mode is restored afterwards). ``False`` leaves the mode as
         the caller set it.
+    decay_1d : bool
+        Apply the optimiser's weight decay to one-dimensional parameters
+        (biases, normalisation weights) too. ``False`` puts them in a second
+        parameter group with ``weight_decay=0`` (DINO's
+        ``get_params_groups``).
     **kwargs
-        Passed to :class:`skorch.NeuralNet`.
+        Passed to :class:`skorch.NeuralNet`. Defaults: ``criterion``
+        identity (the objective is :meth:`compute_loss`), ``optimizer``
+        Adam, ``train_split=None`` (no silent validation split),
+        ``iterator_train`` a shuffled :class:`TensorLoader` whose CPU
+        generator is seeded from ``seed``.
     """
 
     def __init__(
@@ -154,24 +197,83 @@ class SkoodNet(NeuralNet):
         module: Any,
         *args: Any,
         seed: int = 0,
+        name: str = "train",
+        verbose: int = 0,
         amp: bool = True,
         channels_last: bool = True,
         precise_bn: bool = True,
         flush_denormals: bool = True,
+        decay_1d: bool = True,
         **kwargs: Any,
     ):
         kwargs.setdefault("criterion", torch.nn.Identity)
-        super().__init__(module, *args, **kwargs)
+        kwargs.setdefault("optimizer", torch.optim.Adam)
+        kwargs.setdefault("train_split", None)
+        kwargs.setdefault("iterator_train", TensorLoader)
+        kwargs.setdefault("iterator_train__shuffle", True)
+        kwargs.setdefault("iterator_train__generator", torch.Generator().manual_seed(seed))
+        super().__init__(module, *args, verbose=verbose, **kwargs)
         self.seed = seed
+        self.name = name
         self.amp = amp
         self.channels_last = channels_last
         self.precise_bn = precise_bn
         self.flush_denormals = flush_denormals
+        self.decay_1d = decay_1d
+
+    @property
+    def _default_callbacks(self) -> list[tuple[str, Callback]]:
+        callbacks = [(n, cb) for n, cb in super()._default_callbacks
+                     if n != "print_log" or self.verbose >= 2]
+        if self.verbose == 1:
+            callbacks.append(("progress", PhaseProgress(self.name)))
+        return callbacks
+
+    def initialize_optimizer(self, triggered_directly: Any = None) -> SkoodNet:
+        """``optimizer_`` over ``get_all_learnable_params()`` (:meth:`make_optimizer`)."""
+        self.optimizer_ = self.make_optimizer(self.get_all_learnable_params())
+        return self
+
+    def make_optimizer(self, named_params: Iterable[tuple[str, Any]]) -> torch.optim.Optimizer:
+        """An ``optimizer`` with the ``optimizer__*`` arguments over ``named_params``.
+
+        With ``decay_1d=False`` every parameter group is split in two, its
+        1-D parameters in the second with ``weight_decay=0``.
+        """
+        args, kwargs = self.get_params_for_optimizer("optimizer", named_params)
+        if not self.decay_1d:
+            groups = []
+            for group in args[0]:
+                params = group.pop("params")
+                groups.append({**group, "params": [p for p in params if p.ndim > 1]})
+                groups.append({**group, "params": [p for p in params if p.ndim <= 1],
+                               "weight_decay": 0.0})
+            args = (groups, *args[1:])
+        return self.optimizer(*args, **kwargs)
 
     # --- hooks --------------------------------------------------------------
     def compute_loss(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The objective of one step on the model input ``x`` (rows ``idx`` of the training set)."""
         raise NotImplementedError
 
+    def before_step(self) -> None:
+        """Called before each training step (e.g. per-step learning-rate schedules)."""
+
+    def after_backward(self) -> None:
+        """Called between ``loss.backward()`` and ``optimizer_.step()`` (gradient clipping)."""
+
+    def after_step(self, x: torch.Tensor, idx: torch.Tensor, step: dict[str, Any]) -> None:
+        """Called after ``optimizer.step()``; may change ``step["loss"]``, the recorded loss."""
+
+    def batchnorm_module(self) -> nn.Module:
+        """The module whose BatchNorm statistics :meth:`recalibrate_batchnorm` recomputes."""
+        return self.module_
+
+    def batchnorm_forward(self, x: torch.Tensor, idx: torch.Tensor) -> None:
+        """The forward passes that recompute the BatchNorm statistics: the objective's own."""
+        self.compute_loss(x, idx)
+
+    # --- skorch's loop, through the hooks -------------------------------------
     def fit_loop(self, X: Any, y: Any = None, epochs: int | None = None, **fit_params: Any) -> Any:
         """skorch's epoch loop, under :func:`flush_denormals` when ``flush_denormals`` is set."""
         ctx = flush_denormals() if self.flush_denormals else contextlib.nullcontext()
@@ -182,7 +284,7 @@ class SkoodNet(NeuralNet):
         super().on_train_begin(net, X=X, y=y, **kwargs)
         dev = torch.device(self.device)
         self.generator_ = torch.Generator(device=dev).manual_seed(self.seed)
-        self.cpu_generator_ = torch.Generator().manual_seed(self.seed + 1)
+        self.cpu_generator_ = torch.Generator().manual_seed(seed_stream(self.seed, "net_cpu"))
         cuda = dev.type == "cuda"
         # resolved once per fit: no device query inside the training loop
         self.autocast_dtype_ = (
@@ -210,13 +312,35 @@ class SkoodNet(NeuralNet):
             x = x.contiguous(memory_format=fmt)
         return x
 
-    def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
-        self._set_training(True)
+    def train_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
+        """One step of ``optimizer_``, between :meth:`before_step` and :meth:`after_step`.
+
+        skorch's step without its closure: ``zero_grad``,
+        :meth:`train_step_single`, the ``on_grad_computed`` notification,
+        ``optimizer_.step()``. Only ``optimizer_`` steps here: a second
+        optimiser of a net is its hooks' to step (skorch would step every
+        registered optimiser with this step's closure).
+        """
         xb, idx = batch
         x = self.model_input(xb)
+        self.before_step()
+        self.optimizer_.zero_grad()
+        step = self.train_step_single((x, idx), **fit_params)
+        self.notify("on_grad_computed",
+                    named_parameters=TeeGenerator(self.get_all_learnable_params()),
+                    batch=batch)
+        self.optimizer_.step()
+        self.after_step(x, idx, step)
+        return step
+
+    def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
+        """Forward :meth:`compute_loss` under autocast, backward, :meth:`after_backward`."""
+        self._set_training(True)
+        x, idx = batch
         with self._autocast():
             loss = self.compute_loss(x, idx)
         loss.backward()
+        self.after_backward()
         return {"loss": loss, "y_pred": None}
 
     # --- history without host-device synchronisation --------------------------
@@ -295,19 +419,20 @@ class SkoodNet(NeuralNet):
         After training, BatchNorm's running averages still mix in the
         statistics of early weights (and, after a few steps, their
         initial values), so the eval-mode network differs from the one the
-        objective trained. One forward-only pass over the training data,
-        through the objective's own input pipeline and with cumulative
-        averaging (:func:`cumulative_batchnorm`), replaces them with the
-        statistics of the final network.
+        objective trained. One forward-only pass over the training data
+        (:meth:`batchnorm_forward`, by default the objective's own input
+        pipeline), with cumulative averaging (:func:`cumulative_batchnorm`),
+        replaces the statistics of :meth:`batchnorm_module` with those of the
+        final network.
         """
         loader = self.get_iterator(self.get_dataset(X), training=True)
-        with cumulative_batchnorm(self.module_) as has_bn:
+        with cumulative_batchnorm(self.batchnorm_module()) as has_bn:
             if not has_bn:
                 return
             self._set_training(True)
             for xb, idx in loader:
                 with self._autocast():
-                    self.compute_loss(self.model_input(xb), idx)
+                    self.batchnorm_forward(self.model_input(xb), idx)
         self._set_training(False)
 
     def on_train_end(self, net: Any, X: Any = None, y: Any = None, **kwargs: Any) -> None:
@@ -438,45 +563,6 @@ def piecewise_lr(milestones: tuple[float, ...], factors: tuple[float, ...], max_
     return LRScheduler(policy=torch.optim.lr_scheduler.LambdaLR, lr_lambda=factor)
 
 
-def make_net_kwargs(
-    *,
-    name: str,
-    max_epochs: int,
-    batch_size: int,
-    lr: float,
-    device: str,
-    seed: int,
-    verbose: int,
-    optimizer: Any = torch.optim.Adam,
-    callbacks: list | None = None,
-    **optimizer_kwargs: Any,
-) -> dict[str, Any]:
-    """Keyword arguments shared by every training phase's :class:`SkoodNet`."""
-    cbs = list(callbacks or [])
-    if verbose == 1:
-        cbs.append(("progress", PhaseProgress(name)))
-    kw: dict[str, Any] = {
-        "max_epochs": max_epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "device": device,
-        "seed": seed,
-        "optimizer": optimizer,
-        "train_split": None,
-        "iterator_train": TensorLoader,
-        "iterator_train__shuffle": True,
-        "iterator_train__generator": torch.Generator().manual_seed(seed),
-        "callbacks": cbs,
-        "verbose": 1 if verbose >= 2 else 0,
-    }
-    if verbose < 2:
-        # skorch's PrintLog tabulates the history every epoch even when silent:
-        # a fixed per-epoch cost (~0.8 ms) that dominates epochs of a few steps
-        kw["callbacks__print_log"] = None
-    kw.update({f"optimizer__{k}": v for k, v in optimizer_kwargs.items()})
-    return kw
-
-
 class ContrastiveNet(SkoodNet):
     r"""Contrastive (SimCLR-style) training of an encoder with NT-Xent.
 
@@ -588,5 +674,3 @@ def clip_grad_per_param_(parameters: Iterable[torch.Tensor], max_norm: float) ->
     torch._foreach_clamp_max_(coefs, 1.0)
     torch._foreach_mul_(grads, coefs)
 
-
-__all__ += ["cosine_schedule", "ema_update_", "clip_grad_per_param_", "cumulative_batchnorm"]

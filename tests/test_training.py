@@ -32,7 +32,6 @@ from skood.training import (
     ema_update_,
     flush_denormals,
     flushing_denormals,
-    make_net_kwargs,
 )
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -82,11 +81,7 @@ class _RecordingNet(SkoodNet):
 
 
 def test_deferred_history_values_are_the_items():
-    net = _RecordingNet(
-        nn.Linear(3, 2),
-        **make_net_kwargs(name="t", max_epochs=3, batch_size=8, lr=0.1, device="cpu", seed=0,
-                          verbose=0),
-    )
+    net = _RecordingNet(nn.Linear(3, 2), max_epochs=3, batch_size=8, lr=0.1, device="cpu")
     net.fit(torch.randn(30, 3, generator=torch.Generator().manual_seed(0)))
     rows = [b for ep in net.history for b in ep["batches"]]
     assert [(b["train_loss"], b["part"]) for b in rows] == net.eager_  # the same floats
@@ -99,6 +94,79 @@ def test_deferred_history_values_are_the_items():
         assert ep["train_loss"] == pytest.approx(expected, rel=1e-12)
     # CPU: neither mixed precision nor the channels-last format
     assert net.autocast_dtype_ is None and net.memory_format_ is None
+
+
+# --------------------------------------------------------------------------
+# SkoodNet's defaults and step hooks
+
+
+class _HookNet(SkoodNet):
+    """Logs the hooks in the order the step calls them; holds a second, unused optimiser."""
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        super().on_train_begin(net, X=X, y=y, **kwargs)
+        self.calls_ = []
+
+    spare = nn.Linear(3, 3)  # not the net's module: only spare_optimizer_ could move it
+
+    def initialize_optimizer(self, triggered_directly=None):
+        super().initialize_optimizer()
+        self.spare_optimizer_ = torch.optim.SGD(self.spare.parameters(), lr=1.0)
+        return self
+
+    def before_step(self):
+        self.calls_.append("before")
+
+    def compute_loss(self, x, idx):
+        self.calls_.append("loss")
+        # a gradient on the spare module: stepping its optimiser would move it
+        return self.module_(x).square().mean() + self.spare(x).square().mean()
+
+    def after_backward(self):
+        self.calls_.append(("backward", self.module_.weight.grad is not None))
+
+    def after_step(self, x, idx, step):
+        self.calls_.append(("step", tuple(x.shape), len(idx)))
+        step["loss"] = step["loss"] * 0 + 7.0
+
+
+def test_step_hooks_run_in_order_and_only_optimizer_steps():
+    net = _HookNet(nn.Linear(3, 2), max_epochs=1, batch_size=8, lr=0.1, device="cpu")
+    net.initialize()  # fit initialises again: skorch then registers spare_optimizer_
+    spare = copy.deepcopy(net.spare.state_dict())
+    net.fit(torch.randn(16, 3, generator=torch.Generator().manual_seed(0)))
+    assert "spare_optimizer" in net._optimizers
+    step = ["before", "loss", ("backward", True), ("step", (8, 3), 8)]
+    assert net.calls_ == step * 2
+    # a second optimiser is its hooks' to step: SkoodNet steps optimizer_ alone
+    assert all(torch.equal(v, spare[k]) for k, v in net.spare.state_dict().items())
+    # after_step may change the recorded loss
+    assert [b["train_loss"] for b in net.history[-1]["batches"]] == [7.0, 7.0]
+
+
+def test_skoodnet_defaults_and_verbose_callbacks():
+    net = SkoodNet(nn.Linear(3, 2), seed=5, device="cpu")
+    assert net.train_split is None and net.optimizer is torch.optim.Adam
+    assert net.iterator_train is TensorLoader and net.iterator_train__shuffle
+    expected = torch.Generator().manual_seed(5).get_state()
+    assert torch.equal(net.iterator_train__generator.get_state(), expected)
+    names = {v: [n for n, _ in SkoodNet(nn.Linear(3, 2), verbose=v)._default_callbacks]
+             for v in (0, 1, 2)}
+    assert "print_log" not in names[0] and "progress" not in names[0]
+    assert "progress" in names[1] and "print_log" not in names[1]
+    assert "print_log" in names[2] and "progress" not in names[2]
+
+
+def test_decay_1d_false_puts_biases_and_norms_in_a_no_decay_group():
+    module = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    net = SkoodNet(module, decay_1d=False, optimizer=torch.optim.AdamW,
+                   optimizer__weight_decay=0.3, device="cpu").initialize()
+    decay, no_decay = net.optimizer_.param_groups
+    assert decay["weight_decay"] == 0.3 and no_decay["weight_decay"] == 0.0
+    assert [p.ndim for p in decay["params"]] == [2, 2]
+    assert [p.ndim for p in no_decay["params"]] == [1, 1, 1, 1]
+    plain = SkoodNet(module, device="cpu", optimizer__weight_decay=0.3).initialize()
+    assert len(plain.optimizer_.param_groups) == 1
 
 
 # --------------------------------------------------------------------------
@@ -155,8 +223,8 @@ class _ModeNet(SkoodNet):
 def test_training_flushes_subnormals_and_leaves_the_callers_mode(flush, callers_mode,
                                                                  restore_flush_mode):
     torch.set_flush_denormal(callers_mode)
-    net = _ModeNet(nn.Linear(3, 2), flush_denormals=flush, **make_net_kwargs(
-        name="t", max_epochs=2, batch_size=8, lr=0.1, device="cpu", seed=0, verbose=0))
+    net = _ModeNet(nn.Linear(3, 2), flush_denormals=flush, max_epochs=2, batch_size=8, lr=0.1,
+                   device="cpu")
     net.fit(torch.randn(20, 3, generator=torch.Generator().manual_seed(0)))
     # 3 steps x 2 epochs, each flushing when asked to, in the caller's mode otherwise
     assert net.modes_ == [flush or callers_mode] * 6
@@ -333,8 +401,7 @@ def strict_sync(monkeypatch):
 
     monkeypatch.setattr(SkoodNet, "run_single_epoch", strict(SkoodNet.run_single_epoch))
     monkeypatch.setattr(SkoodNet, "resolve_batch_values", lenient(SkoodNet.resolve_batch_values))
-    for cls in (SkoodNet, DistillNegNet):
-        monkeypatch.setattr(cls, "recalibrate_batchnorm", strict(cls.recalibrate_batchnorm))
+    monkeypatch.setattr(SkoodNet, "recalibrate_batchnorm", strict(SkoodNet.recalibrate_batchnorm))
     yield
     torch.cuda.set_sync_debug_mode(0)
 
@@ -373,17 +440,15 @@ class _FormatNet(SkoodNet):
 @pytest.mark.gpu
 def test_channels_last_and_autocast_on_cuda():
     module = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten())
-    net = _FormatNet(module, **make_net_kwargs(name="t", max_epochs=1, batch_size=4, lr=0.1,
-                                               device="cuda", seed=0, verbose=0))
+    net = _FormatNet(module, max_epochs=1, batch_size=4, lr=0.1, device="cuda")
     net.fit(torch.rand(12, 3, 8, 8, device="cuda"))
     train = net.seen_
     assert len(train) == 3 and all(x_cl and w_cl for x_cl, w_cl, _ in train)
     if torch.cuda.is_bf16_supported():
         assert all(dtype == torch.bfloat16 for _, _, dtype in train)
     assert all(p.is_contiguous() for p in net.module_.parameters())  # restored
-    off = _FormatNet(copy.deepcopy(module), channels_last=False, amp=False,
-                     **make_net_kwargs(name="t", max_epochs=1, batch_size=4, lr=0.1,
-                                       device="cuda", seed=0, verbose=0))
+    off = _FormatNet(copy.deepcopy(module), channels_last=False, amp=False, max_epochs=1,
+                     batch_size=4, lr=0.1, device="cuda")
     off.fit(torch.rand(12, 3, 8, 8, device="cuda"))
     assert not any(x_cl for x_cl, _, _ in off.seen_)
     assert all(dtype == torch.float32 for _, _, dtype in off.seen_)

@@ -8,6 +8,7 @@ Sampling" (``shared/papers/distillneg.txt``), with the resolved choices of
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
@@ -36,11 +37,9 @@ from ..training import (
     SkoodNet,
     clip_grad_per_param_,
     cosine_schedule,
-    cumulative_batchnorm,
     ema_update_,
-    make_net_kwargs,
 )
-from ..utils import to_model_input
+from ..utils import seed_stream, to_model_input
 
 __all__ = ["DistillNegDetector", "DistillNegNet", "TabularViews", "NegativeSampler"]
 
@@ -166,10 +165,16 @@ class DistillNegNet(SkoodNet):
        weights); the EMA teacher update with this step's
        momentum (cosine from ``teacher_momentum`` to 1) and the centre update.
 
-    The optimiser (``optimizer``, default AdamW) sees only the student's
-    parameters; ``optimizer__*`` arguments are not used. When training ends,
-    the teacher's BatchNorm statistics are recomputed with its final weights
-    over the clean training data (precise BN, see :meth:`recalibrate_batchnorm`).
+    The steps are :class:`~skood.training.SkoodNet`'s hooks: the schedules in
+    :meth:`before_step`, the clipping in :meth:`after_backward`, the teacher
+    update in :meth:`after_step`. The optimiser (``optimizer``, AdamW in the
+    detector) gets only the student's parameters
+    (:meth:`get_all_learnable_params`), biases and normalisation weights
+    without weight decay (``decay_1d=False``); its ``weight_decay`` starts at
+    ``weight_decay[0]`` (``optimizer__weight_decay`` overrides it). When
+    training ends, the teacher's BatchNorm statistics are recomputed with its
+    final weights over the clean training data (precise BN:
+    :meth:`batchnorm_module`, :meth:`batchnorm_forward`).
     The per-batch loss terms are recorded in the history as ``loss_pos`` and
     (with negatives) ``loss_neg``.
 
@@ -211,6 +216,8 @@ class DistillNegNet(SkoodNet):
         clip_grad: float = 3.0,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("decay_1d", False)
+        kwargs.setdefault("optimizer__weight_decay", weight_decay[0])
         super().__init__(module, *args, **kwargs)
         self.views = views
         self.negative_views = negative_views
@@ -225,14 +232,11 @@ class DistillNegNet(SkoodNet):
         self.clip_grad = clip_grad
 
     # --- optimiser and schedules ---------------------------------------------
-    def initialize_optimizer(self, triggered_directly: Any = None) -> DistillNegNet:
-        decay, no_decay = [], []
-        for p in self.module_.student.parameters():
+    def get_all_learnable_params(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """The student's parameters (the teacher follows by EMA)."""
+        for name, p in self.module_.student.named_parameters(prefix="student"):
             if p.requires_grad:
-                (no_decay if p.ndim <= 1 else decay).append(p)
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-        self.optimizer_ = self.optimizer(groups, lr=self.lr, weight_decay=self.weight_decay[0])
-        return self
+                yield name, p
 
     def on_train_begin(self, net: Any, X: Any = None, y: Any = None, **kwargs: Any) -> None:
         super().on_train_begin(net, X=X, y=y, **kwargs)
@@ -246,26 +250,26 @@ class DistillNegNet(SkoodNet):
         self.teacher_temp_schedule_ = np.concatenate(
             [np.linspace(t0, t1, warm), np.full(n - warm, t1)]
         )[:n]
-        self.n_steps_ = n
         self.step_ = 0
 
     def _at(self, schedule: np.ndarray) -> float:
         return float(schedule[min(self.step_, len(schedule) - 1)])
 
-    def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
+    def before_step(self) -> None:
+        """This step's learning rate and weight decay (biases and norms: no decay)."""
         decay, no_decay = self.optimizer_.param_groups
         decay["lr"] = no_decay["lr"] = self._at(self.lr_schedule_)
         decay["weight_decay"] = self._at(self.wd_schedule_)
-        step = super().train_step_single(batch, **fit_params)
+
+    def after_backward(self) -> None:
+        """DINO's per-parameter gradient clipping at ``clip_grad``."""
         if self.clip_grad > 0:
             clip_grad_per_param_(self.module_.student.parameters(), self.clip_grad)
-        return step
 
-    def train_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
-        step = super().train_step(batch, **fit_params)
+    def after_step(self, x: torch.Tensor, idx: torch.Tensor, step: dict[str, Any]) -> None:
+        """The EMA teacher update with this step's momentum (Rafiee et al. 2022, eq. 2)."""
         ema_update_(self.module_.teacher, self.module_.student, self._at(self.momentum_schedule_))
         self.step_ += 1
-        return step
 
     # --- objective ---------------------------------------------------------------
     def _student(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -294,27 +298,14 @@ class DistillNegNet(SkoodNet):
         model.center.copy_(dino_center_update(model.center, teacher, self.center_momentum))
         return loss
 
-    @torch.no_grad()
-    def recalibrate_batchnorm(self, X: torch.Tensor) -> None:
-        """Recompute the teacher's BatchNorm statistics on the clean training data (precise BN).
+    # --- precise BatchNorm: the teacher's, on clean training data -------------
+    def batchnorm_module(self) -> nn.Module:
+        """The teacher: scoring uses its features."""
+        return self.module_.teacher
 
-        One forward pass of the teacher, with its final weights, over the
-        unaugmented training samples, with cumulative averaging; the student
-        is left as it is. Scoring compares features of clean samples, so
-        their statistics, not those of the augmented views the teacher saw
-        while training, normalise them (Fashion-MNIST, 500 images, 5 epochs,
-        AUROC: class 0 0.62 -> 0.78, class 8 0.61 -> 0.71, against MNIST
-        0.39 -> 0.75).
-        """
-        teacher = self.module_.teacher
-        with cumulative_batchnorm(teacher) as has_bn:
-            if not has_bn:
-                return
-            teacher.train()
-            for xb, _ in self.get_iterator(self.get_dataset(X), training=True):
-                with self._autocast():
-                    teacher(self.model_input(xb))
-        self._set_training(False)
+    def batchnorm_forward(self, x: torch.Tensor, idx: torch.Tensor) -> None:
+        """The teacher on the unaugmented batch: scoring compares features of clean samples."""
+        self.module_.teacher(x)
 
 
 class DistillNegDetector(BaseDeepDetector):
@@ -725,7 +716,8 @@ class DistillNegDetector(BaseDeepDetector):
             neg_views = TabularViews(data, 1, self.n_local_crops)
         maps = None
         if kind == "affine":
-            maps = RandomAffineMaps(_N_AFFINE_MAPS, shape[0], seed=seed + 5,
+            maps = RandomAffineMaps(_N_AFFINE_MAPS, shape[0],
+                                    seed=seed_stream(seed, "distillneg_affine"),
                                     identity_first=False).to(dev)
         sampler = NegativeSampler(kind, aux=None if aux is None else aux.to(dev), bank=data,
                                   maps=maps, rotate=is_image)
@@ -744,16 +736,14 @@ class DistillNegDetector(BaseDeepDetector):
             weight_decay=(self.weight_decay, self.weight_decay_end),
             lr_warmup=self.lr_warmup,
             clip_grad=self.clip_grad,
-            **make_net_kwargs(
-                name="DistillNeg (DINO)",
-                max_epochs=self.max_epochs,
-                batch_size=self.batch_size,
-                lr=self.lr * self.batch_size / 256,
-                device=dev,
-                seed=seed,
-                verbose=self.verbose,
-                optimizer=torch.optim.AdamW,
-            ),
+            name="DistillNeg (DINO)",
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr * self.batch_size / 256,
+            device=dev,
+            seed=seed,
+            verbose=self.verbose,
+            optimizer=torch.optim.AdamW,
         )
         net.fit(data)
         self.model_ = net.module_.eval()
@@ -767,7 +757,7 @@ class DistillNegDetector(BaseDeepDetector):
         if not is_image:
             raw = self._map_batches(self.model_.features, Xs)
             self.feature_lift_ = float(raw.norm(dim=1).median())
-        keep = bank_subset(len(Xs), self.max_bank, seed + 4)
+        keep = bank_subset(len(Xs), self.max_bank, seed_stream(seed, "bank"))
         bank_rows = Xs if keep is None else Xs[keep]
         self.bank_ = self._features(bank_rows)
         self.bank_keys_ = row_fingerprints(bank_rows)

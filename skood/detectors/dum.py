@@ -24,8 +24,8 @@ from ..nn.encoders import build_encoder
 from ..nn.heads import ContrastiveModel
 from ..nn.losses import dum_set_loss
 from ..scoring import variance_norm
-from ..training import ContrastiveNet, SkoodNet, make_net_kwargs
-from ..utils import to_model_input
+from ..training import ContrastiveNet, SkoodNet
+from ..utils import seed_stream, to_model_input
 
 __all__ = ["DUMDetector", "DUMVarianceMLP", "DUMNet", "SphereLift", "FeatureView"]
 
@@ -537,10 +537,9 @@ class DUMDetector(BaseDeepDetector):
             objective=self.objective,
             temperature=self.temperature,
             normalize_means=self.normalize_means,
-            **make_net_kwargs(
-                name="DUM", max_epochs=self.dum_epochs, batch_size=self._dum_batch_size(),
-                lr=self.lr, device=dev, seed=seed + 1, verbose=self.verbose,
-            ),
+            name="DUM", max_epochs=self.dum_epochs, batch_size=self._dum_batch_size(),
+            lr=self.lr, device=dev, seed=seed_stream(seed, "dum_variance_net"),
+            verbose=self.verbose,
         )
         net.fit(data)
         self.variance_net_ = net.module_.eval()
@@ -587,11 +586,9 @@ class DUMDetector(BaseDeepDetector):
             augment=SimCLRAugment(),
             temperature=self.encoder_temperature,
             symmetric=True,
-            **make_net_kwargs(
-                name="DUM encoder (SimCLR)", max_epochs=self.encoder_epochs,
-                batch_size=self.encoder_batch_size, lr=self.encoder_lr, device=dev,
-                seed=seed, verbose=self.verbose, weight_decay=1e-6,
-            ),
+            name="DUM encoder (SimCLR)", max_epochs=self.encoder_epochs,
+            batch_size=self.encoder_batch_size, lr=self.encoder_lr, device=dev,
+            seed=seed, verbose=self.verbose, optimizer__weight_decay=1e-6,
         )
         enc_net.fit(data)
         self.history_["encoder"] = enc_net.history

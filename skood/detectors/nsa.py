@@ -31,8 +31,8 @@ from ..scoring import (
     nearest_cosine,
     whiten,
 )
-from ..training import ContrastiveNet, SkoodNet, make_net_kwargs
-from ..utils import to_model_input
+from ..training import ContrastiveNet, SkoodNet
+from ..utils import seed_stream, to_model_input
 
 __all__ = ["NSADetector", "SimSiamNet"]
 
@@ -317,17 +317,17 @@ class NSADetector(BaseDeepDetector):
         cosine = LRScheduler(
             policy=torch.optim.lr_scheduler.CosineAnnealingLR, T_max=self.max_epochs
         )
-        net_kwargs = make_net_kwargs(
-            name=f"NSA encoder ({self.method})",
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            device=dev,
-            seed=seed,
-            verbose=self.verbose,
-            callbacks=[("cosine_lr", cosine)],
-            weight_decay=self.weight_decay,
-        )
+        net_kwargs = {
+            "name": f"NSA encoder ({self.method})",
+            "max_epochs": self.max_epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "device": dev,
+            "seed": seed,
+            "verbose": self.verbose,
+            "callbacks": [("cosine_lr", cosine)],
+            "optimizer__weight_decay": self.weight_decay,
+        }
         if self.method == "simsiam":
             net = SimSiamNet(model, augment=view, **net_kwargs)
         else:
@@ -338,7 +338,7 @@ class NSADetector(BaseDeepDetector):
         self.model_ = net.module_.eval()
         self.encoder_ = self.model_.encoder
         self.history_ = {"encoder": net.history}
-        self.bank_index_ = bank_subset(len(Xs), self.max_bank, seed + 4)
+        self.bank_index_ = bank_subset(len(Xs), self.max_bank, seed_stream(seed, "bank"))
         if hasattr(self, "layer_dims_"):
             del self.layer_dims_
 

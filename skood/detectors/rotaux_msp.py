@@ -8,7 +8,7 @@ Ahmed & Courville (2020), "Detecting semantic anomalies"
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
@@ -24,8 +24,8 @@ from ..base import BaseDeepDetector
 from ..nn.encoders import build_encoder
 from ..nn.losses import cross_entropy
 from ..scoring import msp, odin, transformation_confidence
-from ..training import SkoodNet, make_net_kwargs, piecewise_lr
-from ..utils import to_model_input
+from ..training import SkoodNet, piecewise_lr
+from ..utils import seed_stream, to_model_input
 
 __all__ = ["RotAuxMSPDetector", "RotAuxModel", "RotAuxNet"]
 
@@ -127,10 +127,12 @@ class RotAuxNet(SkoodNet):
     ``lam = 0`` skips (b). Without labels (``targets=None``) only the
     rotation task is trained, on the whole batch, with weight 1.
 
-    The recorded ``train_loss`` is :math:`\ell_{\text{class}} + \lambda
-    \ell_{\text{rot}}` (per batch also ``loss_class`` and ``loss_rotation``).
-    :meth:`compute_loss` evaluates the same two terms (both forward passes),
-    which the precise-BN recalibration at the end of training replays.
+    Step (a) is :meth:`compute_loss` (through :class:`~skood.training.SkoodNet`'s
+    step), step (b) the :meth:`after_step` hook. The recorded ``train_loss``
+    is :math:`\ell_{\text{class}} + \lambda \ell_{\text{rot}}` (per batch
+    also ``loss_class`` and ``loss_rotation``). The precise-BN recalibration
+    at the end of training replays both forward passes
+    (:meth:`batchnorm_forward`).
     """
 
     def __init__(
@@ -152,18 +154,21 @@ class RotAuxNet(SkoodNet):
     def _two_steps(self) -> bool:
         return self.targets is not None and self.lam > 0
 
-    def initialize_optimizer(self, triggered_directly: Any = None) -> RotAuxNet:
+    def get_all_learnable_params(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """Step (a)'s parameters: trunk and class head (without labels: the rotation head)."""
         model = self.module_
-        first = model.class_head if self.targets is not None else model.aux_head
+        head = model.class_head if self.targets is not None else model.aux_head
+        yield from model.trunk.named_parameters(prefix="trunk")
+        yield from head.named_parameters(prefix="head")
 
-        def make(head: nn.Module) -> torch.optim.Optimizer:
-            named = [*model.trunk.named_parameters(prefix="trunk"),
-                     *head.named_parameters(prefix="head")]
-            args, kwargs = self.get_params_for_optimizer("optimizer", named)
-            return self.optimizer(*args, **kwargs)
-
-        self.optimizer_ = make(first)
-        self.rotation_optimizer_ = make(model.aux_head) if self._two_steps else None
+    def initialize_optimizer(self, triggered_directly: Any = None) -> RotAuxNet:
+        """Step (a)'s optimiser, and step (b)'s over the trunk and the rotation head."""
+        super().initialize_optimizer()
+        model = self.module_
+        self.rotation_optimizer_ = self.make_optimizer(
+            [*model.trunk.named_parameters(prefix="trunk"),
+             *model.aux_head.named_parameters(prefix="head")]
+        ) if self._two_steps else None
         return self
 
     # --- the two tasks -------------------------------------------------------
@@ -184,42 +189,37 @@ class RotAuxNet(SkoodNet):
         return x[: max(1, len(x) // _N_ROTATIONS)]
 
     def compute_loss(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Step (a): the class loss (the rotation loss of the whole batch without labels)."""
         if self.targets is None:
             return self.rotation_loss(x)
-        loss = self.class_loss(x, idx)
-        if self.lam > 0:
-            loss = loss + self.lam * self.rotation_loss(self.rotation_rows(x))
-        return loss
+        return self.class_loss(x, idx)
 
-    def _sgd_step(self, optimizer: torch.optim.Optimizer, loss_fn: Callable[[], torch.Tensor],
-                  weight: float = 1.0) -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
+    def after_step(self, x: torch.Tensor, idx: torch.Tensor, step: dict[str, Any]) -> None:
+        r"""Step (b) at (a)'s learning rate: :math:`\lambda\,\ell_{\text{rot}}` on B/4 rows."""
+        if self.targets is None:
+            self.record_batch_value("loss_rotation", step["loss"])
+            return
+        self.record_batch_value("loss_class", step["loss"])
+        if not self._two_steps:
+            return
+        opt = self.rotation_optimizer_
+        lr = self.optimizer_.param_groups[0]["lr"]
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad(set_to_none=True)
         with self._autocast():
-            loss = loss_fn()
-        (weight * loss).backward()
-        optimizer.step()
-        return loss.detach()
+            loss_rot = self.rotation_loss(self.rotation_rows(x))
+        (self.lam * loss_rot).backward()
+        opt.step()
+        loss_rot = loss_rot.detach()
+        self.record_batch_value("loss_rotation", loss_rot)
+        step["loss"] = step["loss"].detach() + self.lam * loss_rot
 
-    def train_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
-        self._set_training(True)
-        xb, idx = batch
-        x = self.model_input(xb)
-        if self.targets is None:  # rotation-only (self-supervised) mode
-            loss = self._sgd_step(self.optimizer_, lambda: self.rotation_loss(x))
-            self.record_batch_value("loss_rotation", loss)
-            return {"loss": loss, "y_pred": None}
-        loss = self._sgd_step(self.optimizer_, lambda: self.class_loss(x, idx))  # (a)
-        self.record_batch_value("loss_class", loss)
-        if self._two_steps:  # (b), at the learning rate of (a)
-            lr = self.optimizer_.param_groups[0]["lr"]
-            for group in self.rotation_optimizer_.param_groups:
-                group["lr"] = lr
-            xr = self.rotation_rows(x)
-            loss_rot = self._sgd_step(self.rotation_optimizer_, lambda: self.rotation_loss(xr),
-                                      weight=self.lam)
-            self.record_batch_value("loss_rotation", loss_rot)
-            loss = loss + self.lam * loss_rot
-        return {"loss": loss, "y_pred": None}
+    def batchnorm_forward(self, x: torch.Tensor, idx: torch.Tensor) -> None:
+        """Both steps' forward passes, (a) then (b)."""
+        self.compute_loss(x, idx)
+        if self._two_steps:
+            self.rotation_loss(self.rotation_rows(x))
 
 
 class RotAuxMSPDetector(BaseDeepDetector):
@@ -526,7 +526,8 @@ class RotAuxMSPDetector(BaseDeepDetector):
             padding = shape[1] // 8 if self.padding == "auto" else self.padding
             augment = PadCropFlip(padding) if padding > 0 else random_hflip
         else:
-            maps = RandomAffineMaps(self.n_affine_maps, shape[0], seed=seed + 7)
+            maps = RandomAffineMaps(self.n_affine_maps, shape[0],
+                                    seed=seed_stream(seed, "rotaux_affine"))
             transform, n_aux, augment = "affine", self.n_affine_maps, None
         n_classes = len(self.classes_) if targets is not None else 0
         model = RotAuxModel(build_encoder(self.backbone, shape), n_classes, n_aux, transform, maps)
@@ -540,20 +541,18 @@ class RotAuxMSPDetector(BaseDeepDetector):
             targets=None if targets is None else targets.to(dev),
             augment=augment,
             lam=self.lam,
-            **make_net_kwargs(
-                name="RotAuxMSP" if targets is not None else "RotAux rotation-only",
-                max_epochs=self.max_epochs,
-                batch_size=self.batch_size,
-                lr=self.lr,
-                device=dev,
-                seed=seed,
-                verbose=self.verbose,
-                optimizer=torch.optim.SGD,
-                momentum=self.momentum,
-                nesterov=self.momentum > 0,
-                weight_decay=self.weight_decay,
-                callbacks=callbacks,
-            ),
+            name="RotAuxMSP" if targets is not None else "RotAux rotation-only",
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            device=dev,
+            seed=seed,
+            verbose=self.verbose,
+            optimizer=torch.optim.SGD,
+            optimizer__momentum=self.momentum,
+            optimizer__nesterov=self.momentum > 0,
+            optimizer__weight_decay=self.weight_decay,
+            callbacks=callbacks,
         )
         net.fit(Xs.to(dev))
         self.model_ = net.module_.eval()

@@ -30,10 +30,9 @@ from ..scoring import bank_subset, knn_cosine, skip_self_matches
 from ..training import (
     ContrastiveNet,
     SkoodNet,
-    make_net_kwargs,
     piecewise_lr,
 )
-from ..utils import to_model_input
+from ..utils import seed_stream, to_model_input
 
 _NORM = "batch"
 __all__ = ["SemSADDetector", "PairDiscriminator", "SemSADPairNet", "semantic_neighbourhoods"]
@@ -367,7 +366,8 @@ class SemSADDetector(BaseDeepDetector):
         data = Xs.to(dev)
         shape = tuple(Xs.shape[1:])
         is_image = self.input_kind_ == "image"
-        common = {"device": dev, "verbose": self.verbose, "weight_decay": self.weight_decay}
+        common = {"device": dev, "verbose": self.verbose,
+                  "optimizer__weight_decay": self.weight_decay}
 
         # 1. contrastive encoder h
         if is_image:
@@ -383,21 +383,19 @@ class SemSADDetector(BaseDeepDetector):
             augment=view,
             temperature=self.temperature,
             symmetric=False,
-            **make_net_kwargs(
-                name="SemSAD encoder",
-                max_epochs=self.encoder_epochs,
-                batch_size=self.batch_size,
-                lr=self.lr,
-                seed=seed,
-                **common,
-            ),
+            name="SemSAD encoder",
+            max_epochs=self.encoder_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            seed=seed,
+            **common,
         )
         enc_net.fit(data)
         self.encoder_ = enc_net.module_.eval()
 
         # 2. semantic neighbourhoods, precomputed once with the frozen encoder
         self.train_embeddings_ = self._embed(Xs)
-        gen = torch.Generator().manual_seed(seed + 2)
+        gen = torch.Generator().manual_seed(seed_stream(seed, "semsad_pool"))
         self.neighbors_ = semantic_neighbourhoods(
             self.train_embeddings_, self.n_neighbors, self.pool_size, gen, device=dev
         )
@@ -412,23 +410,20 @@ class SemSADDetector(BaseDeepDetector):
             negative=neg,
             gamma_range=gamma_range,
             mu=self.mu,
-            **make_net_kwargs(
-                name="SemSAD discriminator",
-                max_epochs=d_epochs,
-                batch_size=self.discriminator_batch_size or self.batch_size,
-                lr=self.discriminator_lr or self.lr,
-                seed=seed + 3,
-                optimizer=torch.optim.Adam,
-                amsgrad=True,
-                callbacks=self._lr_callbacks(d_epochs),
-                **common,
-            ),
+            name="SemSAD discriminator",
+            max_epochs=d_epochs,
+            batch_size=self.discriminator_batch_size or self.batch_size,
+            lr=self.discriminator_lr or self.lr,
+            seed=seed_stream(seed, "semsad_discriminator"),
+            optimizer__amsgrad=True,
+            callbacks=self._lr_callbacks(d_epochs),
+            **common,
         )
         disc_net.fit(data)
         self.discriminator_ = disc_net.module_.eval()
         self.history_ = {"encoder": enc_net.history, "discriminator": disc_net.history}
         self.train_store_ = Xs
-        keep = bank_subset(len(Xs), self.max_bank, seed + 4)
+        keep = bank_subset(len(Xs), self.max_bank, seed_stream(seed, "bank"))
         if keep is not None:  # the scorer's bank: nearest neighbours among these rows
             self.train_embeddings_ = self.train_embeddings_[keep]
             self.train_store_ = Xs[keep]

@@ -2,11 +2,20 @@
 
 A *task* is a named train/test split (``Task``); a *run* is one (task,
 detector, seed) under a budget preset. :func:`run_sweep` runs every run that
-is not yet in the cache directory, spread with joblib (so any joblib backend:
-loky, dask, ray), and :func:`write_outputs` turns the cached results into the
-outputs of ``shared/specs/benchmarks.md``: a CSV with one row per run, a
-Markdown table (mean AUROC per dataset and detector, mean over datasets, mean
-rank), a PNG figure and a JSON with library versions, device and wall time.
+is not done yet, spread with joblib (so any joblib backend: loky, dask,
+ray), and :func:`write_outputs` turns the results into a CSV with one row
+per run (``runs.csv``), a Markdown table (mean AUROC per dataset and
+detector, mean over datasets, mean rank), a PNG figure and a JSON with
+library versions, device and wall time. A run is done when its JSON is in
+the local cache directory (``<out>/cache``, not under version control); a
+sweep first restores there every run of the ``runs.csv`` beside it (the
+committed results), so a fresh clone re-tabulates and resumes without
+recomputing.
+
+The detector registry (:data:`SKOOD`, :func:`make_detector`,
+:func:`budget_params`, :func:`fit_detector`) and the options and driver
+every sweep script shares (:func:`sweep_arguments`, :func:`sweep`) live here
+too.
 
 Scores follow scikit-learn's sign everywhere (higher = more normal): PyOD
 detectors' ``decision_function`` is negated.
@@ -31,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-#: the five skood detectors, by short name (missing ones are skipped with a message)
+#: the five skood detectors: short name -> class name in ``skood``
 SKOOD = {
     "SemSAD": "SemSADDetector",
     "NSA": "NSADetector",
@@ -64,27 +73,54 @@ class Task:
 
 
 # ------------------------------------------------------------------ detectors
-def available_detectors() -> list[str]:
-    """Short names of every detector this install can run (skood ones first)."""
+def skood_class(name: str) -> type | None:
+    """The skood class of a short name in :data:`SKOOD` (None if this install lacks it)."""
     import skood
 
-    return [k for k, cls in SKOOD.items() if hasattr(skood, cls)] + list(BASELINES)
+    return getattr(skood, SKOOD[name], None)
+
+
+def available_detectors() -> list[str]:
+    """Short names of every detector this install can run (skood ones first)."""
+    return [k for k in SKOOD if skood_class(k) is not None] + list(BASELINES)
+
+
+def budget_params(est: Any, epochs: int | None = None, batch_size: int | None = None) -> dict:
+    """Parameters of ``est`` that set its training budget.
+
+    Every ``*epochs`` parameter to ``epochs`` and every ``*batch_size``
+    parameter to ``batch_size`` (``None``: left out), whatever the phases of
+    the detector are called (``encoder_epochs``, ``dum_epochs``,
+    ``discriminator_batch_size``, ...).
+    """
+    out = {}
+    for k in est.get_params(deep=False):
+        if epochs is not None and k.endswith("epochs"):
+            out[k] = epochs
+        if batch_size is not None and k.endswith("batch_size"):
+            out[k] = batch_size
+    return out
+
+
+def fit_detector(det: Any, name: str, X: Any, y: Any = None) -> Any:
+    """``det.fit(X, y)`` for the detectors in :data:`LABELLED` given labels, else ``det.fit(X)``."""
+    if y is not None and parse_variant(name)[0] in LABELLED:
+        return det.fit(X, y)
+    return det.fit(X)
 
 
 def make_detector(name: str, seed: int, budget: str, kind: str, n_features: int) -> Any:
     """A fresh detector for one run.
 
-    skood detectors: ``smoke`` sets every ``*_epochs`` parameter to 1,
-    ``cpu`` keeps the defaults (about a minute for 1,000 rows on a 2-core
-    CPU), ``gpu`` is the ``"paper"`` preset where the detector has one.
+    skood detectors: ``smoke`` sets every ``*epochs`` parameter to 1
+    (:func:`budget_params`), ``cpu`` keeps the defaults, ``gpu`` is the
+    ``"paper"`` preset where the detector has one.
     """
     base, params = parse_variant(name)
     if params:
         return make_detector(base, seed, budget, kind, n_features).set_params(**params)
     if name in SKOOD:
-        import skood
-
-        cls = getattr(skood, SKOOD[name], None)
+        cls = skood_class(name)
         if cls is None:
             raise ValueError(f"{SKOOD[name]} is not available in this skood install.")
         if budget == "gpu" and "paper" in getattr(cls, "_presets", {}):
@@ -92,7 +128,7 @@ def make_detector(name: str, seed: int, budget: str, kind: str, n_features: int)
         else:
             det = cls(random_state=seed)
         if budget == "smoke":
-            det.set_params(**{k: 1 for k in det.get_params(deep=False) if k.endswith("epochs")})
+            det.set_params(**budget_params(det, epochs=1))
         return det
     epochs = _PYOD_EPOCHS[budget]
     if name == "IsolationForest":
@@ -272,10 +308,7 @@ def run_one(task: Task, detector: str, seed: int, budget: str, threads: int | No
     try:
         with PeakMemory() as mem:
             t0 = time.perf_counter()
-            if y_tr is not None and parse_variant(detector)[0] in LABELLED:
-                det.fit(X_tr, y_tr)
-            else:
-                det.fit(X_tr)
+            fit_detector(det, detector, X_tr, y_tr)
             t1 = time.perf_counter()
             scores = normality(det, X_te)
             t2 = time.perf_counter()
@@ -315,13 +348,34 @@ def _identity(detector: str, seed: int, budget: str, kind: str) -> dict:
     return {"skood": skood.__version__, "params": params}
 
 
+def _cache_row(cache: Path, row: dict) -> None:
+    """Write ``row`` to the cache as ``<key>.json``, atomically (no half file, even with
+    several processes on one cache)."""
+    tmp = cache / f"{row['key']}.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(row, default=float))
+    tmp.replace(cache / f"{row['key']}.json")
+
+
 def _cached_run(cache: Path, key: str, task: Task, detector: str, seed: int, budget: str,
                 threads: int | None) -> dict:
-    row = run_one(task, detector, seed, budget, threads)
-    tmp = cache / f"{key}.json.tmp"
-    tmp.write_text(json.dumps(row, default=float))
-    tmp.replace(cache / f"{key}.json")  # atomic: an interrupted run leaves no half file
+    row = {**run_one(task, detector, seed, budget, threads), "key": key}
+    _cache_row(cache, row)
     return row
+
+
+def restore_cache(out: Path) -> int:
+    """Cache every run of ``out/runs.csv`` that ``out/cache`` lacks; return how many.
+
+    ``runs.csv`` is what a sweep commits (the per-run cache is local), so on
+    a fresh clone this brings back the cache its runs were tabulated from.
+    """
+    cache = Path(out) / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    missing = [r for key, r in read_runs(Path(out) / "runs.csv").items()
+               if not (cache / f"{key}.json").exists()]
+    for row in missing:
+        _cache_row(cache, row)
+    return len(missing)
 
 
 def run_sweep(
@@ -335,10 +389,14 @@ def run_sweep(
     cached_only: bool = False,
     prune: bool = False,
 ) -> list[dict]:
-    """Run every (task, detector, seed) not yet cached under ``out/cache``; return all rows.
+    """Run every (task, detector, seed) not done yet; return the rows of all of them.
 
-    With ``cached_only=True`` nothing runs: the cached rows alone come back
-    (a report of a sweep that is still incomplete). With ``prune=True`` the
+    A run is done when ``out/cache`` holds the JSON of its key
+    (:func:`run_key`: the same run by the same skood version with the same
+    parameters), after :func:`restore_cache` has put there the runs of
+    ``out/runs.csv``; each run made here is cached there. With
+    ``cached_only=True`` nothing runs: the rows of the runs done come back (a
+    report of a sweep that is still incomplete). With ``prune=True`` the
     cached files that a run of this sweep supersedes (:func:`stale_files`:
     made under an older identity, never read again) are deleted first; files
     of runs outside this sweep are left alone.
@@ -351,7 +409,7 @@ def run_sweep(
     from joblib import Parallel, delayed
 
     cache = Path(out) / "cache"
-    cache.mkdir(parents=True, exist_ok=True)
+    restore_cache(out)
     todo, rows = [], []
     for task in tasks:
         for det in detectors:
@@ -363,7 +421,7 @@ def run_sweep(
                         old.unlink()
                         print(f"pruned stale {old.name}", file=sys.stderr)
                 if path.exists():
-                    rows.append(json.loads(path.read_text()))
+                    rows.append({**json.loads(path.read_text()), "key": key})
                 else:
                     todo.append((key, task, det, seed))
     if not todo or cached_only:
@@ -403,7 +461,42 @@ def _progress(total: int, enabled: bool) -> Any:
 
 # -------------------------------------------------------------------- outputs
 COLUMNS = ("dataset", "detector", "seed", "budget", "n_train", "n_test", "auroc", "ap",
-           "p_at_n", "fit_s", "score_s", "peak_mib", "cuda_peak_mib", "error")
+           "p_at_n", "fit_s", "score_s", "peak_mib", "cuda_peak_mib", "error", "key")
+_INT_COLUMNS = ("seed", "n_train", "n_test")
+_TEXT_COLUMNS = ("dataset", "detector", "budget", "error", "key")
+
+
+def read_runs(path: Path) -> dict[str, dict]:
+    """The rows of a ``runs.csv`` written by :func:`write_outputs`, by run key.
+
+    Values come back with the types of a cached row (``int`` counts, ``float``
+    metrics and times, NaN included), so a table made from them is the table
+    made from the cache. Rows without a key (files older than the key column)
+    and a missing file give nothing.
+    """
+    import csv
+
+    if not Path(path).exists():
+        return {}
+    out = {}
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            if not r.get("key"):
+                continue
+            out[r["key"]] = {c: (r[c] if c in _TEXT_COLUMNS else
+                                 int(r[c]) if c in _INT_COLUMNS else float(r[c]))
+                             for c in COLUMNS}
+    return out
+
+
+def write_csv(path: Path, rows: list[dict], fields: Sequence[str] | None = None) -> None:
+    """``rows`` as a CSV file with a header (``fields``, default the first row's keys)."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(fields or rows[0]), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
 
 
 def _mean_matrix(rows: list[dict], metric: str) -> tuple[list[str], list[str], np.ndarray]:
@@ -483,15 +576,10 @@ def markdown_table(rows: list[dict], metric: str = "auroc", title: str | None = 
 def write_outputs(rows: list[dict], out: Path, meta: dict, metric: str = "auroc",
                   figure: bool = True) -> str:
     """Write runs.csv, table.md, figure.png and meta.json to ``out``; return the table."""
-    import csv
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = sorted(rows, key=lambda r: (r["dataset"], r["detector"], r["seed"]))
-    with open(out / "runs.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(out / "runs.csv", rows, COLUMNS)
     order = list(dict.fromkeys(r["dataset"] for r in _task_order(rows, meta)))
     rows_ordered = sorted(rows, key=lambda r: order.index(r["dataset"]))
     table = markdown_table(rows_ordered, metric)
@@ -552,11 +640,43 @@ def environment() -> dict:
     }
 
 
-def add_prune_argument(ap: Any) -> None:
-    """The ``--prune`` option of every sweep script (see :func:`run_sweep`)."""
+# ------------------------------------------------------------- sweep scripts
+def sweep_arguments(ap: Any, seeds: Sequence[int], out: Path | None,
+                    detectors: str | None = "default: all available") -> None:
+    """The options every sweep script shares (``detectors``: the help of
+    ``--detectors``; ``None``: the script has no such option)."""
+    if detectors is not None:
+        ap.add_argument("--detectors", nargs="*", default=None, help=detectors)
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
+    ap.add_argument("--budget", choices=BUDGETS, default="cpu")
+    ap.add_argument("--n-jobs", type=int, default=1, help="joblib workers (-1: all cores)")
+    ap.add_argument("--out", type=Path, default=out)
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--report-only", action="store_true",
+                    help="run nothing: write the tables from the runs already done")
     ap.add_argument("--prune", action="store_true",
                     help="delete the cached runs this sweep supersedes (made by an older "
                          "skood version or with other parameters)")
+
+
+def sweep(tasks: Sequence[Task], detectors: Sequence[str], args: Any, out: Path, script: str,
+          argv: Sequence[str] | None, metric: str = "auroc", **meta: Any) -> tuple[list[dict], str]:
+    """:func:`run_sweep` under the options of :func:`sweep_arguments`, then :func:`write_outputs`.
+
+    ``meta.json`` records the command that makes (or resumes) the runs, so
+    without ``--report-only`` (a report is not a run), and ``meta``'s
+    entries. Returns the rows and the table (empty when no run is done).
+    """
+    t0 = time.perf_counter()
+    rows = run_sweep(tasks, detectors, args.seeds, args.budget, out, n_jobs=args.n_jobs,
+                     progress=not args.no_progress, cached_only=args.report_only,
+                     prune=args.prune)
+    given = sys.argv[1:] if argv is None else list(argv)
+    info = {"script": script, "argv": [a for a in given if a != "--report-only"],
+            "report_only": args.report_only, "budget": args.budget, "seeds": args.seeds,
+            "tasks": [t.name for t in tasks], **meta,
+            "wall_s_this_call": time.perf_counter() - t0}
+    return rows, (write_outputs(rows, out, info, metric=metric) if rows else "")
 
 
 def select(names: Iterable[str], wanted: Sequence[str] | None, what: str) -> list[str]:
@@ -582,8 +702,8 @@ def ablation_table(rows: list[dict], reference: str, metric: str = "auroc") -> s
     For each seed the metric is averaged over the tasks; the table gives the
     mean ± standard deviation of those per-seed means, and the paired
     difference to ``reference`` (same tasks, same seeds). A difference whose
-    magnitude is not larger than its own spread is reported as "no effect"
-    (``shared/specs/benchmarks.md``), never as a win.
+    magnitude is not larger than its own spread is reported as "no effect",
+    never as a win.
     """
     dets = list(dict.fromkeys(r["detector"] for r in rows))
     seeds = sorted({r["seed"] for r in rows})

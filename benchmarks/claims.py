@@ -1,4 +1,4 @@
-"""The five papers' central claims as ablations, in one run (``shared/specs/benchmarks.md``).
+"""The five papers' central claims as ablations, in one run.
 
 Each claim is measured by its own script (run here with the same budget
 flags), and this script reads that script's ``runs.csv`` and reports the

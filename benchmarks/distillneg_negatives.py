@@ -27,12 +27,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
 import numpy as np
-from _suite import ablation_table
+from _suite import ablation_table, write_csv
 
 from skood.datasets import dataset_vs_dataset, load_fashion_mnist, load_mnist, one_class_split
 from skood.detectors.distillneg import DistillNegDetector
@@ -103,10 +102,7 @@ def main(argv=None) -> None:
                          "auroc": a, "fit_s": time.perf_counter() - t0})
             print(f"{setting} seed {seed} lam={lam:g}: AUROC {100 * a:.1f} "
                   f"({rows[-1]['fit_s']:.0f} s)", flush=True)
-    with open(args.out / "runs.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(args.out / "runs.csv", rows)
     md = table(rows)
     minutes = (time.perf_counter() - t_start) / 60
     (args.out / "table.md").write_text(

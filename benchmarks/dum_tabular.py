@@ -8,11 +8,10 @@ cover are larger), MinMax scaling of all rows. DUMDetector then standardises
 internally, maps back to the min-max range and lifts the rows onto the unit
 sphere (its ``SphereLift``).
 
-The paper's numbers (Wu et al. 2021, table 2, via ``shared/specs/methods.md``
-section 3) are printed beside ours for reference only: the paper preprocessed
-the UCI originals itself (other outlier definitions and counts), here the
-ODDS / ADBench files are used, so compare the columns measured here with each
-other, not with the paper's.
+The paper's numbers (Wu et al. 2021, table 2) are printed beside ours for
+reference only: the paper preprocessed the UCI originals itself (other
+outlier definitions and counts), here the ODDS / ADBench files are used, so
+compare the columns measured here with each other, not with the paper's.
 
 Usage::
 
@@ -26,12 +25,12 @@ Writes ``dum_tabular.csv`` (one row per data set, detector and seed) and
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _suite import write_csv
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import LocalOutlierFactor
@@ -120,10 +119,7 @@ def main(argv=None) -> None:
                              "seconds": round(time.perf_counter() - t0, 2)})
                 print(f"{name:11s} seed {seed} {det:16s} AUROC {auroc:.3f} "
                       f"({rows[-1]['seconds']:.1f}s)", flush=True)
-    with open(out / "dum_tabular.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(out / "dum_tabular.csv", rows)
     md = (
         "DUM, transductive (fit and score the same contaminated rows), AUROC x 100, "
         f"mean +- std over seeds {args.seeds}; at most {args.max_samples} rows per data set "

@@ -1,6 +1,6 @@
 """Image suite: skood's detectors vs raw-pixel baselines on digits, MNIST, Fashion-MNIST, CIFAR-10.
 
-Protocols (``shared/specs/benchmarks.md``):
+Protocols:
 
 * ``one-class``: train on class k (optionally polluted with ``--pollution`` p of
   other classes), test on the test split with class k normal, for every k;
@@ -29,20 +29,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from _suite import (
-    BUDGETS,
-    Task,
-    add_prune_argument,
-    available_detectors,
-    run_sweep,
-    select,
-    write_outputs,
-)
+from _suite import Task, available_detectors, select, sweep, sweep_arguments
 from tabular_suite import default_data_home
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,31 +139,19 @@ def main(argv=None) -> None:
     ap.add_argument("--classes", type=int, nargs="+", default=list(range(10)))
     ap.add_argument("--pollution", type=float, default=0.0)
     ap.add_argument("--ood", choices=DATASETS, default="mnist")
-    ap.add_argument("--detectors", nargs="*", default=None, help="default: all available")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--budget", choices=BUDGETS, default="cpu")
     ap.add_argument("--metric", choices=["auroc", "ap"], default=None,
                     help="table metric (default: ap for holdout, else auroc)")
     ap.add_argument("--data-home", default=None)
-    ap.add_argument("--n-jobs", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/images")
-    ap.add_argument("--no-progress", action="store_true")
-    add_prune_argument(ap)
+    sweep_arguments(ap, seeds=[0], out=ROOT / "benchmarks/results/images")
     args = ap.parse_args(argv)
 
-    data_home = args.data_home or default_data_home()
-    tasks = image_tasks(args.dataset, args.protocol, args.classes, args.budget, data_home,
-                        args.pollution, args.ood)
+    tasks = image_tasks(args.dataset, args.protocol, args.classes, args.budget,
+                        args.data_home or default_data_home(), args.pollution, args.ood)
     dets = select(available_detectors(), args.detectors, "detector")
     metric = args.metric or ("ap" if args.protocol == "holdout" else "auroc")
     out = args.out / f"{args.dataset}-{args.protocol}" / args.budget
-    t0 = time.perf_counter()
-    rows = run_sweep(tasks, dets, args.seeds, args.budget, out, n_jobs=args.n_jobs,
-                     progress=not args.no_progress, prune=args.prune)
-    meta = {"script": "benchmarks/image_suite.py", "argv": sys.argv[1:] if argv is None else argv,
-            "budget": args.budget, "seeds": args.seeds, "tasks": [t.name for t in tasks],
-            "wall_s_this_call": time.perf_counter() - t0}
-    print(write_outputs(rows, out, meta, metric=metric))
+    _, table = sweep(tasks, dets, args, out, "benchmarks/image_suite.py", argv, metric=metric)
+    print(table)
     print(f"\nwritten to {out}")
 
 

@@ -8,7 +8,7 @@ download:
 * ``digits-k``: one-class 8x8 digit images, digit k = normal (trained on half
   of its images, tested on the other half of every digit).
 
-Tabular sets follow the inductive protocol of ``shared/specs/benchmarks.md``
+Tabular sets follow the inductive protocol of ``tabular_suite.py``
 (stratified 70/30 split, MinMax scaling fitted on the training part, fit on
 the contaminated training part, score the test part). Prints a Markdown table
 (AUROC and AP, mean over seeds, mean rank) and writes it with the CSV of every
@@ -28,21 +28,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from _suite import (
-    BUDGETS,
-    SKOOD,
-    Task,
-    add_prune_argument,
-    available_detectors,
-    run_sweep,
-    select,
-    write_outputs,
-)
+from _suite import SKOOD, Task, available_detectors, select, sweep, sweep_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,17 +78,11 @@ def sklearn_tasks(digits) -> list[Task]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--digits", type=int, nargs="*", default=[0, 1, 2, 3])
-    ap.add_argument("--budget", choices=BUDGETS, default="cpu")
-    ap.add_argument("--detectors", nargs="*", default=None,
-                    help="default: every skood detector, IsolationForest and LOF")
     ap.add_argument("--data-home", default=None,
                     help="run the full ADBench/ODDS tabular suite from this directory")
-    ap.add_argument("--n-jobs", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/main_job")
-    ap.add_argument("--no-progress", action="store_true")
-    add_prune_argument(ap)
+    sweep_arguments(ap, seeds=[0], out=ROOT / "benchmarks/results/main_job",
+                    detectors="default: every skood detector, IsolationForest and LOF")
     args = ap.parse_args(argv)
 
     default = [k for k in SKOOD if k in available_detectors()] + ["IsolationForest", "LOF"]
@@ -107,23 +90,17 @@ def main(argv=None) -> None:
     if args.data_home:
         import tabular_suite
 
+        flags = {"--no-progress": args.no_progress, "--report-only": args.report_only,
+                 "--prune": args.prune}
         tabular_suite.main(["--data-home", args.data_home, "--budget", args.budget,
                             "--seeds", *map(str, args.seeds), "--detectors", *dets,
                             "--n-jobs", str(args.n_jobs), "--out", str(args.out)]
-                           + (["--no-progress"] if args.no_progress else [])
-                           + (["--prune"] if args.prune else []))
+                           + [f for f, on in flags.items() if on])
         return
     tasks = sklearn_tasks(args.digits)
-    t0 = time.perf_counter()
-    rows = run_sweep(tasks, dets, args.seeds, args.budget, args.out, n_jobs=args.n_jobs,
-                     progress=not args.no_progress, prune=args.prune)
-    wall = time.perf_counter() - t0
-    meta = {"script": "benchmarks/main_job.py", "argv": sys.argv[1:] if argv is None else argv,
-            "budget": args.budget, "seeds": args.seeds, "tasks": [t.name for t in tasks],
-            "wall_s_this_call": wall}
-    table = write_outputs(rows, args.out, meta)
+    rows, table = sweep(tasks, dets, args, args.out, "benchmarks/main_job.py", argv)
     print(f"\nskood main job: {len(tasks)} tasks x {len(dets)} detectors x seeds {args.seeds}, "
-          f"budget {args.budget!r} ({wall:.0f} s)\n")
+          f"budget {args.budget!r}\n")
     print(table)
     print(f"\nCSV, table, figure and environment written to {args.out}")
 

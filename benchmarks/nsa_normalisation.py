@@ -9,8 +9,8 @@ of the test split (class k normal, the nine others anomalous). Writes
 ``runs.csv`` and ``table.md`` (mean and standard deviation over seeds,
 x 100) under ``--out``.
 
-The default run (3 classes x 2 pollutions x 2 variants x 2 seeds = 24 fits of
-300 images) takes about 8 minutes on 2 CPU cores. Usage::
+The default run is 3 classes x 2 pollutions x 2 variants x 2 seeds = 24 fits
+of 300 images. Usage::
 
     python benchmarks/nsa_normalisation.py --data-home ../shared/data \
         [--classes 0 1 8] [--n-train 300] [--epochs 10] [--seeds 0 1] \
@@ -21,11 +21,11 @@ The default run (3 classes x 2 pollutions x 2 variants x 2 seeds = 24 fits of
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
 import numpy as np
+from _suite import write_csv
 
 from skood.datasets import load_fashion_mnist, one_class_split
 from skood.detectors.nsa import NSADetector
@@ -104,10 +104,7 @@ def main(argv=None) -> None:
                                  "fit_s": time.perf_counter() - t0})
                     print(f"class {k} pollution {p:.0%} seed {seed} {name}: AUROC {100 * a:.1f}"
                           f" ({rows[-1]['fit_s']:.0f} s)", flush=True)
-    with open(args.out / "runs.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(args.out / "runs.csv", rows)
     md = table(rows)
     (args.out / "table.md").write_text(
         f"NSADetector (SimSiam, scoring={args.scoring}), one-class Fashion-MNIST, "

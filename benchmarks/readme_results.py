@@ -25,11 +25,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from _suite import SKOOD
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-SKOOD = ("SemSAD", "NSA", "DUM", "DistillNeg", "RotAuxMSP")
 
 #: (heading, results folder relative to benchmarks/results, what it is)
 SUITES = [

@@ -13,8 +13,7 @@ a bank of training features (SemSAD, DistillNeg), one variant per cap
 scoring bank), so the table shows the cap's effect on AUROC and on the
 scoring time next to the full bank. NSA has ``max_bank`` too, but its
 tabular default scorer, c-Cos(Mah), compares with the training mean and
-uses no bank (measured on all of cover: 92.7 AUROC with and without
-``max_bank=10000``), so it gets no variant here.
+uses no bank, so it gets no variant here.
 
 Usage::
 
@@ -23,16 +22,12 @@ Usage::
         [--n-jobs 2] [--report-only]
 
 The default detectors are skood's five and IsolationForest as the reference.
-A run on all rows takes from seconds (IsolationForest) to more than an hour
-(measured on one core of a 2-core CPU, fit plus score: DistillNeg 109 min on
-donors and 100 min on http, 22 and 15 of them scoring against the full bank,
-which ``max_bank`` cuts; SemSAD 49 min on donors; DUM 36 min on donors and
-32 on http, half of what it took before its training flushed subnormal
-floats to zero), so a
-sweep is usually done a detector and a file per process, two processes on
-two cores; ``--report-only`` runs nothing and writes the tables from the cache
-(every run made with the given detectors, datasets and caps), with the plain
-detectors' runs still missing marked "not run yet". A ``max_bank`` variant
+A run on all rows takes from seconds (IsolationForest) to hours on a CPU
+(``times.md`` has each run's fit and score time), so a sweep is usually
+done a detector and a file per process; ``--report-only`` runs nothing and
+writes the tables from the runs already done (every run made with the given
+detectors, datasets and caps), with the plain detectors' runs still missing
+marked "not run yet". A ``max_bank`` variant
 refits its detector, so it is worth running on one file (cover), not all.
 
 Outputs under ``--out`` (default ``benchmarks/results/scale/<budget>``): ``runs.csv``,
@@ -44,20 +39,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
-import time
 from pathlib import Path
 
-from _suite import (
-    BUDGETS,
-    SKOOD,
-    Task,
-    add_prune_argument,
-    available_detectors,
-    run_sweep,
-    select,
-    write_outputs,
-)
+from _suite import SKOOD, Task, available_detectors, select, sweep, sweep_arguments
 from tabular_suite import default_data_home
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,40 +121,21 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-home", default=None, help="default: $SKOOD_DATA or ../shared/data")
     ap.add_argument("--datasets", nargs="+", default=list(LARGEST), help="ADBench names")
-    ap.add_argument("--detectors", nargs="*", default=list(DEFAULT_DETECTORS),
-                    help="default: skood's five and IsolationForest")
     ap.add_argument("--max-bank", type=int, nargs="*", default=[],
                     help="bank caps to compare with the full bank (" + ", ".join(BANKED) + ")")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--budget", choices=BUDGETS, default="cpu")
-    ap.add_argument("--n-jobs", type=int, default=1, help="joblib workers (runs in parallel)")
-    ap.add_argument("--report-only", action="store_true",
-                    help="run nothing: write the tables from the cached runs")
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--no-progress", action="store_true")
-    add_prune_argument(ap)
+    sweep_arguments(ap, seeds=[0], out=None,
+                    detectors="default: skood's five and IsolationForest")
     args = ap.parse_args(argv)
 
     data_home = args.data_home or default_data_home()
     tasks = [Task(name, "tabular", functools.partial(build_full, name, data_home),
                   meta={"protocol": "inductive, all rows", "source": "adbench"})
              for name in args.datasets]
-    base = select(available_detectors(), args.detectors, "detector")
+    base = select(available_detectors(), args.detectors or list(DEFAULT_DETECTORS), "detector")
     dets = scale_detectors(base, args.max_bank)
     out = args.out or ROOT / "benchmarks/results/scale" / args.budget
-    t0 = time.perf_counter()
-    rows = run_sweep(tasks, dets, args.seeds, args.budget, out, n_jobs=args.n_jobs,
-                     progress=not args.no_progress, cached_only=args.report_only,
-                     prune=args.prune)
-    given = sys.argv[1:] if argv is None else list(argv)
-    meta = {"script": "benchmarks/scale.py",
-            # the command that makes (or resumes) these runs: a report is not a run
-            "argv": [a for a in given if a != "--report-only"],
-            "report_only": args.report_only,
-            "budget": args.budget, "seeds": args.seeds, "tasks": args.datasets,
-            "wall_s_this_call": time.perf_counter() - t0}
-    if rows:
-        print(write_outputs(rows, out, meta))
+    rows, table = sweep(tasks, dets, args, out, "benchmarks/scale.py", argv)
+    print(table)
     # every plain detector on every file; a bank-cap variant is an extra, listed when run
     expected = [(t, d, s) for t in args.datasets for d in base for s in args.seeds]
     times = times_table(rows, expected)
@@ -178,6 +143,7 @@ def main(argv=None) -> None:
     notes = note_lines(ran)
     if notes:
         times += "\n\n" + "\n".join(notes)
+    Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "times.md").write_text(times + "\n")
     print("\n" + times + f"\n\nwritten to {out}")
 

@@ -22,10 +22,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from _suite import BUDGETS, ablation_table, add_prune_argument, run_sweep, write_outputs
+from _suite import ablation_table, sweep, sweep_arguments
 from image_suite import DATASETS, image_tasks
 from tabular_suite import default_data_home
 
@@ -44,23 +43,15 @@ def main(argv=None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", choices=DATASETS, default="fashion")
     ap.add_argument("--classes", type=int, nargs="+", default=[0, 1, 8])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--budget", choices=BUDGETS, default="cpu")
     ap.add_argument("--data-home", default=None)
-    ap.add_argument("--n-jobs", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/semsad_ablation")
-    ap.add_argument("--no-progress", action="store_true")
-    add_prune_argument(ap)
+    sweep_arguments(ap, seeds=[0, 1, 2], out=ROOT / "benchmarks/results/semsad_ablation",
+                    detectors=None)
     args = ap.parse_args(argv)
 
     tasks = image_tasks(args.dataset, "one-class", args.classes, args.budget,
                         args.data_home or default_data_home())
     out = args.out / args.dataset / args.budget
-    rows = run_sweep(tasks, VARIANTS, args.seeds, args.budget, out, n_jobs=args.n_jobs,
-                     progress=not args.no_progress, prune=args.prune)
-    write_outputs(rows, out, {"script": "benchmarks/semsad_ablation.py",
-                              "argv": sys.argv[1:] if argv is None else argv,
-                              "tasks": [t.name for t in tasks]})
+    rows, _ = sweep(tasks, VARIANTS, args, out, "benchmarks/semsad_ablation.py", argv)
     table = ablation_table(rows, REFERENCE)
     (out / "ablation.md").write_text(table + "\n")
     print(table)

@@ -3,19 +3,21 @@
 Four sections, measured in one process and one run (issue 8, item 1):
 
 (a) **training step**: time per step of each detector's real skorch training
-    loop (the net its ``_fit_store`` builds, captured during a one-epoch fit
-    and then run through ``fit_loop``: iterator, callbacks, history) against
-    a minimal hand-written loop over the same network (a copy), batch,
-    augmentation and loss (``views = augment(x, g); loss = ...;
-    opt.zero_grad(); loss.backward(); opt.step()``). Ratio = skood / plain
-    (target: at most 1.15). skood's epochs flush subnormal floats to zero
-    on the CPU (``skood.training.flush_denormals``), so there each net gets a
-    second row against the same plain loop run under ``flush_denormals``:
-    the first row is what a user gets, the second skood's overhead alone.
-    Epochs alternate between the loops (at least ``train_epochs`` each, more
-    until each loop has run ``train_min_s`` seconds); the step time is the
-    median over epochs of epoch time / steps. On CUDA both loops run under
-    the same bfloat16 autocast.
+    loop (every net its ``fit`` trains, captured during a one-epoch fit and
+    then run through ``fit_loop``: iterator, callbacks, history) against a
+    bare PyTorch loop over a deep copy of the same net that calls the net's
+    own objective and step hooks (``x = net.model_input(xb);
+    net.before_step(); opt.zero_grad(); loss = net.compute_loss(x, idx);
+    loss.backward(); net.after_backward(); opt.step(); net.after_step(...)``)
+    and nothing of skorch. Ratio = skood / plain (target: at most 1.15).
+    skood's epochs flush subnormal floats to zero on the CPU
+    (``skood.training.flush_denormals``), so there each net gets a second
+    row against the same bare loop run under ``flush_denormals``: the first
+    row is what a user gets, the second skood's overhead alone. Epochs
+    alternate between the loops (at least ``train_epochs`` each, more until
+    each loop has run ``train_min_s`` seconds); the step time is the median
+    over epochs of epoch time / steps. On CUDA both loops run under the
+    autocast the net resolved (bfloat16).
 (b) **augmentation**: skood's batched on-device augmentations against the
     equivalent ``torchvision.transforms.v2`` composition applied per image in a
     Python loop. Ratio = torchvision time / skood time (speed-up).
@@ -44,7 +46,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import csv
 import gc
 import json
 import math
@@ -59,8 +60,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from _suite import PeakMemory, environment
+from _suite import (
+    SKOOD,
+    PeakMemory,
+    budget_params,
+    environment,
+    fit_detector,
+    make_detector,
+    skood_class,
+    write_csv,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,7 +88,6 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "mem_chunks": (1024, 4096), "train_min_s": 3.0,
     },
 }
-DETECTORS = ("SemSAD", "NSA", "DistillNeg", "DUM", "RotAuxMSP")
 TARGET_TRAIN_RATIO = 1.15
 
 
@@ -111,35 +119,7 @@ def row(section: str, name: str, reference: str, skood: float, ref: float, unit:
             "note": note}
 
 
-# ------------------------------------------------------- (a) training step: skood side
-def _detector_class(name: str) -> type | None:
-    import skood
-
-    cls_name = {"SemSAD": "SemSADDetector", "NSA": "NSADetector", "DUM": "DUMDetector",
-                "DistillNeg": "DistillNegDetector", "RotAuxMSP": "RotAuxMSPDetector"}[name]
-    cls = getattr(skood, cls_name, None)
-    if cls is not None:
-        return cls
-    import importlib
-
-    module = {"SemSAD": "semsad", "NSA": "nsa", "DUM": "dum", "DistillNeg": "distillneg",
-              "RotAuxMSP": "rotaux_msp"}[name]
-    try:  # modules not yet registered in skood/__init__.py
-        return getattr(importlib.import_module(f"skood.detectors.{module}"), cls_name)
-    except (ImportError, AttributeError):
-        return None
-
-
-def _one_epoch_params(name: str, batch: int, backbone: str, device: str, kind: str) -> dict:
-    """Constructor arguments: one epoch per phase, the benchmark's batch size everywhere."""
-    p = {"batch_size": batch, "device": device, "random_state": 0, "verbose": 0,
-         "encoder_epochs": 1, "discriminator_epochs": 1, "discriminator_batch_size": batch,
-         "max_epochs": 1, "dum_epochs": 1, "encoder_batch_size": batch, "train_epochs": 1}
-    if kind == "image" and backbone != "auto":
-        p["backbone"] = backbone
-    return p
-
-
+# ------------------------------------------------------- (a) training step
 @contextlib.contextmanager
 def capture_nets():
     """Record every skorch net that ``fit`` is called on (and its data) inside the block."""
@@ -159,6 +139,31 @@ def capture_nets():
         NeuralNet.fit = original
 
 
+def fit_capturing(name: str, kind: str, X: np.ndarray, y: np.ndarray, batch: int,
+                  device: str, backbone: str = "auto") -> list[tuple[Any, Any]]:
+    """Fit detector ``name`` for one epoch per phase at batch size ``batch``; its nets and data.
+
+    The detector is the registry's smoke budget (:func:`_suite.make_detector`)
+    with every batch size set to ``batch``.
+    """
+    det = make_detector(name, 0, "smoke", kind, int(np.prod(X.shape[1:])))
+    params = {**budget_params(det, batch_size=batch), "device": device, "verbose": 0}
+    if kind == "image" and backbone != "auto":
+        params["backbone"] = backbone
+    det.set_params(**params)
+    with capture_nets() as nets:
+        fit_detector(det, name, X, y)
+    return nets
+
+
+def trainable_again(net: Any) -> None:
+    """Let the net's optimisers train their parameters again (DUM freezes nets after fit)."""
+    for opt in (net.optimizer_, getattr(net, "rotation_optimizer_", None)):
+        for group in opt.param_groups if opt is not None else []:
+            for p in group["params"]:
+                p.requires_grad_(True)
+
+
 def skood_epoch(net: Any, X: Any) -> Callable[[], None]:
     """One epoch of the net's own skorch loop (iterator, callbacks, history, steps)."""
     def run() -> None:
@@ -166,206 +171,63 @@ def skood_epoch(net: Any, X: Any) -> Callable[[], None]:
     return run
 
 
-# ------------------------------------------------------- (a) training step: plain side
-def _amp(device: torch.device) -> contextlib.AbstractContextManager:
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def _amp(net: Any) -> contextlib.AbstractContextManager:
+    """The autocast the net's training resolved (bfloat16 on CUDA, none on the CPU)."""
+    dtype = getattr(net, "autocast_dtype_", None)
+    return contextlib.nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
 
 
-def _model_input(xb: torch.Tensor) -> torch.Tensor:
-    return xb.float().div_(255.0) if xb.dtype == torch.uint8 else xb.float()
+def bare_step(net: Any, opt: torch.optim.Optimizer, xb: torch.Tensor,
+              idx: torch.Tensor) -> torch.Tensor:
+    """One training step written out in plain PyTorch around the net's own hooks; its loss."""
+    x = net.model_input(xb)
+    net.before_step()
+    opt.zero_grad()
+    with _amp(net):
+        loss = net.compute_loss(x, idx)
+    loss.backward()
+    net.after_backward()
+    opt.step()
+    step = {"loss": loss}
+    net.after_step(x, idx, step)
+    return step["loss"]
 
 
-def _new_optimizer(net: Any, params: Any) -> torch.optim.Optimizer:
-    """An optimiser of the net's class with the net's hyper-parameters, on other parameters."""
-    opt = net.optimizer_
-    return type(opt)(params, **opt.defaults)
+def bare_loop(net: Any, X: torch.Tensor) -> Callable[[], None]:
+    """One epoch of a bare PyTorch loop over a deep copy of ``net``.
 
-
-def plain_loop(net: Any, X: torch.Tensor, seed: int = 0) -> Callable[[], None]:
-    """A minimal hand-written PyTorch epoch for the objective of ``net`` (by its class).
-
-    Same network (a deep copy of ``net.module_``), augmentation objects, loss
-    functions, batch size and optimiser class; no skorch, no history, no
-    callbacks, no host synchronisation inside the loop.
+    The objective and the step hooks are the net's own (:func:`bare_step`),
+    so the loss is skood's; what is left out is skorch: no iterator object,
+    history, callbacks or per-batch bookkeeping. Batches are slices of a
+    fresh permutation per epoch, as in :class:`skood.training.TensorLoader`.
     """
-    from skood.nn import losses
-
-    kind = type(net).__name__
-    dev = torch.device(net.device)
-    model = copy.deepcopy(net.module_).train()
-    g = torch.Generator(device=dev).manual_seed(seed)
-    cpu_g = torch.Generator().manual_seed(seed)
-    bs, n = net.batch_size, len(X)
-    after_backward: Callable[[], None] | None = None
-    after_step: Callable[[], None] | None = None
-
-    if kind == "ContrastiveNet":
-        opt = _new_optimizer(net, model.parameters())
-        aug, tau, sym = net.augment, net.temperature, net.symmetric
-
-        def loss_fn(x, idx):
-            z1, z2 = model(torch.cat([aug(x, g), aug(x, g)])).chunk(2)
-            return losses.nt_xent(z1, z2, tau, sym)
-
-    elif kind == "SimSiamNet":
-        opt = _new_optimizer(net, model.parameters())
-        aug = net.augment
-
-        def loss_fn(x, idx):
-            z, p = model(torch.cat([aug(x, g), aug(x, g)]))
-            z1, z2 = z.chunk(2)
-            p1, p2 = p.chunk(2)
-            return losses.simsiam_loss(p1, p2, z1, z2)
-
-    elif kind == "SemSADPairNet":
-        opt = _new_optimizer(net, model.parameters())
-        data, nbrs, pos, neg, mu = net.data, net.neighbors, net.positive, net.negative, net.mu
-        lo, hi = net.gamma_range
-
-        def loss_fn(x, idx):
-            b, m = len(x), len(data)
-            use_nb = torch.rand(b, generator=g, device=dev) < mu
-            pick = torch.randint(0, nbrs.shape[1], (b,), generator=g, device=dev)
-            x_nb = _model_input(data[nbrs[idx, pick]])
-            mask = use_nb.view(-1, *([1] * (x.dim() - 1)))
-            pos_a = torch.where(mask, x, pos(x, g))
-            pos_b = torch.where(mask, x_nb, pos(x, g))
-            other = (idx + torch.randint(1, m, (b,), generator=g, device=dev)) % m
-            neg_b = neg(_model_input(data[other]), g)
-            s = model(torch.cat([pos_a, x]), torch.cat([pos_b, neg_b]))
-            gamma = lo + (hi - lo) * float(torch.rand((), generator=cpu_g))
-            return losses.gamma_weighted_pair_loss(s[:b], s[b:], gamma)
-
-    elif kind == "DistillNegNet":
-        decay, no_decay = [], []
-        for p in model.student.parameters():
-            (no_decay if p.ndim <= 1 else decay).append(p)
-        opt = type(net.optimizer_)([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
-                                   lr=net.lr, weight_decay=net.weight_decay[0])
-        views, neg_views, negatives = net.views, net.negative_views, net.negatives
-        lam, t_s, t_t = net.lam, net.student_temp, net.teacher_temp[1]
-        clip, mom, c_mom = net.clip_grad, net.teacher_momentum, net.center_momentum
-
-        def student(vs):
-            return list(model.student(torch.cat(vs)).chunk(len(vs))) if vs else []
-
-        def loss_fn(x, idx):
-            vg, vl = views(x, g)
-            with torch.no_grad():
-                teacher = list(model.teacher(torch.cat(vg)).chunk(len(vg)))
-            loss = losses.dino_loss(student(vg) + student(vl), teacher, model.center, t_s, t_t)
-            if lam > 0 and negatives is not None:
-                ng, nl = neg_views(negatives(x, g), g)
-                neg = student(ng) + student(nl)
-                loss = loss + lam * torch.stack(
-                    [losses.uniform_cross_entropy(o, t_s) for o in neg]).mean()
-            model.center.copy_(losses.dino_center_update(model.center, teacher, c_mom))
-            return loss
-
-        def clip_grads() -> None:
-            if clip > 0:
-                for p in model.student.parameters():
-                    if p.grad is not None:
-                        p.grad.mul_((clip / (p.grad.norm(2) + 1e-6)).clamp(max=1.0))
-
-        def ema_teacher() -> None:
-            with torch.no_grad():
-                for pt, ps in zip(model.teacher.parameters(), model.student.parameters(),
-                                  strict=True):
-                    pt.mul_(mom).add_(ps.detach(), alpha=1.0 - mom)
-
-        after_backward, after_step = clip_grads, ema_teacher
-
-    elif kind == "DUMNet":
-        opt = _new_optimizer(net, model.parameters())
-        aug, embed = net.augment, net.embed
-
-        def loss_fn(x, idx):
-            if aug is not None:
-                x = aug(x, g)
-            with torch.no_grad():
-                z = embed(x)
-            log_var = model(z)
-            m = net.set_size_for(len(x))
-            return losses.dum_set_loss(z, log_var, m, net.objective, net.temperature,
-                                       normalize=net.objective == "infonce")
-
-    elif kind == "RotAuxNet":
-        return _plain_rotaux(net, model, X, g)
-    else:
-        raise NotImplementedError(f"no plain loop for {kind}")
+    net = copy.deepcopy(net)
+    opt = net.optimizer_
+    order_g = torch.Generator().manual_seed(net.seed)
+    n, bs = len(X), net.batch_size
 
     def epoch() -> None:
-        model.train()
-        order = torch.randperm(n, generator=cpu_g).to(X.device, non_blocking=True)
-        for s in range(0, n - 1, bs):
-            idx = order[s : s + bs]
-            x = _model_input(X[idx])
-            with _amp(dev):
-                loss = loss_fn(x, idx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if after_backward is not None:
-                after_backward()
-            opt.step()
-            if after_step is not None:
-                after_step()
+        net.module_.train()
+        order = torch.randperm(n, generator=order_g).to(X.device, non_blocking=True)
+        for start in range(0, n, bs):
+            idx = order[start : start + bs]
+            if len(idx) < 2 and start > 0:
+                break
+            bare_step(net, opt, X[idx], idx)
 
     return epoch
 
 
-def _plain_rotaux(net: Any, model: Any, X: torch.Tensor, g: torch.Generator) -> Callable:
-    """RotAuxMSP's two SGD steps per batch (class step, then rotation step), by hand."""
-    dev = torch.device(net.device)
-    targets, aug, lam = net.targets, net.augment, net.lam
-    first = model.class_head if targets is not None else model.aux_head
-
-    def make(head):
-        return _new_optimizer(net, [*model.trunk.parameters(), *head.parameters()])
-
-    opt_a = make(first)
-    opt_b = make(model.aux_head) if targets is not None and lam > 0 else None
-    cpu_g = torch.Generator().manual_seed(0)
-    bs, n = net.batch_size, len(X)
-
-    def rot_loss(x):
-        xt, k = model.transformed_batch(x)
-        return F.cross_entropy(model.aux_logits(xt), k)
-
-    def step(opt, fn, weight=1.0):
-        opt.zero_grad(set_to_none=True)
-        with _amp(dev):
-            loss = fn()
-        (weight * loss).backward()
-        opt.step()
-
-    def epoch() -> None:
-        model.train()
-        order = torch.randperm(n, generator=cpu_g).to(X.device, non_blocking=True)
-        for s in range(0, n - 1, bs):
-            idx = order[s : s + bs]
-            x = _model_input(X[idx])
-            if targets is None:
-                step(opt_a, lambda x=x: rot_loss(x))
-                continue
-            y = targets[idx]
-            step(opt_a, lambda x=x, y=y: F.cross_entropy(
-                model(aug(x, g) if aug is not None else x), y))
-            if opt_b is not None:
-                xr = x[: max(1, len(x) // 4)]
-                step(opt_b, lambda xr=xr: rot_loss(xr), lam)
-
-    return epoch
-
-
-# ------------------------------------------------------------------ (a) driver
-def _net_label(net: Any, i: int, n_nets: int) -> str:
+def _net_label(net: Any) -> str:
     names = {"ContrastiveNet": "encoder (NT-Xent, SimCLR aug.)", "SimSiamNet": "SimSiam",
              "SemSADPairNet": "discriminator", "DistillNegNet": "DINO + negatives",
              "DUMNet": "variance net f1", "RotAuxNet": "class + rotation steps"}
     return names.get(type(net).__name__, type(net).__name__)
+
+
+def _skipped(label: str, why: str) -> dict:
+    return row("a", label, "plain PyTorch loop", math.nan, math.nan, "ms/step", math.nan,
+               "skood / plain time", f"skipped: {why}"[:200])
 
 
 def bench_training(sizes: dict, device: str, backbone: str, detectors: list[str],
@@ -381,62 +243,45 @@ def bench_training(sizes: dict, device: str, backbone: str, detectors: list[str]
     }
     labels = np.arange(n) % 4
     for name in detectors:
-        cls = _detector_class(name)
         for kind in ("image", "tabular"):
             label = f"{name} [{kind}]"
-            if cls is None:
-                rows.append(row("a", label, "plain PyTorch loop", math.nan, math.nan,
-                                "ms/step", math.nan, "skood / plain time",
-                                "skipped: detector module not importable"))
+            if skood_class(name) is None:
+                rows.append(_skipped(label, "detector not in this skood install"))
                 continue
-            params = _one_epoch_params(name, b, backbone, device, kind)
-            valid = cls().get_params()
-            det = cls(**{k: v for k, v in params.items() if k in valid})
             try:
-                with capture_nets() as nets:
-                    if name == "RotAuxMSP":
-                        det.fit(data[kind], labels)
-                    else:
-                        det.fit(data[kind])
+                nets = fit_capturing(name, kind, data[kind], labels, b, device, backbone)
             except Exception as exc:  # a broken detector is reported, not fatal
-                rows.append(row("a", label, "plain PyTorch loop", math.nan, math.nan,
-                                "ms/step", math.nan, "skood / plain time",
-                                f"skipped: fit failed: {type(exc).__name__}: {exc}"[:200]))
+                rows.append(_skipped(label, f"fit failed: {type(exc).__name__}: {exc}"))
                 continue
-            for i, (net, X) in enumerate(nets):
-                phase = f"{label} {_net_label(net, i, len(nets))}"
+            for net, X in nets:
+                phase = f"{label} {_net_label(net)}"
                 try:
                     rows += _time_net(phase, net, X, sizes["train_epochs"],
                                       sizes["train_min_s"])
                 except Exception as exc:
                     traceback.print_exc()
-                    rows.append(row("a", phase, "plain PyTorch loop", math.nan, math.nan,
-                                    "ms/step", math.nan, "skood / plain time",
-                                    f"skipped: {type(exc).__name__}: {exc}"[:200]))
-            del det, nets
+                    rows.append(_skipped(phase, f"{type(exc).__name__}: {exc}"))
+            del nets
             gc.collect()
     return rows
 
 
 def _time_net(label: str, net: Any, X: Any, epochs: int, min_seconds: float) -> list[dict]:
-    """Median step time of the skood and plain loops over at least ``epochs``
+    """Median step time of the skood and bare loops over at least ``epochs``
     alternating epochs each, and more until each loop has run ``min_seconds``
     (small nets: ms-scale steps): one row per reference loop (on the CPU, the
-    plain loop as written and the plain loop under :func:`flush_denormals`)."""
+    bare loop as written and the bare loop under :func:`flush_denormals`)."""
     from skood.training import flush_denormals
 
     dev = torch.device(net.device)
-    for opt in (net.optimizer_, getattr(net, "rotation_optimizer_", None)):
-        for group in opt.param_groups if opt is not None else []:
-            for p in group["params"]:  # detectors freeze some trained nets after fit (DUM)
-                p.requires_grad_(True)
+    trainable_again(net)
     n_steps = len(net.get_iterator(net.get_dataset(X), training=True))
-    skood_run, plain_run = skood_epoch(net, X), plain_loop(net, X)
-    loops = {"plain PyTorch loop": plain_run}
+    skood_run = skood_epoch(net, X)
+    loops = {"plain PyTorch loop": bare_loop(net, X)}
     if dev.type == "cpu" and net.flush_denormals:
-        # skood's epochs flush subnormals to zero; the same plain loop doing so too
+        # skood's epochs flush subnormals to zero; the same bare loop doing so too
         # separates skood's overhead from that gain
-        flushed_run = plain_loop(net, X)
+        flushed_run = bare_loop(net, X)
 
         def plain_flushed() -> None:
             with flush_denormals():
@@ -496,7 +341,8 @@ def _tv_pipelines(side: int) -> dict[str, Any]:
 
 
 def _skood_augments() -> dict[str, Callable]:
-    from skood.augment import MultiCrop, PadCropFlip, SemSADNegative, SimCLRAugment
+    from skood.augment import PadCropFlip, SemSADNegative, SimCLRAugment
+    from skood.detectors.dino import MultiCrop
 
     return {"SimCLRAugment": SimCLRAugment(), "SemSADNegative": SemSADNegative(),
             "MultiCrop(2 global, 4 local)": MultiCrop(2, 4, (0.4, 1.0), (0.05, 0.4)),
@@ -547,13 +393,8 @@ def bench_scoring(sizes: dict, device: str, seed: int = 0) -> list[dict]:
     from sklearn.metrics import pairwise_distances_chunked
     from sklearn.neighbors import NearestNeighbors
 
-    from skood.scoring import (
-        fit_whitening,
-        kernel_cosine,
-        knn_cosine,
-        nearest_cosine,
-        whiten,
-    )
+    from skood.detectors.distillneg import kernel_cosine
+    from skood.scoring import fit_whitening, knn_cosine, nearest_cosine, whiten
 
     d, m, nq, reps = (sizes["score_dim"], sizes["score_bank"], sizes["score_queries"],
                       sizes["score_reps"])
@@ -631,7 +472,8 @@ def release_freed_memory() -> None:
 
 
 def bench_memory(sizes: dict, device: str, seed: int = 0) -> list[dict]:
-    from skood.scoring import kernel_cosine, knn_cosine
+    from skood.detectors.distillneg import kernel_cosine
+    from skood.scoring import knn_cosine
 
     d, nq, m = sizes["score_dim"], sizes["mem_queries"], sizes["mem_bank"]
     bank = torch.from_numpy(_features(m, d, seed))
@@ -736,7 +578,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--backbone", choices=("auto", "cnn", "resnet18"), default="auto",
                     help="image backbone of the training benchmark (auto: the small CNN)")
-    ap.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=DETECTORS)
+    ap.add_argument("--detectors", nargs="+", default=list(SKOOD), choices=list(SKOOD))
     ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--no-progress", action="store_true", help="accepted for the test harness")
@@ -766,10 +608,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     table = markdown(rows)
     (out / "speed.md").write_text(table + "\n")
-    with open(out / "speed.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(out / "speed.csv", rows)
     meta = {
         **environment(),
         "script": "benchmarks/speed.py",

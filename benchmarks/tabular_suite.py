@@ -2,7 +2,7 @@
 
 Every ADBench "Classical" ``.npz`` and every ODDS ``.mat`` file found under the
 data directory (``--data-home``, else ``$SKOOD_DATA``, else ``../shared/data``
-when it exists). Protocols (``shared/specs/benchmarks.md``):
+when it exists). Protocols:
 
 * ``inductive`` (default): stratified subsample to at most 10,000 rows,
   stratified 70/30 split, MinMax scaling fitted on the training part,
@@ -30,18 +30,9 @@ import argparse
 import functools
 import os
 import sys
-import time
 from pathlib import Path
 
-from _suite import (
-    BUDGETS,
-    Task,
-    add_prune_argument,
-    available_detectors,
-    run_sweep,
-    select,
-    write_outputs,
-)
+from _suite import Task, available_detectors, select, sweep, sweep_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,13 +85,7 @@ def main(argv=None) -> None:
     ap.add_argument("--sources", nargs="+", choices=["adbench", "odds"],
                     default=["adbench", "odds"])
     ap.add_argument("--datasets", nargs="*", default=None, help="names or substrings")
-    ap.add_argument("--detectors", nargs="*", default=None, help="default: all available")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--budget", choices=BUDGETS, default="cpu")
-    ap.add_argument("--n-jobs", type=int, default=1, help="joblib workers (-1: all cores)")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/tabular")
-    ap.add_argument("--no-progress", action="store_true")
-    add_prune_argument(ap)
+    sweep_arguments(ap, seeds=[0, 1, 2], out=ROOT / "benchmarks/results/tabular")
     args = ap.parse_args(argv)
 
     data_home = args.data_home or default_data_home()
@@ -111,13 +96,9 @@ def main(argv=None) -> None:
     tasks = [t for t in tasks if t.name in names]
     dets = select(available_detectors(), args.detectors, "detector")
     out = args.out / args.protocol / args.budget
-    t0 = time.perf_counter()
-    rows = run_sweep(tasks, dets, args.seeds, args.budget, out, n_jobs=args.n_jobs,
-                     progress=not args.no_progress, prune=args.prune)
-    meta = {"script": "benchmarks/tabular_suite.py", "argv": sys.argv[1:] if argv is None else argv,
-            "protocol": args.protocol, "budget": args.budget, "seeds": args.seeds,
-            "tasks": [t.name for t in tasks], "wall_s_this_call": time.perf_counter() - t0}
-    print(write_outputs(rows, out, meta))
+    _, table = sweep(tasks, dets, args, out, "benchmarks/tabular_suite.py", argv,
+                     protocol=args.protocol)
+    print(table)
     print(f"\nwritten to {out}")
 
 

@@ -65,8 +65,10 @@ def test_tabular_suite_resumes_from_cache(tmp_path, data_home):
     assert len(files) == 2 * 2
     stamps = [f.stat().st_mtime_ns for f in files]
     first = read_rows(tmp_path / "inductive" / "smoke" / "runs.csv")
-    # an interrupted sweep: drop one cached run, the rerun recomputes only that one
+    # an interrupted sweep (one run not cached, no runs.csv written): the rerun
+    # recomputes only that run
     files[0].unlink()
+    (tmp_path / "inductive" / "smoke" / "runs.csv").unlink()
     run(args)
     again = sorted(cache.glob("*.json"))
     assert [f.name for f in again] == [f.name for f in files]
@@ -75,6 +77,37 @@ def test_tabular_suite_resumes_from_cache(tmp_path, data_home):
     # same runs, same scores (timings of the recomputed run differ, of course)
     assert [(r["dataset"], r["detector"], r["seed"], r["auroc"]) for r in again_rows] == \
         [(r["dataset"], r["detector"], r["seed"], r["auroc"]) for r in first]
+
+
+def test_committed_runs_csv_counts_as_done_without_the_cache(tmp_path):
+    """On a fresh clone (runs.csv and the tables, no cache) a report writes the same
+    runs.csv and table.md (timings included: nothing is recomputed) and restores the
+    cache; a row of another key (another skood version or parameters) does not count."""
+    import shutil
+
+    task = _suite.Task("blobs", "tabular", _blobs)
+    kw = dict(detectors=["IsolationForest", "ECOD"], seeds=[0, 1], budget="smoke", out=tmp_path,
+              progress=False)
+
+    def tables(rows):
+        _suite.write_outputs(rows, tmp_path, {}, figure=False)
+        return {f: (tmp_path / f).read_bytes() for f in ("runs.csv", "table.md")}
+
+    made = tables(_suite.run_sweep([task], **kw))
+    cached = {p.name: p.read_text() for p in (tmp_path / "cache").iterdir()}
+    shutil.rmtree(tmp_path / "cache")
+    report = _suite.run_sweep([task], cached_only=True, **kw)
+    assert isinstance(report[0]["seed"], int) and isinstance(report[0]["auroc"], float)
+    assert tables(report) == made
+    assert {p.name for p in (tmp_path / "cache").iterdir()} == set(cached)
+    assert tables(_suite.run_sweep([task], **kw)) == made
+    shutil.rmtree(tmp_path / "cache")
+    rows = read_rows(tmp_path / "runs.csv")
+    rows[0]["key"] = rows[0]["key"][:-10] + "0123456789"
+    _suite.write_csv(tmp_path / "runs.csv", rows)
+    assert len(_suite.run_sweep([task], cached_only=True, **kw)) == 3
+    assert len(_suite.run_sweep([task], **kw)) == 4
+    assert {p.name for p in (tmp_path / "cache").iterdir()} == {*cached, rows[0]["key"] + ".json"}
 
 
 def test_tabular_suite_transductive(tmp_path, data_home):

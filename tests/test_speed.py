@@ -1,7 +1,9 @@
-"""Smoke run of benchmarks/speed.py: the outputs' structure, no timing assertions."""
+"""benchmarks/speed.py: a smoke run (the outputs' structure, no timing assertions) and its
+reference loop (the nets' own steps)."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -10,7 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def test_speed_smoke(tmp_path):
@@ -68,3 +75,32 @@ def test_speed_smoke(tmp_path):
     assert {"versions", "device", "loadavg_before", "loadavg_after", "budget",
             "torch_device"} <= set(meta)
     assert meta["budget"] == "smoke" and meta["torch_device"] == "cpu"
+
+
+@pytest.mark.parametrize("kind", ["tabular", "image"])
+@pytest.mark.parametrize("name", ["SemSAD", "NSA", "DUM", "DistillNeg", "RotAuxMSP"])
+def test_bare_step_is_the_nets_own_step(name, kind):
+    """The reference loop of section (a) trains what skood trains: from the same
+    state, one bare step and one skorch step give the same loss, weights,
+    buffers and generator states (a hand-copied objective cannot drift)."""
+    import speed
+
+    rng = np.random.RandomState(0)
+    X = (rng.randint(0, 256, size=(16, 12, 12)).astype(np.uint8) if kind == "image"
+         else rng.normal(size=(16, 6)).astype(np.float32))
+    nets = speed.fit_capturing(name, kind, X, np.arange(16) % 4, batch=8, device="cpu")
+    assert nets
+    for net, data in nets:
+        speed.trainable_again(net)
+        ours, bare = copy.deepcopy(net), copy.deepcopy(net)
+        idx = torch.arange(8, device=data.device)
+        step = ours.train_step((data[idx], idx))
+        bare.module_.train()  # as the bare loop's epoch starts
+        loss = speed.bare_step(bare, bare.optimizer_, data[idx], idx)
+        label = type(net).__name__
+        assert step["loss"].item() == loss.item(), label
+        for (key, a), b in zip(ours.module_.state_dict().items(),
+                               bare.module_.state_dict().values(), strict=True):
+            assert torch.equal(a, b), (label, key)
+        for g in ("generator_", "cpu_generator_"):
+            assert torch.equal(getattr(ours, g).get_state(), getattr(bare, g).get_state()), g

@@ -1,12 +1,33 @@
 """Batched, on-device augmentations with per-sample randomness.
 
-Every random choice comes from an explicit :class:`torch.Generator` living on
-the tensor's device (never the global RNG). Images are float tensors
-(N, C, H, W) in [0, 1]; tabular rows are float (N, D) standardised features.
-All ops are vectorised over the batch and never modify their input. None of
-them synchronises the host with a CUDA device: no value is read back to the
-host, no output size depends on random values, and constant tensors are
-copied to the device once (:func:`_constant`).
+Contract: every op takes a batch and an explicit :class:`torch.Generator`
+living on the batch's device (never the global RNG) and returns a new
+tensor; it never modifies its input. Images are float tensors (N, C, H, W)
+in [0, 1]; tabular rows are float (N, D) standardised features. All ops are
+vectorised over the batch, and none of them synchronises the host with a
+CUDA device: no value is read back to the host, no output size depends on
+random values, and constant tensors are copied to the device once
+(:func:`_constant`). The random draws of an op come from its generator in a
+fixed order, so a seeded generator reproduces a batch of views exactly.
+
+* Views of images: :func:`random_resized_crop`, :func:`random_hflip`,
+  :func:`color_jitter`, :func:`random_grayscale`, :func:`gaussian_blur`,
+  composed by :func:`flip_and_distort` and :class:`SimCLRAugment` (SemSAD's
+  :class:`SemSADPositive` / :class:`SemSADNegative`, NSA, DUM; DistillNeg's
+  multi-crop in :mod:`skood.detectors.dino`).
+* Views of tabular rows: :class:`TabularCorruption` (SCARF-style) and
+  :class:`BoundCorruption`.
+* Discrete transformations, deterministic given a per-sample index
+  (RotAuxMSP's auxiliary task, DistillNeg's rotated negatives):
+  :func:`rotate90`, :func:`random_rotate90`, :func:`flip_transpose`,
+  :func:`pad_crop` / :class:`PadCropFlip`, and for tabular rows
+  :class:`RandomAffineMaps`.
+
+References: Chen, Kornblith, Norouzi & Hinton (2020), "A Simple Framework
+for Contrastive Learning of Visual Representations"
+(https://arxiv.org/abs/2002.05709), for the SimCLR views; Bergman & Hoshen
+(2020), "Classification-Based Anomaly Detection for General Data"
+(https://arxiv.org/abs/2005.02359), for the random affine maps.
 """
 
 from __future__ import annotations
@@ -14,21 +35,30 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "random_resized_crop",
-    "random_hflip",
-    "color_jitter",
-    "random_grayscale",
-    "gaussian_blur",
-    "TabularCorruption",
-    "Compose",
-    "SimCLRAugment",
-    "SemSADPositive",
+    "FLIP_TRANSPOSE_OPS",
+    "BoundCorruption",
+    "PadCropFlip",
+    "RandomAffineMaps",
     "SemSADNegative",
+    "SemSADPositive",
+    "SimCLRAugment",
+    "TabularCorruption",
+    "color_jitter",
+    "flip_and_distort",
+    "flip_transpose",
+    "gaussian_blur",
+    "pad_crop",
+    "random_grayscale",
+    "random_hflip",
+    "random_resized_crop",
+    "random_rotate90",
+    "rotate90",
 ]
 
 _GRAY = (0.299, 0.587, 0.114)
@@ -180,51 +210,48 @@ def gaussian_blur(
     return torch.where(m, y, x)
 
 
-class Compose:
-    """Apply transforms ``t(x, generator)`` in order."""
+def flip_and_distort(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1),
+    jitter_p: float = 0.8,
+    gray_p: float = 0.2,
+    blur_p: float = 0.0,
+) -> torch.Tensor:
+    """The steps of a SimCLR / DINO view after its crop, in this order.
 
-    def __init__(self, transforms: Sequence[Callable]) -> None:
-        self.transforms = list(transforms)
+    :func:`random_hflip` (p 0.5), :func:`color_jitter` with factors ``jitter``
+    (p ``jitter_p``), then, where their probabilities are positive,
+    :func:`random_grayscale` (p ``gray_p``) and :func:`gaussian_blur`
+    (p ``blur_p``).
+    """
+    x = random_hflip(x, generator)
+    x = color_jitter(x, generator, *jitter, p=jitter_p)
+    if gray_p > 0:
+        x = random_grayscale(x, generator, p=gray_p)
+    if blur_p > 0:
+        x = gaussian_blur(x, generator, p=blur_p)
+    return x
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        for t in self.transforms:
-            x = t(x, generator)
-        return x
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.transforms!r})"
-
-
+@dataclass(eq=False)
 class SimCLRAugment:
-    """SimCLR's CIFAR set: resized crop, hflip, colour jitter (p 0.8), grayscale (p 0.2)."""
+    """SimCLR's CIFAR views: resized crop, then :func:`flip_and_distort`.
 
-    def __init__(
-        self,
-        crop_scale: tuple[float, float] = (0.08, 1.0),
-        jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1),
-        jitter_p: float = 0.8,
-        gray_p: float = 0.2,
-        blur_p: float = 0.0,
-    ) -> None:
-        self.crop_scale = crop_scale
-        self.jitter = jitter
-        self.jitter_p = jitter_p
-        self.gray_p = gray_p
-        self.blur_p = blur_p
+    The defaults are SimCLR's (crop scale 0.08-1, jitter 0.4/0.4/0.4/0.1 with
+    p 0.8, grayscale p 0.2, no blur).
+    """
+
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+    blur_p: float = 0.0
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         x = random_resized_crop(x, generator, scale=self.crop_scale)
-        x = random_hflip(x, generator)
-        x = color_jitter(x, generator, *self.jitter, p=self.jitter_p)
-        if self.gray_p > 0:
-            x = random_grayscale(x, generator, p=self.gray_p)
-        if self.blur_p > 0:
-            x = gaussian_blur(x, generator, p=self.blur_p)
-        return x
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(crop_scale={self.crop_scale}, jitter={self.jitter}, "
-                f"jitter_p={self.jitter_p}, gray_p={self.gray_p}, blur_p={self.blur_p})")
+        return flip_and_distort(x, generator, self.jitter, self.jitter_p, self.gray_p,
+                                self.blur_p)
 
 
 class SemSADPositive(SimCLRAugment):
@@ -244,17 +271,21 @@ class SemSADNegative(SimCLRAugment):
         super().__init__(crop_scale=(0.08, 1.0), gray_p=0.0, blur_p=blur_p)
 
 
+@dataclass(eq=False)
 class TabularCorruption:
-    """SCARF-style corruption of standardised rows: resample, then add noise.
+    r"""SCARF-style corruption of standardised rows: resample, then add noise.
 
     Each feature of each row is replaced with probability ``frac`` by the same
     feature of a uniformly drawn row of ``bank`` (the training marginals), then
-    Gaussian noise of standard deviation ``noise`` is added.
+    Gaussian noise of standard deviation ``noise`` is added:
+
+    .. math::  \tilde x_{ij} = (m_{ij}\, b_{r_{ij} j} + (1 - m_{ij})\, x_{ij})
+       + \sigma \epsilon_{ij}, \qquad m_{ij} \sim \mathrm{Bernoulli}(\text{frac}),\;
+       r_{ij} \sim U\{1..|B|\},\; \epsilon_{ij} \sim N(0, 1).
     """
 
-    def __init__(self, frac: float = 0.15, noise: float = 0.05) -> None:
-        self.frac = frac
-        self.noise = noise
+    frac: float = 0.15
+    noise: float = 0.05
 
     def __call__(
         self, x: torch.Tensor, generator: torch.Generator, bank: torch.Tensor | None = None
@@ -268,10 +299,8 @@ class TabularCorruption:
             y = y + self.noise * torch.randn(n, d, generator=generator, device=generator.device)
         return y
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(frac={self.frac}, noise={self.noise})"
 
-
+@dataclass(eq=False)
 class BoundCorruption:
     """A tabular corruption bound to its bank of rows: ``t(x, g) = corruption(x, g, bank)``.
 
@@ -280,9 +309,8 @@ class BoundCorruption:
     with features resampled from the rows of ``bank`` (the training marginals).
     """
 
-    def __init__(self, corruption: TabularCorruption, bank: torch.Tensor) -> None:
-        self.corruption = corruption
-        self.bank = bank
+    corruption: TabularCorruption
+    bank: torch.Tensor
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.corruption(x, generator, bank=self.bank)
@@ -291,12 +319,9 @@ class BoundCorruption:
         return f"{type(self).__name__}({self.corruption!r}, bank of {len(self.bank)} rows)"
 
 
-__all__ += ["BoundCorruption"]
-
-
 # --------------------------------------------------------------------------
-# Discrete self-supervised transformations (RotAuxMSP, rotation prediction):
-# every op takes a per-sample class index k and is deterministic given k.
+# Discrete transformations (RotAuxMSP's rotation prediction, DistillNeg's rotated
+# negatives): every op takes a per-sample index k and is deterministic given k.
 
 
 def _per_sample_k(k: int | torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
@@ -339,6 +364,19 @@ def rotate90(x: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
         )
     k = _per_sample_k(k, len(x), x.device) % 4
     return _select(x, k, [lambda z, r=r: torch.rot90(z, r, dims=(-2, -1)) for r in range(4)])
+
+
+def random_rotate90(
+    x: torch.Tensor, generator: torch.Generator, rotations: Sequence[int] = (1, 2, 3)
+) -> torch.Tensor:
+    """Rotate each image by ``k`` x 90 degrees, k drawn uniformly per sample from ``rotations``.
+
+    The default {90, 180, 270} degrees is the shifting transformation of CSI
+    and DistillNeg ("Rot."); mixed rotations need square images.
+    """
+    ks = _constant(tuple(rotations), torch.long, x.device)
+    pick = (_rand((len(x),), generator) * len(ks)).long().clamp_(max=len(ks) - 1)
+    return rotate90(x, ks[pick])
 
 
 def _transpose(z: torch.Tensor) -> torch.Tensor:
@@ -390,17 +428,14 @@ def pad_crop(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> t
     return out.permute(0, 3, 1, 2).contiguous()  # advanced indexing puts C last
 
 
+@dataclass(eq=False)
 class PadCropFlip:
     """The standard supervised augmentation: :func:`pad_crop` then :func:`random_hflip`."""
 
-    def __init__(self, padding: int = 4) -> None:
-        self.padding = padding
+    padding: int = 4
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return random_hflip(pad_crop(x, generator, self.padding), generator)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(padding={self.padding})"
 
 
 class RandomAffineMaps(torch.nn.Module):
@@ -410,8 +445,9 @@ class RandomAffineMaps(torch.nn.Module):
     :math:`W_m` entries :math:`\sim N(0, 1/D)` and :math:`b_m \sim N(0, I)`,
     drawn once from ``seed``; with ``identity_first`` map 0 is the identity (as
     rotation 0 is among the rotations). A network trained to tell which map
-    was applied learns the geometry of the normal rows (Bergman & Hoshen 2020,
-    "GOAD"). The maps are buffers, so they move and pickle with the module.
+    was applied learns the geometry of the normal rows (GOAD: Bergman &
+    Hoshen 2020, "Classification-Based Anomaly Detection for General Data").
+    The maps are buffers, so they move and pickle with the module.
 
     Parameters
     ----------
@@ -440,8 +476,8 @@ class RandomAffineMaps(torch.nn.Module):
         One map is one matrix product. Per-row maps apply every map to every
         row (one ``(n, D) @ (D, M D)`` product) and keep row i's map ``k[i]``:
         M times the arithmetic of gathering a ``(D, D)`` matrix per row, but
-        ``n M D`` floats of memory instead of ``n D^2`` (1.2 GB for 128 rows of
-        1,555 features) and no host synchronisation.
+        ``n M D`` floats of memory instead of ``n D^2``, and no host
+        synchronisation.
         """
         if isinstance(k, int):
             if not 0 <= k < self.n_maps:
@@ -452,176 +488,3 @@ class RandomAffineMaps(torch.nn.Module):
         every = (x @ self.weight.permute(1, 0, 2).reshape(d, m * e)).view(len(x), m, e)
         rows = torch.arange(len(x), device=x.device)
         return every[rows, k] + self.bias[k]
-
-
-__all__ += ["rotate90", "flip_transpose", "FLIP_TRANSPOSE_OPS", "pad_crop", "PadCropFlip",
-            "RandomAffineMaps"]
-
-
-# --------------------------------------------------------------------------
-# DINO's multi-crop views and the shifting transformations that DistillNeg
-# uses as negatives (rotations, patch / pixel / feature permutations).
-
-
-def random_solarize(
-    x: torch.Tensor, generator: torch.Generator, p: float = 0.2, threshold: float = 0.5
-) -> torch.Tensor:
-    """Invert the values at or above ``threshold`` (``x -> 1 - x``) of each sample with prob. p."""
-    m = _per_sample(_rand((len(x),), generator) < p, x)
-    return torch.where(m & (x >= threshold), 1.0 - x, x)
-
-
-class MultiCrop:
-    r"""DINO's multi-crop views of an image batch (Caron et al. 2021, after SwAV).
-
-    ``n_global`` global views are random resized crops covering a fraction
-    ``global_scale`` of the image, resized to the full size; ``n_local`` local
-    views cover ``local_scale`` and are resized to ``local_size`` times each
-    side (at least 4 pixels, at most the full side). Every view is then
-    flipped (p 0.5), colour-jittered (p ``jitter_p``), turned grey (p
-    ``gray_p``) and blurred as in DINO: the first global view always, the
-    other global views with p 0.1 (and solarised with p 0.2), local views
-    with p 0.5.
-
-    Parameters
-    ----------
-    n_global, n_local : int
-        Numbers of global and local views.
-    global_scale, local_scale : tuple of float
-        Area fractions of the crops.
-    local_size : float
-        Side of the local views relative to the image side.
-    jitter : tuple of four floats
-        Brightness, contrast, saturation, hue of :func:`color_jitter`.
-    jitter_p, gray_p : float
-        Probabilities of colour jitter and grayscale.
-
-    Calling it on a batch (N, C, H, W) returns ``(global_views, local_views)``,
-    two lists of tensors of shapes (N, C, H, W) and (N, C, h, w).
-    """
-
-    def __init__(
-        self,
-        n_global: int = 2,
-        n_local: int = 8,
-        global_scale: tuple[float, float] = (0.4, 1.0),
-        local_scale: tuple[float, float] = (0.05, 0.4),
-        local_size: float = 0.5,
-        jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1),
-        jitter_p: float = 0.8,
-        gray_p: float = 0.2,
-    ) -> None:
-        self.n_global = n_global
-        self.n_local = n_local
-        self.global_scale = global_scale
-        self.local_scale = local_scale
-        self.local_size = local_size
-        self.jitter = jitter
-        self.jitter_p = jitter_p
-        self.gray_p = gray_p
-
-    def local_shape(self, h: int, w: int) -> tuple[int, int]:
-        """(h, w) of the local views of an H x W image."""
-
-        def side(s: int) -> int:
-            return min(s, max(int(round(self.local_size * s)), 4))
-
-        return side(h), side(w)
-
-    def _finish(
-        self, v: torch.Tensor, g: torch.Generator, blur_p: float, solarize_p: float
-    ) -> torch.Tensor:
-        v = random_hflip(v, g)
-        v = color_jitter(v, g, *self.jitter, p=self.jitter_p)
-        if self.gray_p > 0:
-            v = random_grayscale(v, g, p=self.gray_p)
-        if blur_p > 0:
-            v = gaussian_blur(v, g, p=blur_p)
-        if solarize_p > 0:
-            v = random_solarize(v, g, p=solarize_p)
-        return v
-
-    def __call__(
-        self, x: torch.Tensor, generator: torch.Generator
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        g = generator
-        views_g = []
-        for i in range(self.n_global):
-            v = random_resized_crop(x, g, scale=self.global_scale)
-            views_g.append(self._finish(v, g, 1.0 if i == 0 else 0.1, 0.0 if i == 0 else 0.2))
-        size = self.local_shape(*x.shape[-2:])
-        views_l = [
-            self._finish(random_resized_crop(x, g, scale=self.local_scale, size=size), g, 0.5, 0.0)
-            for _ in range(self.n_local)
-        ]
-        return views_g, views_l
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(n_global={self.n_global}, n_local={self.n_local}, "
-                f"global_scale={self.global_scale}, local_scale={self.local_scale}, "
-                f"local_size={self.local_size})")
-
-
-def random_rotate90(
-    x: torch.Tensor, generator: torch.Generator, rotations: Sequence[int] = (1, 2, 3)
-) -> torch.Tensor:
-    """Rotate each image by ``k`` x 90 degrees, k drawn uniformly per sample from ``rotations``.
-
-    The default {90, 180, 270} degrees is the shifting transformation of CSI
-    and DistillNeg ("Rot."); mixed rotations need square images.
-    """
-    ks = _constant(tuple(rotations), torch.long, x.device)
-    pick = (_rand((len(x),), generator) * len(ks)).long().clamp_(max=len(ks) - 1)
-    return rotate90(x, ks[pick])
-
-
-def patch_permutation(
-    x: torch.Tensor, generator: torch.Generator, n_patches: int = 4
-) -> torch.Tensor:
-    """Cut each image into a g x g grid (g^2 = ``n_patches``) and shuffle the cells per sample.
-
-    DistillNeg's "Perm-N" negatives (Rafiee et al. 2022, section 4.1). When a
-    side is not a multiple of g, its last (side mod g) rows or columns stay
-    in place.
-    """
-    g = math.isqrt(n_patches)
-    if n_patches < 1 or g * g != n_patches:
-        raise ValueError(f"n_patches must be a square number (4, 16, ...), got {n_patches}")
-    n, c, h, w = x.shape
-    ph, pw = h // g, w // g
-    if ph == 0 or pw == 0:
-        raise ValueError(f"images of {h} x {w} pixels cannot be cut into {g} x {g} patches")
-    core = x[:, :, : g * ph, : g * pw]
-    cells = core.reshape(n, c, g, ph, g, pw).permute(0, 2, 4, 1, 3, 5).reshape(n, g * g, c, ph, pw)
-    perm = _rand((n, g * g), generator).argsort(dim=1)
-    cells = cells[torch.arange(n, device=x.device)[:, None], perm]
-    core = cells.reshape(n, g, g, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(n, c, g * ph, g * pw)
-    out = x.clone()
-    out[:, :, : g * ph, : g * pw] = core
-    return out
-
-
-def pixel_permutation(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Shuffle the pixel positions of each image (one permutation per sample, all channels alike).
-
-    DistillNeg's "Pix. Perm." negatives: the colour histogram is kept, every
-    spatial structure destroyed.
-    """
-    n, c, h, w = x.shape
-    perm = _rand((n, h * w), generator).argsort(dim=1)
-    flat = x.reshape(n, c, h * w)
-    return flat.gather(2, perm[:, None, :].expand(n, c, h * w)).reshape(n, c, h, w)
-
-
-def feature_permutation(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Shuffle the features of each tabular row (one permutation per row).
-
-    The tabular analogue of a pixel permutation: the row's multiset of
-    values is kept, its assignment to features destroyed.
-    """
-    perm = _rand(x.shape, generator).argsort(dim=1)
-    return x.gather(1, perm)
-
-
-__all__ += ["random_solarize", "MultiCrop", "random_rotate90", "patch_permutation",
-            "pixel_permutation", "feature_permutation"]

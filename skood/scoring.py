@@ -1,12 +1,32 @@
 """Feature-space scorers, chunked so memory stays bounded.
 
-Every scorer works on feature matrices (torch tensors or numpy arrays) and
-never materialises an ``n_query x n_bank`` matrix: queries are processed in
-blocks of ``chunk_size`` rows and the bank in blocks of ``chunk_size`` rows, so
-the largest temporary is ``chunk_size x chunk_size``.
+Contract: every scorer takes feature matrices (torch tensors or numpy
+arrays), computes on ``device`` in float32 (float64 where a docstring says
+so) and returns CPU tensors. None materialises an ``n_query x n_bank``
+matrix: queries and bank are processed in blocks of ``chunk_size`` rows
+(:func:`unit_row_blocks`), so the largest temporary is
+``chunk_size x chunk_size``. Each docstring states its sign; every
+detector's ``score_samples`` is "higher = more normal".
+
+* Blocks and banks: :func:`as_float_tensor`, :func:`unit_row_blocks`,
+  :func:`bank_subset` (the capped reference bank, ``max_bank``).
+* Cosine neighbours (SemSAD, NSA): :func:`knn_cosine`,
+  :func:`skip_self_matches`, :func:`nearest_cosine`, :func:`center_cosine`,
+  :func:`angular_distance`.
+* Mahalanobis geometry (NSA): :func:`covariance_chunked`,
+  :func:`fit_whitening`, :func:`whiten`; :func:`minmax_ensemble` (NSA's
+  feature ensemble).
+* Uncertainty (DUM): :func:`variance_norm`.
+* Classifier confidence (RotAuxMSP): :func:`msp`, :func:`odin`,
+  :func:`transformation_confidence`.
+
+DistillNeg's kernel score lives with the detector
+(:func:`skood.detectors.distillneg.kernel_cosine`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -14,13 +34,60 @@ import torch.nn.functional as F
 
 from .utils import to_model_input
 
-__all__ = ["knn_cosine", "as_float_tensor", "skip_self_matches"]
+__all__ = [
+    "angular_distance",
+    "as_float_tensor",
+    "bank_subset",
+    "center_cosine",
+    "covariance_chunked",
+    "fit_whitening",
+    "knn_cosine",
+    "minmax_ensemble",
+    "msp",
+    "nearest_cosine",
+    "odin",
+    "skip_self_matches",
+    "transformation_confidence",
+    "unit_row_blocks",
+    "variance_norm",
+    "whiten",
+]
 
 
 def as_float_tensor(a: np.ndarray | torch.Tensor, device: str | torch.device) -> torch.Tensor:
     """Return ``a`` as a float32 tensor on ``device`` (no copy when already so)."""
     t = torch.as_tensor(a) if isinstance(a, np.ndarray) else a
     return t.to(device=device, dtype=torch.float32)
+
+
+def unit_row_blocks(
+    a: np.ndarray | torch.Tensor, chunk_size: int, device: str | torch.device, normalized: bool
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(start, rows)`` for each block of ``chunk_size`` rows of ``a``.
+
+    ``rows`` is ``a[start : start + chunk_size]`` as float32 on ``device``,
+    L2-normalised unless ``normalized`` says the rows already have unit norm.
+    """
+    for start in range(0, len(a), chunk_size):
+        blk = as_float_tensor(a[start : start + chunk_size], device)
+        yield start, blk if normalized else F.normalize(blk, dim=1)
+
+
+def bank_subset(n: int, max_bank: int | None, seed: int) -> torch.Tensor | None:
+    """Sorted indices of a uniform random subset of ``max_bank`` of ``n`` rows (None: keep all).
+
+    The reference bank of the feature-space scorers, capped for huge
+    training sets (the detectors' ``max_bank``); drawn from its own
+    generator, so it leaves every other random stream untouched.
+    """
+    if max_bank is None or n <= max_bank:
+        return None
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.randperm(n, generator=gen)[:max_bank].sort().values
+
+
+# --------------------------------------------------------------------------
+# Cosine neighbours (SemSAD, NSA)
 
 
 @torch.inference_mode()
@@ -62,14 +129,8 @@ def knn_cosine(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     out_s = torch.empty((len(query), k), dtype=torch.float32)
     out_i = torch.empty((len(query), k), dtype=torch.int64)
-    bank_blocks = []
-    for b0 in range(0, n_bank, chunk_size):
-        blk = as_float_tensor(bank[b0 : b0 + chunk_size], device)
-        bank_blocks.append((b0, blk if normalized else F.normalize(blk, dim=1)))
-    for q0 in range(0, len(query), chunk_size):
-        q = as_float_tensor(query[q0 : q0 + chunk_size], device)
-        if not normalized:
-            q = F.normalize(q, dim=1)
+    bank_blocks = list(unit_row_blocks(bank, chunk_size, device, normalized))
+    for q0, q in unit_row_blocks(query, chunk_size, device, normalized):
         best_s = torch.full((len(q), k), float("-inf"), device=device)
         best_i = torch.zeros((len(q), k), dtype=torch.int64, device=device)
         for b0, blk in bank_blocks:
@@ -124,6 +185,62 @@ def skip_self_matches(
     return out
 
 
+def angular_distance(cos: torch.Tensor | np.ndarray) -> torch.Tensor:
+    r"""Angle :math:`\arccos(c)` in radians, with ``c`` clipped to [-1, 1] (float32 safety)."""
+    return torch.arccos(torch.as_tensor(cos).clamp(-1.0, 1.0))
+
+
+@torch.inference_mode()
+def nearest_cosine(
+    query: np.ndarray | torch.Tensor,
+    bank: np.ndarray | torch.Tensor,
+    query_inputs: torch.Tensor | None = None,
+    bank_inputs: torch.Tensor | None = None,
+    chunk_size: int = 4096,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    r"""Cosine similarity of each query row to its nearest bank row, :math:`\max_m \cos(b_m, q)`.
+
+    With ``query_inputs`` and ``bank_inputs`` (the samples the features came
+    from, in the detector's stored form), a bank row that is an exact copy
+    of the query's input is skipped in favour of the next nearest (see
+    :func:`skip_self_matches`): scoring the training set against itself then
+    gives leave-one-out scores instead of a trivial cosine of 1.
+
+    Returns
+    -------
+    Tensor of shape (n_query,), float32.
+    """
+    k = 2 if query_inputs is not None and len(bank) >= 2 else 1
+    sims, idx = knn_cosine(query, bank, k=k, chunk_size=chunk_size, device=device)
+    if k == 1:
+        return sims[:, 0]
+    nb = skip_self_matches(query_inputs, bank_inputs, idx, chunk_size=chunk_size)
+    return torch.where(nb == idx[:, 0], sims[:, 0], sims[:, 1])
+
+
+@torch.inference_mode()
+def center_cosine(
+    query: np.ndarray | torch.Tensor,
+    center: np.ndarray | torch.Tensor,
+    chunk_size: int = 4096,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    r"""Cosine similarity of each query row to one centre vector, :math:`\cos(\mu, q)`.
+
+    Returns a float32 CPU tensor of shape (n_query,); a zero row gives 0.
+    """
+    c = F.normalize(as_float_tensor(center, device).reshape(1, -1), dim=1)
+    out = [(q @ c.T)[:, 0].cpu() for _, q in unit_row_blocks(query, chunk_size, device, False)]
+    return torch.cat(out) if out else torch.empty(0)
+
+
+# --------------------------------------------------------------------------
+# Mahalanobis geometry: covariance, whitening, and the feature ensemble of NSA,
+# "No Shifted Augmentations (NSA): compact distributions for robust
+# self-supervised Anomaly Detection" (https://arxiv.org/abs/2203.10344)
+
+
 def _rows_float64(X: np.ndarray | torch.Tensor, start: int, stop: int) -> np.ndarray:
     """Rows ``start:stop`` of ``X`` as float64 numpy (a view of a float64 ``X``)."""
     block = X[start:stop]
@@ -154,7 +271,8 @@ def covariance_chunked(
     :math:`\delta = \lVert \hat\Sigma - m I \rVert_F^2 / p` and
     :math:`\beta = \min\big(\delta, (b / n - \lVert \hat\Sigma \rVert_F^2) / (p n)\big)`,
     the Ledoit-Wolf estimate is :math:`(1 - \beta/\delta)\,\hat\Sigma + (\beta/\delta)\,m I`
-    (Ledoit & Wolf, 2004, as computed by scikit-learn).
+    (Ledoit & Wolf 2004, "A well-conditioned estimator for large-dimensional
+    covariance matrices", as computed by scikit-learn).
 
     Parameters
     ----------
@@ -270,59 +388,6 @@ def whiten(
     return torch.cat(out) if out else torch.empty((0, W.shape[0]))
 
 
-def angular_distance(cos: torch.Tensor | np.ndarray) -> torch.Tensor:
-    r"""Angle :math:`\arccos(c)` in radians, with ``c`` clipped to [-1, 1] (float32 safety)."""
-    return torch.arccos(torch.as_tensor(cos).clamp(-1.0, 1.0))
-
-
-@torch.inference_mode()
-def nearest_cosine(
-    query: np.ndarray | torch.Tensor,
-    bank: np.ndarray | torch.Tensor,
-    query_inputs: torch.Tensor | None = None,
-    bank_inputs: torch.Tensor | None = None,
-    chunk_size: int = 4096,
-    device: str | torch.device = "cpu",
-) -> torch.Tensor:
-    r"""Cosine similarity of each query row to its nearest bank row, :math:`\max_m \cos(b_m, q)`.
-
-    With ``query_inputs`` and ``bank_inputs`` (the samples the features came
-    from, in the detector's stored form), a bank row that is an exact copy
-    of the query's input is skipped in favour of the next nearest (see
-    :func:`skip_self_matches`): scoring the training set against itself then
-    gives leave-one-out scores instead of a trivial cosine of 1.
-
-    Returns
-    -------
-    Tensor of shape (n_query,), float32.
-    """
-    k = 2 if query_inputs is not None and len(bank) >= 2 else 1
-    sims, idx = knn_cosine(query, bank, k=k, chunk_size=chunk_size, device=device)
-    if k == 1:
-        return sims[:, 0]
-    nb = skip_self_matches(query_inputs, bank_inputs, idx, chunk_size=chunk_size)
-    return torch.where(nb == idx[:, 0], sims[:, 0], sims[:, 1])
-
-
-@torch.inference_mode()
-def center_cosine(
-    query: np.ndarray | torch.Tensor,
-    center: np.ndarray | torch.Tensor,
-    chunk_size: int = 4096,
-    device: str | torch.device = "cpu",
-) -> torch.Tensor:
-    r"""Cosine similarity of each query row to one centre vector, :math:`\cos(\mu, q)`.
-
-    Returns a float32 CPU tensor of shape (n_query,); a zero row gives 0.
-    """
-    c = F.normalize(as_float_tensor(center, device).reshape(1, -1), dim=1)
-    out = []
-    for s in range(0, len(query), chunk_size):
-        q = F.normalize(as_float_tensor(query[s : s + chunk_size], device), dim=1)
-        out.append((q @ c.T)[:, 0].cpu())
-    return torch.cat(out) if out else torch.empty(0)
-
-
 def minmax_ensemble(
     scores: list[np.ndarray], ranges: list[tuple[float, float]]
 ) -> np.ndarray:
@@ -347,15 +412,8 @@ def minmax_ensemble(
     return total
 
 
-__all__ += [
-    "covariance_chunked",
-    "fit_whitening",
-    "whiten",
-    "angular_distance",
-    "nearest_cosine",
-    "center_cosine",
-    "minmax_ensemble",
-]
+# --------------------------------------------------------------------------
+# Uncertainty (DUM)
 
 
 def variance_norm(log_var: torch.Tensor, norm: str = "l2") -> torch.Tensor:
@@ -368,7 +426,9 @@ def variance_norm(log_var: torch.Tensor, norm: str = "l2") -> torch.Tensor:
     * ``"logdet"``: :math:`\log\det\Sigma = \sum_j \log\sigma_j^2`.
 
     Higher means *more uncertain*, i.e. more anomalous; a detector's
-    ``score_samples`` is the negation. Computed in float64.
+    ``score_samples`` is the negation. Computed in float64. Wu & Goodman
+    (2020), "A Simple Framework for Uncertainty in Contrastive Learning"
+    (https://arxiv.org/abs/2010.02038), section 3.
 
     Parameters
     ----------
@@ -389,22 +449,20 @@ def variance_norm(log_var: torch.Tensor, norm: str = "l2") -> torch.Tensor:
     raise ValueError(f"norm must be 'l2', 'trace' or 'logdet', got {norm!r}")
 
 
-__all__ += ["variance_norm"]
-
-
 # --------------------------------------------------------------------------
-# Classifier-confidence scorers (RotAuxMSP). Higher = more normal.
-
-from collections.abc import Callable  # noqa: E402
+# Classifier confidence (RotAuxMSP). Higher = more normal.
 
 
 def msp(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    r"""Maximum softmax probability (Hendrycks & Gimpel 2017).
+    r"""Maximum softmax probability.
 
     .. math::  s(x) = \max_c \operatorname{softmax}(f(x) / T)_c
 
     Higher means more confident, i.e. more normal; no sign flip is needed
     for ``score_samples``. Returns a float32 tensor of shape (n,).
+    Hendrycks & Gimpel (2017), "A Baseline for Detecting Misclassified and
+    Out-of-Distribution Examples in Neural Networks"
+    (https://arxiv.org/abs/1610.02136).
 
     Parameters
     ----------
@@ -421,7 +479,11 @@ def odin(
     temperature: float = 1000.0,
     epsilon: float = 5e-5,
 ) -> torch.Tensor:
-    r"""ODIN score (Liang, Li & Srikant 2018): temperature scaling plus input perturbation.
+    r"""ODIN score: temperature scaling plus input perturbation.
+
+    Liang, Li & Srikant (2018), "Enhancing The Reliability of
+    Out-of-distribution Image Detection in Neural Networks"
+    (https://arxiv.org/abs/1706.02690), eq. 1-2:
 
     .. math::  \tilde x = x - \epsilon\operatorname{sign}(-\nabla_x \log S_{\hat y}(x; T)),
        \qquad s(x) = \max_c S_c(\tilde x; T),
@@ -469,7 +531,9 @@ def transformation_confidence(logits: torch.Tensor) -> torch.Tensor:
 
     .. math::  s(x) = \frac{1}{K}\sum_{k=1}^{K} \operatorname{softmax}\big(g(T_k x)\big)_k
 
-    (Golan & El-Yaniv 2018; Hendrycks et al. 2019). Higher = more normal.
+    (Golan & El-Yaniv 2018, "Deep Anomaly Detection Using Geometric
+    Transformations"; Hendrycks et al. 2019, "Using Self-Supervised Learning
+    Can Improve Model Robustness and Uncertainty"). Higher = more normal.
 
     Parameters
     ----------
@@ -487,138 +551,3 @@ def transformation_confidence(logits: torch.Tensor) -> torch.Tensor:
     return p[idx, :, idx].mean(dim=0)
 
 
-__all__ += ["msp", "odin", "transformation_confidence"]
-
-
-# --------------------------------------------------------------------------
-# Kernel-sum scorer (DistillNeg), in log space, with leave-self-out keys.
-
-import hashlib  # noqa: E402
-import math  # noqa: E402
-
-
-def row_fingerprints(X: np.ndarray | torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
-    """A 64-bit fingerprint of each row's exact values, on the model-input scale.
-
-    Rows are read as the networks see them (:func:`skood.utils.to_model_input`:
-    float32, uint8 images divided by 255), so the same image stored as uint8
-    or as float in [0, 1] gets the same fingerprint. Equal rows get equal
-    fingerprints; different rows collide with probability about 2^-64.
-    Used as ``query_keys`` / ``bank_keys`` of :func:`kernel_cosine` to leave
-    a sample's own copy out of its score.
-
-    Returns
-    -------
-    LongTensor of shape (n_rows,)
-    """
-    out = []
-    for s in range(0, len(X), chunk_size):
-        blk = X[s : s + chunk_size]
-        blk = torch.as_tensor(blk) if isinstance(blk, np.ndarray) else blk
-        rows = (to_model_input(blk, "cpu").flatten(1) + 0.0).numpy()  # + 0.0: -0.0 -> 0.0
-        out += [int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(), "little",
-                               signed=True) for r in rows]
-    return torch.tensor(out, dtype=torch.int64)
-
-
-@torch.inference_mode()
-def kernel_cosine(
-    query: np.ndarray | torch.Tensor,
-    bank: np.ndarray | torch.Tensor,
-    temperature: float = 0.04,
-    chunk_size: int = 4096,
-    device: str | torch.device = "cpu",
-    normalized: bool = False,
-    query_keys: torch.Tensor | None = None,
-    bank_keys: torch.Tensor | None = None,
-) -> torch.Tensor:
-    r"""Log of the mean exponentiated cosine similarity of each query row to a bank.
-
-    .. math::  s(q) = \log \frac{1}{M}\sum_{m=1}^{M}
-       \exp\Big(\frac{1}{\tau}\,\frac{q \cdot b_m}{\lVert q\rVert\,\lVert b_m\rVert}\Big)
-       = \operatorname{logsumexp}_m \frac{\cos(q, b_m)}{\tau} - \log M
-
-    the logarithm of DistillNeg's temperature-weighted kernel sum (Rafiee
-    et al. 2022, eq. 6, whose anomaly score is :math:`-e^{s(q)}`). Higher
-    means more similar to the bank, i.e. more normal. Computed in log space
-    (a running logsumexp over bank blocks, accumulated in float64), so it
-    neither overflows for small :math:`\tau` (:math:`e^{1/\tau}` is
-    :math:`e^{25}` at 0.04, :math:`e^{1000}` at 0.001) nor ever holds more
-    than a ``chunk_size x chunk_size`` block of similarities.
-
-    Parameters
-    ----------
-    query : array of shape (n_query, d)
-    bank : array of shape (M, d)
-    temperature : float
-        :math:`\tau > 0` (paper: 0.04).
-    chunk_size : int
-        Rows of query and of bank handled at once.
-    device : str or torch.device
-        Where to compute; the result comes back on the CPU.
-    normalized : bool
-        Set when both inputs already have unit rows.
-    query_keys, bank_keys : LongTensor of shapes (n_query,) and (M,), optional
-        Bank rows whose key equals the query's key are left out of its sum
-        (and of M), e.g. :func:`row_fingerprints` of the samples the
-        features came from: scoring the training set against itself then
-        gives leave-one-out scores. A query whose every bank row is left
-        out falls back to the full sum.
-
-    Returns
-    -------
-    Tensor of shape (n_query,), float64.
-    """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    n_bank = len(bank)
-    if n_bank < 1:
-        raise ValueError("the bank is empty")
-    use_keys = query_keys is not None and bank_keys is not None
-    blocks = []
-    for b0 in range(0, n_bank, chunk_size):
-        blk = as_float_tensor(bank[b0 : b0 + chunk_size], device)
-        keys = bank_keys[b0 : b0 + chunk_size].to(device) if use_keys else None
-        blocks.append((blk if normalized else F.normalize(blk, dim=1), keys))
-    out = torch.empty(len(query), dtype=torch.float64)
-    for q0 in range(0, len(query), chunk_size):
-        q = as_float_tensor(query[q0 : q0 + chunk_size], device)
-        if not normalized:
-            q = F.normalize(q, dim=1)
-        acc = torch.full((len(q),), float("-inf"), dtype=torch.float64, device=device)
-        acc_kept = acc.clone()
-        kept = torch.zeros(len(q), dtype=torch.float64, device=device)
-        qk = query_keys[q0 : q0 + chunk_size].to(device) if use_keys else None
-        for blk, bk in blocks:
-            logits = (q @ blk.T) / temperature
-            acc = torch.logaddexp(acc, torch.logsumexp(logits, dim=1).double())
-            if use_keys:
-                same = qk[:, None] == bk[None, :]
-                lse = torch.logsumexp(logits.masked_fill(same, float("-inf")), dim=1)
-                acc_kept = torch.logaddexp(acc_kept, lse.double())
-                kept += (~same).sum(dim=1).double()
-        score = acc - math.log(n_bank)
-        if use_keys:
-            score = torch.where(kept > 0, acc_kept - kept.clamp(min=1).log(), score)
-        out[q0 : q0 + len(q)] = score.cpu()
-    return out
-
-
-__all__ += ["row_fingerprints", "kernel_cosine"]
-
-
-def bank_subset(n: int, max_bank: int | None, seed: int) -> torch.Tensor | None:
-    """Sorted indices of a uniform random subset of ``max_bank`` of ``n`` rows (None: keep all).
-
-    The reference bank of the feature-space scorers, capped for huge
-    training sets (the detectors' ``max_bank``); drawn from its own
-    generator, so it leaves every other random stream untouched.
-    """
-    if max_bank is None or n <= max_bank:
-        return None
-    gen = torch.Generator().manual_seed(int(seed))
-    return torch.randperm(n, generator=gen)[:max_bank].sort().values
-
-__all__ += ["bank_subset"]

@@ -17,10 +17,15 @@ callbacks and history. This module provides the pieces those subclasses share:
   ``(x, idx)`` batch convention, the step hooks, per-batch history values
   recorded without host-device synchronisation).
 * :func:`flush_denormals`: the training epochs run with subnormal floats
-  flushed to zero on the CPU (dead units' optimiser state slowed steps).
+  flushed to zero on the CPU (dead units' optimiser state slows steps).
+* :func:`cumulative_batchnorm`: the BatchNorm statistics of the final
+  weights ("precise BN", :meth:`SkoodNet.recalibrate_batchnorm`).
 * :class:`PhaseProgress`: a tqdm progress bar per training phase.
 * :class:`ContrastiveNet`: SimCLR-style NT-Xent training of an encoder.
 * :func:`piecewise_lr`: a step learning-rate schedule in fractions of the budget.
+
+DINO's per-step schedules, gradient clipping and EMA teacher serve
+DistillNeg alone and live with it (:mod:`skood.detectors.dino`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from skorch import NeuralNet
 from skorch.callbacks import Callback, LRScheduler
@@ -45,10 +49,7 @@ __all__ = [
     "PhaseProgress",
     "SkoodNet",
     "TensorLoader",
-    "clip_grad_per_param_",
-    "cosine_schedule",
     "cumulative_batchnorm",
-    "ema_update_",
     "flush_denormals",
     "flushing_denormals",
     "piecewise_lr",
@@ -353,11 +354,8 @@ class SkoodNet(NeuralNet):
         :meth:`run_single_epoch`), instead of by a ``.item()`` that would
         wait for the device after every step. A CPU tensor becomes its float
         at once: there is nothing to wait for, and thousands of tiny tensors
-        kept alive until the epoch ends fragment the CPU heap (measured on
-        DistillNeg, 12,000 tabular rows, one epoch of 188 steps: the
-        process's memory grew by 190 MiB over the epoch with deferred values,
-        not at all with floats; on all 200,233 rows of cover the peak was
-        4.8 GiB).
+        kept alive until the epoch ends fragment the CPU heap, so the
+        process's memory would grow with the number of steps of an epoch.
         """
         if isinstance(value, torch.Tensor):
             value = value.detach()
@@ -466,17 +464,12 @@ def flush_denormals(on: bool = True) -> Iterator[bool]:
     (magnitude below 1.2e-38 in float32): Adam's moment estimates of weights
     whose gradient is zero, e.g. those of a ReLU unit that never fires, decay
     by a factor ``beta`` per step. x86 CPUs compute with subnormal operands
-    many times slower than with normal ones, so these dead entries slowed
-    whole optimiser steps: ``DUMDetector().fit`` on 5,000 random tabular
-    rows of 20 features took 31.2 s without flushing, 21.1 s with it (one
-    thread). Flushing them to zero
+    many times slower than with normal ones, so these dead entries slow
+    whole optimiser steps. Flushing them to zero
     (``torch.set_flush_denormal``: the SSE flush-to-zero and
     denormals-are-zero modes) changes only values below 1.2e-38, which
-    vanish next to any normal value they are added to; on those 5,000 rows
-    DUM's scores were bit-identical with and without it, and so were its
-    AUROCs on all rows of ADBench's cover, http and donors
-    (``benchmarks/scale.py``), whose fits took 15.6, 31.9 and 35.9 min
-    instead of 36.6, 70.0 and 70.9 (one thread each, two runs on two cores).
+    vanish next to any normal value they are added to
+    (``benchmarks/speed.py`` times the training steps with and without it).
 
     The mode is a per-thread CPU setting: it covers this thread's
     arithmetic, which is all of it with one thread and the part that
@@ -582,13 +575,8 @@ class ContrastiveNet(SkoodNet):
     """
 
     def __init__(
-        self,
-        module: Any,
-        *args: Any,
-        augment: Any = None,
-        temperature: float = 0.5,
-        symmetric: bool = True,
-        **kwargs: Any,
+        self, module: Any, *args: Any, augment: Any = None, temperature: float = 0.5,
+        symmetric: bool = True, **kwargs: Any,
     ) -> None:
         super().__init__(module, *args, **kwargs)
         self.augment = augment
@@ -600,77 +588,3 @@ class ContrastiveNet(SkoodNet):
         v2 = self.augment(x, self.generator_)
         z1, z2 = self.module_(torch.cat([v1, v2])).chunk(2)
         return nt_xent(z1, z2, self.temperature, self.symmetric)
-
-
-# --------------------------------------------------------------------------
-# Per-step schedules and the EMA teacher update (DINO-style training).
-
-
-def cosine_schedule(
-    base: float,
-    final: float,
-    n_steps: int,
-    warmup_steps: int = 0,
-    warmup_start: float = 0.0,
-) -> np.ndarray:
-    r"""Per-step values: linear warm-up, then a half cosine from ``base`` to ``final``.
-
-    Steps :math:`0 \ldots w-1` rise linearly from ``warmup_start`` to
-    ``base``; then, over the remaining :math:`T = n - w` steps,
-
-    .. math::  v_t = \text{final} + \tfrac12(\text{base} - \text{final})
-       \big(1 + \cos(\pi t / T)\big)
-
-    (DINO's ``cosine_scheduler``, used for the learning rate, the weight
-    decay and the teacher momentum). Returns an array of ``n_steps`` floats.
-    """
-    warmup_steps = int(min(max(warmup_steps, 0), n_steps))
-    warm = np.linspace(warmup_start, base, warmup_steps, endpoint=False)
-    rest = n_steps - warmup_steps
-    t = np.arange(rest)
-    cos = final + 0.5 * (base - final) * (1 + np.cos(np.pi * t / max(rest, 1)))
-    return np.concatenate([warm, cos])
-
-
-@torch.no_grad()
-def ema_update_(target: torch.nn.Module, source: torch.nn.Module, momentum: float) -> None:
-    r"""In place :math:`\theta_t \leftarrow m\,\theta_t + (1 - m)\,\theta_s` for every parameter.
-
-    The EMA ("mean") teacher of DINO and BYOL (Rafiee et al. 2022, eq. 2);
-    buffers (e.g. BatchNorm statistics) are left to the target's own forward
-    passes.
-    """
-    targets = list(target.parameters())
-    sources = [p.detach() for p in source.parameters()]
-    if len(targets) != len(sources):
-        raise ValueError(
-            f"ema_update_: the target has {len(targets)} parameters, the source {len(sources)}"
-        )
-    if not targets:
-        return
-    # one multi-tensor kernel per op instead of two kernels per parameter
-    torch._foreach_mul_(targets, momentum)
-    torch._foreach_add_(targets, sources, alpha=1.0 - momentum)
-
-
-@torch.no_grad()
-def clip_grad_per_param_(parameters: Iterable[torch.Tensor], max_norm: float) -> None:
-    r"""Scale each parameter's gradient to an L2 norm of at most ``max_norm``, in place.
-
-    Per parameter :math:`g \leftarrow g \min\big(1, c / (\lVert g\rVert_2 + 10^{-6})\big)`,
-    DINO's ``clip_gradients`` (each tensor on its own, unlike the global norm
-    of :func:`torch.nn.utils.clip_grad_norm_`). Parameters without a
-    gradient are skipped. Computed with multi-tensor (``torch._foreach_*``)
-    ops, elementwise the same arithmetic as one tensor at a time, and
-    without reading a norm back to the host.
-    """
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return
-    coefs = torch._foreach_norm(grads, 2)
-    coefs = torch._foreach_add(coefs, 1e-6)
-    torch._foreach_reciprocal_(coefs)  # c / n is computed as (1 / n) * c, as torch does
-    torch._foreach_mul_(coefs, max_norm)
-    torch._foreach_clamp_max_(coefs, 1.0)
-    torch._foreach_mul_(grads, coefs)
-

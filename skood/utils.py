@@ -1,4 +1,10 @@
-"""Small tensor utilities shared across skood's layers."""
+"""Small utilities shared across skood's layers: named seed streams and model input.
+
+* :func:`seed_stream`: the seed of one named consumer of randomness in a fit
+  (:data:`SEED_STREAMS`), so each part of a fit draws from its own stream.
+* :func:`to_model_input`: a stored batch (uint8 images or float rows) as the
+  float32 input every network and scorer sees.
+"""
 
 from __future__ import annotations
 

@@ -21,15 +21,13 @@ from torch import nn
 
 from skood import DistillNegDetector, DUMDetector, RotAuxMSPDetector, SemSADDetector
 from skood.datasets import load_digits_images
-from skood.detectors.distillneg import DistillNegNet
+from skood.detectors.dino import clip_grad_per_param_, dino_loss, ema_update_
 from skood.detectors.nsa import NSADetector
-from skood.nn.losses import dino_loss, nt_xent
+from skood.nn.losses import nt_xent
 from skood.training import (
     SkoodNet,
     TensorLoader,
-    clip_grad_per_param_,
     cumulative_batchnorm,
-    ema_update_,
     flush_denormals,
     flushing_denormals,
 )

@@ -1,4 +1,11 @@
-"""The detectors, one module per paper."""
+"""The detectors, one module per paper.
+
+Each module holds what is its paper's own (objective, scorer, estimator);
+:mod:`skood.detectors.dino` holds the DINO self-distillation parts that
+DistillNeg trains with. Building blocks that two or more detectors use live
+in the shared layer (:mod:`skood.augment`, :mod:`skood.nn`,
+:mod:`skood.scoring`, :mod:`skood.training`).
+"""
 
 from .distillneg import DistillNegDetector
 from .dum import DUMDetector

@@ -1,14 +1,22 @@
-"""DistillNeg: self-distillation (DINO) with negative samples.
+r"""DistillNeg: self-distillation (DINO) with negative samples.
 
 Rafiee, Gholamipoorfard, Adaloglou, Jaxy, Ramakers & Kollmann (2022),
 "Self-Supervised Anomaly Detection by Self-Distillation and Negative
-Sampling" (``shared/papers/distillneg.txt``), with the resolved choices of
-``shared/specs/methods.md`` section 4.
+Sampling" (https://arxiv.org/abs/2201.06378); equation numbers are the
+paper's. What is DistillNeg's own is here: the negatives
+:math:`\mathcal{D}_{neg}` (sections 3.2, 4.1: :class:`NegativeSampler`), their
+objective (eq. 4-5, :func:`uniform_cross_entropy`, :class:`DistillNegNet`)
+and the kernel score (eq. 6, :func:`kernel_cosine`), plus skood's tabular
+views (:class:`TabularViews`). The DINO machinery it trains with (multi-crop,
+head, loss, EMA teacher, schedules; eq. 1-3) is in :mod:`skood.detectors.dino`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
@@ -19,67 +27,120 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array
 from torch import nn
 
-from ..augment import (
-    MultiCrop,
-    RandomAffineMaps,
-    TabularCorruption,
-    feature_permutation,
-    patch_permutation,
-    pixel_permutation,
-    random_rotate90,
-)
+from ..augment import RandomAffineMaps, TabularCorruption, random_rotate90
 from ..base import BaseDeepDetector
-from ..nn.encoders import BACKBONES, SmallViT, build_encoder
-from ..nn.heads import DINOModel
-from ..nn.losses import dino_center_update, dino_loss, uniform_cross_entropy
-from ..scoring import bank_subset, kernel_cosine, row_fingerprints
-from ..training import (
-    SkoodNet,
+from ..nn.encoders import BACKBONES, build_encoder
+from ..nn.losses import float32_loss
+from ..scoring import bank_subset, unit_row_blocks
+from ..training import SkoodNet
+from ..utils import seed_stream, to_model_input
+from .dino import (
+    DINOModel,
+    MultiCrop,
+    SmallViT,
     clip_grad_per_param_,
     cosine_schedule,
+    dino_center_update,
+    dino_loss,
     ema_update_,
 )
-from ..utils import seed_stream, to_model_input
 
-__all__ = ["DistillNegDetector", "DistillNegNet", "TabularViews", "NegativeSampler"]
+__all__ = [
+    "DistillNegDetector",
+    "DistillNegNet",
+    "NegativeSampler",
+    "TabularViews",
+    "feature_permutation",
+    "kernel_cosine",
+    "patch_permutation",
+    "pixel_permutation",
+    "row_fingerprints",
+    "uniform_cross_entropy",
+]
+
+Rows = np.ndarray | torch.Tensor
 
 _IMAGE_NEGATIVES = ("rotation", "perm-4", "perm-16", "pixel-perm")
 _TABULAR_NEGATIVES = ("affine", "feature-perm", "corruption")
 #: random affine maps drawn for the tabular "affine" negatives
 _N_AFFINE_MAPS = 8
-#: DINO's crop scales (methods.md: global 0.4-1, local 0.15-0.4)
+#: DINO's crop scales (global 0.4-1, local 0.15-0.4)
 _GLOBAL_SCALE = (0.4, 1.0)
 _LOCAL_SCALE = (0.15, 0.4)
 #: final learning rate of the cosine schedule (DINO's min_lr)
 _MIN_LR = 1e-6
+#: the paper's training settings (section 4), shared by its ResNet and ViT presets
+_PAPER_SETTINGS: dict[str, Any] = {
+    "max_epochs": 500,
+    "batch_size": 256,
+    "lr": 0.004,
+    "lr_warmup": 0.02,
+    "n_local_crops": 8,
+    "n_soft_classes": 4096,
+    "head_hidden_dim": 2048,
+    "teacher_momentum": 0.996,
+    "warmup_teacher_temp": 0.055,
+    "teacher_temp": 0.01,
+    "head_bn": False,
+}
 
 
-class TabularViews:
-    """skood's tabular analogue of multi-crop: global and local views of standardised rows.
+# --------------------------------------------------------------------------
+# Negatives (sections 3.2, 4.1): shifting transformations of the batch or of auxiliary data
 
-    A global view resamples 20% of the features from the training marginals
-    and adds Gaussian noise of 0.05; a local view, which like a small crop
-    keeps less of the sample, resamples 50% and adds noise 0.1
-    (:class:`skood.augment.TabularCorruption`).
 
-    Returns ``(global_views, local_views)`` like :class:`skood.augment.MultiCrop`.
+def _uniform(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, device=generator.device)
+
+
+def patch_permutation(
+    x: torch.Tensor, generator: torch.Generator, n_patches: int = 4
+) -> torch.Tensor:
+    """Cut each image into a g x g grid (g^2 = ``n_patches``) and shuffle the cells per sample.
+
+    DistillNeg's "Perm-N" negatives. When a side is not a multiple of g, its
+    last (side mod g) rows or columns stay in place.
     """
+    g = math.isqrt(n_patches)
+    if n_patches < 1 or g * g != n_patches:
+        raise ValueError(f"n_patches must be a square number (4, 16, ...), got {n_patches}")
+    n, c, h, w = x.shape
+    ph, pw = h // g, w // g
+    if ph == 0 or pw == 0:
+        raise ValueError(f"images of {h} x {w} pixels cannot be cut into {g} x {g} patches")
+    core = x[:, :, : g * ph, : g * pw]
+    cells = core.reshape(n, c, g, ph, g, pw).permute(0, 2, 4, 1, 3, 5).reshape(n, g * g, c, ph, pw)
+    perm = _uniform((n, g * g), generator).argsort(dim=1)
+    cells = cells[torch.arange(n, device=x.device)[:, None], perm]
+    core = cells.reshape(n, g, g, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(n, c, g * ph, g * pw)
+    out = x.clone()
+    out[:, :, : g * ph, : g * pw] = core
+    return out
 
-    def __init__(self, bank: torch.Tensor, n_global: int = 2, n_local: int = 8) -> None:
-        self.bank = bank
-        self.n_global = n_global
-        self.n_local = n_local
-        self.global_view = TabularCorruption(frac=0.2, noise=0.05)
-        self.local_view = TabularCorruption(frac=0.5, noise=0.1)
 
-    def __call__(
-        self, x: torch.Tensor, generator: torch.Generator
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        g = [self.global_view(x, generator, self.bank) for _ in range(self.n_global)]
-        loc = [self.local_view(x, generator, self.bank) for _ in range(self.n_local)]
-        return g, loc
+def pixel_permutation(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Shuffle the pixel positions of each image (one permutation per sample, all channels alike).
+
+    DistillNeg's "Pix. Perm." negatives: the colour histogram is kept, every
+    spatial structure destroyed.
+    """
+    n, c, h, w = x.shape
+    perm = _uniform((n, h * w), generator).argsort(dim=1)
+    flat = x.reshape(n, c, h * w)
+    return flat.gather(2, perm[:, None, :].expand(n, c, h * w)).reshape(n, c, h, w)
 
 
+def feature_permutation(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Shuffle the features of each tabular row (one permutation per row).
+
+    The tabular analogue of a pixel permutation: the row's multiset of
+    values is kept, its assignment to features destroyed.
+    """
+    perm = _uniform(tuple(x.shape), generator).argsort(dim=1)
+    return x.gather(1, perm)
+
+
+@dataclass(eq=False)
 class NegativeSampler:
     r"""Draws the source batch of negative samples :math:`\mathcal{D}_{neg}` for a training batch.
 
@@ -103,20 +164,12 @@ class NegativeSampler:
     t the views' augmentation.
     """
 
-    def __init__(
-        self,
-        kind: str,
-        aux: torch.Tensor | None = None,
-        bank: torch.Tensor | None = None,
-        maps: RandomAffineMaps | None = None,
-        rotate: bool = False,
-    ) -> None:
-        self.kind = kind
-        self.aux = aux
-        self.bank = bank
-        self.maps = maps
-        self.rotate = rotate
-        self.corruption = TabularCorruption(frac=0.6, noise=1.0)
+    kind: str
+    aux: torch.Tensor | None = field(default=None, repr=False)
+    bank: torch.Tensor | None = field(default=None, repr=False)
+    maps: RandomAffineMaps | None = field(default=None, repr=False)
+    rotate: bool = False
+    corruption: ClassVar[TabularCorruption] = TabularCorruption(frac=0.6, noise=1.0)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         g, kind = generator, self.kind
@@ -139,27 +192,73 @@ class NegativeSampler:
             return self.maps(x, k)
         raise ValueError(f"unknown kind of negatives {kind!r}")
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(kind={self.kind!r})"
+
+# --------------------------------------------------------------------------
+# Views of tabular rows (skood's choice; images take DINO's multi-crop)
+
+
+@dataclass(eq=False)
+class TabularViews:
+    """skood's tabular analogue of multi-crop: global and local views of standardised rows.
+
+    A global view resamples 20% of the features from the training marginals
+    and adds Gaussian noise of 0.05; a local view, which like a small crop
+    keeps less of the sample, resamples 50% and adds noise 0.1
+    (:class:`skood.augment.TabularCorruption`).
+
+    Returns ``(global_views, local_views)`` like :class:`skood.detectors.dino.MultiCrop`.
+    """
+
+    bank: torch.Tensor = field(repr=False)
+    n_global: int = 2
+    n_local: int = 8
+    global_view: ClassVar[TabularCorruption] = TabularCorruption(frac=0.2, noise=0.05)
+    local_view: ClassVar[TabularCorruption] = TabularCorruption(frac=0.5, noise=0.1)
+
+    def __call__(
+        self, x: torch.Tensor, generator: torch.Generator
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        g = [self.global_view(x, generator, self.bank) for _ in range(self.n_global)]
+        loc = [self.local_view(x, generator, self.bank) for _ in range(self.n_local)]
+        return g, loc
+
+
+# --------------------------------------------------------------------------
+# The objective: DINO's plus the negatives' (eq. 4-5)
+
+
+@float32_loss
+def uniform_cross_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    r"""Cross-entropy of the uniform distribution to ``softmax(logits / temperature)``.
+
+    DistillNeg's negative objective (eq. 4): for K soft classes,
+
+    .. math::  \mathcal{L}_{neg} = \Big\langle -\frac{1}{K}\sum_{k=1}^{K} \log p_s^k(x') \Big\rangle
+
+    averaged over the batch; minimal (:math:`= \log K`) when the student's
+    output on the negative view x' is uniform. This is eq. 3 with an
+    infinitely hot teacher, :math:`\tau_t \to \infty`.
+    """
+    return -F.log_softmax(logits.float() / temperature, dim=-1).mean(dim=-1).mean()
 
 
 class DistillNegNet(SkoodNet):
-    r"""skorch net: DINO self-distillation of a :class:`~skood.nn.heads.DINOModel` with negatives.
+    r"""skorch net: DINO self-distillation of a :class:`~.dino.DINOModel` with negatives.
 
-    Every step (Rafiee et al. 2022, section 3):
+    Every step (section 3):
 
     1. multi-crop views of the batch: the teacher sees the global views, the
        student every view; :math:`\mathcal{L}_{pos}` is
-       :func:`~skood.nn.losses.dino_loss` with the centred teacher output at
+       :func:`~skood.detectors.dino.dino_loss` with the centred teacher output at
        temperature :math:`\tau_t` (linear warm-up ``teacher_temp``) and the
        student's at ``student_temp``;
     2. with ``lam > 0``: one global and ``n_local`` local views of the
        negative batch (``negatives(x, generator)``) through the student, and
-       :math:`\mathcal{L}_{neg}` = :func:`~skood.nn.losses.uniform_cross_entropy`
+       :math:`\mathcal{L}_{neg}` = :func:`uniform_cross_entropy`
        averaged over those views;
     3. :math:`\mathcal{L} = \mathcal{L}_{pos} + \lambda\mathcal{L}_{neg}` (eq. 5);
        per-parameter gradient-norm clipping at ``clip_grad`` (DINO's
-       ``clip_gradients``, :func:`~skood.training.clip_grad_per_param_`); an
+       ``clip_gradients``, :func:`~skood.detectors.dino.clip_grad_per_param_`); an
        AdamW step with the learning rate and weight decay of this step
        (linear warm-up then cosine; no decay on biases and normalisation
        weights); the EMA teacher update with this step's
@@ -267,7 +366,7 @@ class DistillNegNet(SkoodNet):
             clip_grad_per_param_(self.module_.student.parameters(), self.clip_grad)
 
     def after_step(self, x: torch.Tensor, idx: torch.Tensor, step: dict[str, Any]) -> None:
-        """The EMA teacher update with this step's momentum (Rafiee et al. 2022, eq. 2)."""
+        """The EMA teacher update with this step's momentum (eq. 2)."""
         ema_update_(self.module_.teacher, self.module_.student, self._at(self.momentum_schedule_))
         self.step_ += 1
 
@@ -308,13 +407,115 @@ class DistillNegNet(SkoodNet):
         self.module_.teacher(x)
 
 
+# --------------------------------------------------------------------------
+# The score (eq. 6): a kernel sum in log space, leaving a sample's own copy out
+
+
+def row_fingerprints(X: np.ndarray | torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
+    """A 64-bit fingerprint of each row's exact values, on the model-input scale.
+
+    Rows are read as the networks see them (:func:`skood.utils.to_model_input`:
+    float32, uint8 images divided by 255), so the same image stored as uint8
+    or as float in [0, 1] gets the same fingerprint. Equal rows get equal
+    fingerprints; different rows collide with probability about 2^-64.
+    Used as ``query_keys`` / ``bank_keys`` of :func:`kernel_cosine` to leave
+    a sample's own copy out of its score.
+
+    Returns
+    -------
+    LongTensor of shape (n_rows,)
+    """
+    out = []
+    for s in range(0, len(X), chunk_size):
+        blk = X[s : s + chunk_size]
+        blk = torch.as_tensor(blk) if isinstance(blk, np.ndarray) else blk
+        rows = (to_model_input(blk, "cpu").flatten(1) + 0.0).numpy()  # + 0.0: -0.0 -> 0.0
+        out += [int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(), "little",
+                               signed=True) for r in rows]
+    return torch.tensor(out, dtype=torch.int64)
+
+
+@torch.inference_mode()
+def kernel_cosine(
+    query: Rows, bank: Rows, temperature: float = 0.04, chunk_size: int = 4096,
+    device: str | torch.device = "cpu", normalized: bool = False,
+    query_keys: torch.Tensor | None = None, bank_keys: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Log of the mean exponentiated cosine similarity of each query row to a bank.
+
+    .. math::  s(q) = \log \frac{1}{M}\sum_{m=1}^{M}
+       \exp\Big(\frac{1}{\tau}\,\frac{q \cdot b_m}{\lVert q\rVert\,\lVert b_m\rVert}\Big)
+       = \operatorname{logsumexp}_m \frac{\cos(q, b_m)}{\tau} - \log M
+
+    the logarithm of DistillNeg's temperature-weighted kernel sum (eq. 6,
+    whose anomaly score is :math:`\mathcal{S} = -e^{s(q)}`). Higher
+    means more similar to the bank, i.e. more normal. Computed in log space
+    (a running logsumexp over bank blocks, accumulated in float64), so it
+    neither overflows for small :math:`\tau` (:math:`e^{1/\tau}` is
+    :math:`e^{25}` at 0.04, :math:`e^{1000}` at 0.001) nor ever holds more
+    than a ``chunk_size x chunk_size`` block of similarities.
+
+    Parameters
+    ----------
+    query : array of shape (n_query, d)
+    bank : array of shape (M, d)
+    temperature : float
+        :math:`\tau > 0` (paper: 0.04).
+    chunk_size : int
+        Rows of query and of bank handled at once.
+    device : str or torch.device
+        Where to compute; the result comes back on the CPU.
+    normalized : bool
+        Set when both inputs already have unit rows.
+    query_keys, bank_keys : LongTensor of shapes (n_query,) and (M,), optional
+        Bank rows whose key equals the query's key are left out of its sum
+        (and of M), e.g. :func:`row_fingerprints` of the samples the
+        features came from: scoring the training set against itself then
+        gives leave-one-out scores. A query whose every bank row is left
+        out falls back to the full sum.
+
+    Returns
+    -------
+    Tensor of shape (n_query,), float64.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    n_bank = len(bank)
+    if n_bank < 1:
+        raise ValueError("the bank is empty")
+    use_keys = query_keys is not None and bank_keys is not None
+    blocks = [(blk, bank_keys[b0 : b0 + chunk_size].to(device) if use_keys else None)
+              for b0, blk in unit_row_blocks(bank, chunk_size, device, normalized)]
+    out = torch.empty(len(query), dtype=torch.float64)
+    for q0, q in unit_row_blocks(query, chunk_size, device, normalized):
+        acc = torch.full((len(q),), float("-inf"), dtype=torch.float64, device=device)
+        acc_kept = acc.clone()
+        kept = torch.zeros(len(q), dtype=torch.float64, device=device)
+        qk = query_keys[q0 : q0 + chunk_size].to(device) if use_keys else None
+        for blk, bk in blocks:
+            logits = (q @ blk.T) / temperature
+            acc = torch.logaddexp(acc, torch.logsumexp(logits, dim=1).double())
+            if use_keys:
+                same = qk[:, None] == bk[None, :]
+                lse = torch.logsumexp(logits.masked_fill(same, float("-inf")), dim=1)
+                acc_kept = torch.logaddexp(acc_kept, lse.double())
+                kept += (~same).sum(dim=1).double()
+        score = acc - math.log(n_bank)
+        if use_keys:
+            score = torch.where(kept > 0, acc_kept - kept.clamp(min=1).log(), score)
+        out[q0 : q0 + len(q)] = score.cpu()
+    return out
+
+
 class DistillNegDetector(BaseDeepDetector):
     r"""Self-distillation (DINO) with negatives, scored by a kernel sum over the training set.
 
-    Fit (Rafiee et al. 2022, section 3):
+    Fit (section 3):
 
     1. a student g_s and a teacher g_t of identical architecture (encoder f
-       and :class:`~skood.nn.heads.DINOHead`: MLP, L2 normalisation,
+       and :class:`~skood.detectors.dino.DINOHead`: MLP, L2 normalisation,
        weight-normalised linear layer to K soft classes); the teacher is the
        exponential moving average of the student,
        :math:`\theta_t \leftarrow m\theta_t + (1 - m)\theta_s` (eq. 2), with m
@@ -322,7 +523,7 @@ class DistillNegDetector(BaseDeepDetector):
     2. multi-crop: ``n_global_crops`` global views (crop scale 0.4-1, full
        size) and ``n_local_crops`` local views (scale 0.15-0.4, half size),
        flipped, colour-jittered, grey, blurred and solarised as in DINO
-       (:class:`~skood.augment.MultiCrop`); the teacher sees the global views,
+       (:class:`~skood.detectors.dino.MultiCrop`); the teacher sees the global views,
        the student all of them;
     3. :math:`\mathcal{L}_{pos} = -\sum_{x''\in G}\sum_{x'\in V, x'\neq x''}
        p_t(x'')\log p_s(x')` (eq. 3) with
@@ -352,7 +553,7 @@ class DistillNegDetector(BaseDeepDetector):
     the logarithm of the paper's kernel sum :math:`-\mathcal{S}(x)`
     (monotone, so every ranking and AUROC is the paper's); higher means more
     normal. It is computed in log space and in blocks
-    (:func:`skood.scoring.kernel_cosine`), so it neither overflows nor holds
+    (:func:`kernel_cosine`), so it neither overflows nor holds
     an n_test x n_train matrix. A sample identical to a training sample is
     scored without that training sample, so the training scores (and
     ``offset_``) are leave-one-out.
@@ -363,9 +564,7 @@ class DistillNegDetector(BaseDeepDetector):
     positively homogeneous far from the data). The features are therefore
     lifted, :math:`f \mapsto (f, c)` with c the median norm of the training
     features, before normalisation, so the cosine falls with the distance
-    of the norms too (2 epochs, mean AUROC over the shifted blobs and ten
-    ADBench sets: 0.65 without and 0.82 with the lift at :math:`\tau` = 0.04,
-    0.81 and 0.87 at 0.2; the blobs alone at 0.04: 0.81 and 1.00).
+    of the norms too.
 
     Negatives (``negatives``): "rotation" (images rotated by 90/180/270
     degrees, the paper's "Rot. In-Dist"), "perm-4" / "perm-16" (2 x 2 / 4 x 4
@@ -394,10 +593,10 @@ class DistillNegDetector(BaseDeepDetector):
         Training epochs (paper: 500).
     backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34", "vit"}, default="auto"
         Encoder f. "auto" is an MLP for tabular rows and the small CNN for
-        images, which keeps the default budget at about a minute for 1,000
-        small images on a 2-core CPU; "resnet18" is the small-image ResNet
-        (3x3 stem, no max-pool; about ten times slower on a CPU), "vit" a
-        small ViT (:class:`skood.nn.encoders.SmallViT`; the paper uses ViT-S/16).
+        images, which keeps the default budget small on a CPU; "resnet18" is
+        the small-image ResNet (3x3 stem, no max-pool; much slower on a
+        CPU), "vit" a
+        small ViT (:class:`skood.detectors.dino.SmallViT`; the paper uses ViT-S/16).
     n_global_crops : int, default=2
         Global views per training sample (teacher and student); with fewer
         than 2, at least one local view is needed.
@@ -414,8 +613,7 @@ class DistillNegDetector(BaseDeepDetector):
         budget of a few hundred steps, the head's outputs for different
         images start out so alike that the centred teacher targets are
         nearly uniform and training collapses to a uniform output;
-        BatchNorm spreads them (skood's default, measured on digits and
-        Fashion-MNIST).
+        BatchNorm spreads them (skood's default).
     student_temp : float, default=0.1
         :math:`\tau_s`.
     teacher_temp : float, default=0.01
@@ -424,8 +622,7 @@ class DistillNegDetector(BaseDeepDetector):
         Initial :math:`\tau_t` (paper: 0.055 for CIFAR-10, 0.05 for CIFAR-100,
         over 500 epochs). At a few hundred steps a teacher that hot gives
         nearly uniform targets for most of the run and the student learns
-        little (Fashion-MNIST, 500 images, 10 epochs: DINO loss 5.7 at the
-        end from 0.055, 2.8 from 0.02).
+        little.
     teacher_temp_warmup : float, default=1.0
         Fraction of training over which :math:`\tau_t` falls linearly (paper:
         the whole run).
@@ -450,8 +647,8 @@ class DistillNegDetector(BaseDeepDetector):
         Maximum gradient norm per parameter tensor (0 disables clipping).
     kernel_temperature : "auto" or float, default="auto"
         :math:`\tau` of the scoring kernel. "auto": the paper's 0.04 for
-        images, 0.2 for tabular rows (skood's choice: mean AUROC 0.869 against
-        0.822 at 0.04 over blobs and ten ADBench sets, 2 epochs; IsolationForest 0.886).
+        images, 0.2 for tabular rows (skood's choice: a wider kernel over the
+        lifted tabular features, see above).
     max_bank : int or None, default=None
         Largest number of training samples kept as the scorer's reference
         bank: a uniform random subset (drawn from ``random_state``) when the
@@ -487,9 +684,10 @@ class DistillNegDetector(BaseDeepDetector):
     --------
     >>> import numpy as np
     >>> from skood import DistillNegDetector
-    >>> X = np.random.RandomState(0).normal(size=(200, 4))
-    >>> det = DistillNegDetector(max_epochs=1, random_state=0).fit(X)
-    >>> det.predict(X[:3]).shape
+    >>> rng = np.random.RandomState(0)
+    >>> X, X_test = rng.normal(size=(200, 4)), rng.normal(size=(3, 4))
+    >>> det = DistillNegDetector(negatives="feature-perm", max_epochs=1, random_state=0)
+    >>> det.fit(X).score_samples(X_test).shape
     (3,)
     """
 
@@ -518,34 +716,8 @@ class DistillNegDetector(BaseDeepDetector):
         "kernel_temperature": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
     }
     _presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "paper": {
-            "backbone": "resnet18",
-            "max_epochs": 500,
-            "batch_size": 256,
-            "lr": 0.004,
-            "lr_warmup": 0.02,
-            "n_local_crops": 8,
-            "n_soft_classes": 4096,
-            "head_hidden_dim": 2048,
-            "teacher_momentum": 0.996,
-            "warmup_teacher_temp": 0.055,
-            "teacher_temp": 0.01,
-            "head_bn": False,
-        },
-        "paper-vit": {
-            "backbone": "vit",
-            "max_epochs": 500,
-            "batch_size": 256,
-            "lr": 0.004,
-            "lr_warmup": 0.02,
-            "n_local_crops": 8,
-            "n_soft_classes": 4096,
-            "head_hidden_dim": 2048,
-            "teacher_momentum": 0.996,
-            "warmup_teacher_temp": 0.055,
-            "teacher_temp": 0.01,
-            "head_bn": False,
-        },
+        "paper": {"backbone": "resnet18", **_PAPER_SETTINGS},
+        "paper-vit": {"backbone": "vit", **_PAPER_SETTINGS},
     }
 
     def __init__(

@@ -1,7 +1,12 @@
 """Encoders shared by every detector: MLP, a small CNN and small-image ResNets.
 
-Every encoder maps a batch to a flat feature vector and exposes ``out_features``.
-Images enter as float tensors (N, C, H, W) in [0, 1]; tabular rows as (N, D).
+Contract: every encoder maps a batch to a flat feature vector (N, F) and
+exposes ``out_features`` = F. Images enter as float tensors (N, C, H, W) in
+[0, 1]; tabular rows as (N, D). :func:`build_encoder` picks one by name
+(``backbone``); :class:`ProjectionHead` is the SimCLR projection head;
+:func:`block_modules` and :class:`capture_outputs` read the intermediate
+features of one forward pass (NSA's feature ensemble). DistillNeg's small
+Vision Transformer is with it (:class:`skood.detectors.dino.SmallViT`).
 """
 
 from __future__ import annotations
@@ -13,15 +18,17 @@ from torch import nn
 from torchvision.models import resnet18, resnet34
 
 __all__ = [
+    "BACKBONES",
     "MLP",
+    "ProjectionHead",
     "SmallCNN",
     "SmallResNet",
+    "block_modules",
     "build_encoder",
+    "capture_outputs",
     "make_activation",
     "make_norm_1d",
     "make_norm_2d",
-    "ProjectionHead",
-    "BACKBONES",
 ]
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -106,11 +113,7 @@ class SmallCNN(nn.Module):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        width: int = 32,
-        activation: str = "relu",
-        norm: str = "batch",
+        self, in_channels: int, width: int = 32, activation: str = "relu", norm: str = "batch"
     ) -> None:
         super().__init__()
         chans = [width, 2 * width, 4 * width]
@@ -143,11 +146,7 @@ class SmallResNet(nn.Module):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        depth: int = 18,
-        activation: str = "relu",
-        norm: str = "batch",
+        self, in_channels: int, depth: int = 18, activation: str = "relu", norm: str = "batch"
     ) -> None:
         super().__init__()
         if depth not in (18, 34):
@@ -245,8 +244,6 @@ def build_encoder(
     raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
 
 
-
-
 def block_modules(module: nn.Module) -> list[tuple[str, nn.Module]]:
     """The submodules whose outputs are the successive blocks of an encoder or head.
 
@@ -322,97 +319,3 @@ class capture_outputs:  # noqa: N801 (used as a context manager, like torch.no_g
             h.remove()
         self._handles = []
 
-
-__all__ += ["block_modules", "capture_outputs"]
-
-
-# --------------------------------------------------------------------------
-# A small Vision Transformer built from torchvision's VisionTransformer.
-
-import math  # noqa: E402
-
-from torchvision.models import VisionTransformer  # noqa: E402
-
-
-class SmallViT(nn.Module):
-    r"""A small ViT for small images, built from torchvision's ``VisionTransformer``.
-
-    torchvision's patch embedding (a ``patch_size`` stride convolution, here
-    with ``in_channels`` inputs), class token, transformer blocks and final
-    LayerNorm; the classifier is dropped and the output is the class
-    token's ``dim``-d representation. Unlike torchvision's forward, inputs
-    of any size work: the positional embedding of the ``image_size`` grid is
-    bicubically interpolated to the input's patch grid (as DINO does for its
-    local crops); pixels beyond the last whole patch are ignored.
-
-    Parameters
-    ----------
-    in_channels : int
-    image_size : tuple of int
-        (H, W) of the images the positional embedding is laid out for.
-    patch_size : int or None
-        None: ``max(1, round(min(H, W) / 8))``, an 8 x 8 grid for CIFAR-size
-        images (4-pixel patches on 28-32 pixel images).
-    dim, depth, heads, mlp_ratio : int
-        Token width, number of blocks, attention heads, MLP width / dim
-        (default 192, 6, 3, 4: ViT-Tiny's width at half its depth).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        image_size: tuple[int, int],
-        patch_size: int | None = None,
-        dim: int = 192,
-        depth: int = 6,
-        heads: int = 3,
-        mlp_ratio: int = 4,
-    ) -> None:
-        super().__init__()
-        h, w = int(image_size[0]), int(image_size[1])
-        p = patch_size or max(1, int(round(min(h, w) / 8)))
-        if p > min(h, w):
-            raise ValueError(f"patch_size {p} exceeds the image side {min(h, w)}")
-        grid = max(h // p, w // p)
-        vit = VisionTransformer(
-            image_size=grid * p, patch_size=p, num_layers=depth, num_heads=heads,
-            hidden_dim=dim, mlp_dim=mlp_ratio * dim,
-        )
-        vit.conv_proj = nn.Conv2d(in_channels, dim, kernel_size=p, stride=p)
-        fan_in = in_channels * p * p
-        nn.init.trunc_normal_(vit.conv_proj.weight, std=math.sqrt(1 / fan_in))
-        nn.init.zeros_(vit.conv_proj.bias)
-        vit.heads = nn.Identity()
-        self.vit = vit
-        self.patch_size = p
-        self.grid = grid
-        self.out_features = dim
-
-    def _pos_embedding(self, gh: int, gw: int) -> torch.Tensor:
-        pos = self.vit.encoder.pos_embedding  # (1, 1 + grid^2, dim)
-        if gh == gw == self.grid:
-            return pos
-        cls, patches = pos[:, :1], pos[:, 1:]
-        d = patches.shape[-1]
-        patches = patches.reshape(1, self.grid, self.grid, d).permute(0, 3, 1, 2)
-        patches = nn.functional.interpolate(patches, size=(gh, gw), mode="bicubic",
-                                            align_corners=False)
-        return torch.cat([cls, patches.permute(0, 2, 3, 1).reshape(1, gh * gw, d)], dim=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        vit = self.vit
-        if min(x.shape[-2:]) < self.patch_size:
-            raise ValueError(
-                f"inputs of {tuple(x.shape[-2:])} pixels are smaller than one "
-                f"{self.patch_size} x {self.patch_size} patch"
-            )
-        t = vit.conv_proj(x)  # (n, dim, gh, gw)
-        gh, gw = t.shape[-2:]
-        t = t.flatten(2).transpose(1, 2)
-        t = torch.cat([vit.class_token.expand(len(t), -1, -1), t], dim=1)
-        t = t + self._pos_embedding(gh, gw)
-        t = vit.encoder.ln(vit.encoder.layers(vit.encoder.dropout(t)))
-        return t[:, 0]
-
-
-__all__ += ["SmallViT"]

@@ -1,11 +1,21 @@
-"""Training objectives shared by the detectors (each written once).
+"""Training objectives of the detectors, each written once, with its paper's equation.
 
-Every loss here is computed in float32: under CUDA autocast (mixed precision
-training, :class:`skood.training.SkoodNet`) the network's outputs may be
-bfloat16, and autocast would run the losses' matrix products in bfloat16
-too; :func:`float32_loss` switches autocast off inside the loss and the
-losses cast their inputs to float32. Without autocast (e.g. on the CPU)
-nothing changes.
+Contract: every loss returns a scalar to *minimise* and is computed in
+float32: under CUDA autocast (mixed precision training,
+:class:`skood.training.SkoodNet`) the network's outputs may be bfloat16, and
+autocast would run the losses' matrix products in bfloat16 too;
+:func:`float32_loss` switches autocast off inside the loss and the losses
+cast their inputs to float32. Without autocast (e.g. on the CPU) nothing
+changes.
+
+* :func:`cross_entropy` (RotAuxMSP's classifier and rotation heads);
+* :func:`nt_xent`: SimCLR's contrastive loss (SemSAD, NSA, DUM encoders);
+* :func:`gamma_weighted_pair_loss`: SemSAD's discriminator;
+* :func:`simsiam_loss`: SimSiam (NSA);
+* :func:`product_of_experts`, :func:`dum_set_loss`: DUM.
+
+DistillNeg's objectives are with it (:mod:`skood.detectors.dino`,
+:mod:`skood.detectors.distillneg`).
 """
 
 from __future__ import annotations
@@ -18,7 +28,15 @@ from typing import Any, TypeVar
 import torch
 import torch.nn.functional as F
 
-__all__ = ["float32_loss", "cross_entropy", "nt_xent", "gamma_weighted_pair_loss"]
+__all__ = [
+    "cross_entropy",
+    "dum_set_loss",
+    "float32_loss",
+    "gamma_weighted_pair_loss",
+    "nt_xent",
+    "product_of_experts",
+    "simsiam_loss",
+]
 
 _Fn = TypeVar("_Fn", bound=Callable[..., Any])
 
@@ -59,9 +77,13 @@ def nt_xent(
     * ``symmetric=False`` (SemSAD reference code): the B x B cross-entropy
       :math:`-\frac1B\sum_i \log \frac{\exp(z^{(1)}_i\cdot z^{(2)}_i/\tau)}
       {\sum_j \exp(z^{(1)}_i\cdot z^{(2)}_j/\tau)}`.
-    * ``symmetric=True`` (SimCLR, Chen et al. 2020, eq. 1): the 2B x 2B version
-      in which every view is an anchor and every other view of the batch (its
-      own excluded) is a candidate.
+    * ``symmetric=True`` (SimCLR, eq. 1): the 2B x 2B version in which every
+      view is an anchor and every other view of the batch (its own excluded)
+      is a candidate.
+
+    Chen, Kornblith, Norouzi & Hinton (2020), "A Simple Framework for
+    Contrastive Learning of Visual Representations"
+    (https://arxiv.org/abs/2002.05709).
 
     Parameters
     ----------
@@ -90,7 +112,10 @@ def nt_xent(
 def gamma_weighted_pair_loss(
     s_pos: torch.Tensor, s_neg: torch.Tensor, gamma: float
 ) -> torch.Tensor:
-    r"""SemSAD's discriminator objective (Gorji et al., eq. 4 with its shifted logit).
+    r"""SemSAD's discriminator objective (eq. 4, with its shifted logit).
+
+    "Unsupervised Anomaly Detection from Semantic Similarity Scores"
+    (https://arxiv.org/abs/2012.00461).
 
     For raw discriminator outputs :math:`s` on positive and negative pairs, with
     :math:`a = s - \log\gamma` the objective (maximised, averaged over pairs
@@ -115,7 +140,10 @@ def gamma_weighted_pair_loss(
 def simsiam_loss(
     p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor
 ) -> torch.Tensor:
-    r"""SimSiam's symmetric negative cosine with stop-gradient (Chen & He 2021, eq. 1-2).
+    r"""SimSiam's symmetric negative cosine with stop-gradient (eq. 1-2).
+
+    Chen & He (2021), "Exploring Simple Siamese Representation Learning"
+    (https://arxiv.org/abs/2011.10566).
 
     With predictions :math:`p_i = h(z_i)` and projections :math:`z_i` of the
     two views,
@@ -140,9 +168,6 @@ def simsiam_loss(
     return 0.5 * (neg_cos(p1, z2) + neg_cos(p2, z1))
 
 
-__all__ += ["simsiam_loss"]
-
-
 @float32_loss
 def product_of_experts(
     mu: torch.Tensor, log_var: torch.Tensor, dim: int = 0
@@ -155,7 +180,7 @@ def product_of_experts(
     .. math::  \mu = \frac{\sum_i w_i \mu_i}{\sum_i w_i}, \qquad
        \Sigma = \Big(\sum_i w_i\Big)^{-1}
 
-    (DUM, Wu et al., section 3; Cao & Fleet 2014). Computed in float32 with
+    (DUM, Wu & Goodman 2020, section 3; Cao & Fleet 2014). Computed in float32 with
     the precisions rescaled by their maximum along ``dim`` (the mean is
     invariant to it), so no exponential overflows.
 
@@ -191,7 +216,10 @@ def dum_set_loss(
     temperature: float = 0.07,
     normalize: bool = True,
 ) -> torch.Tensor:
-    r"""DUM's set objective (Wu et al., "Deep uncertainty model", eq. for :math:`\mathcal L_{DUM}`).
+    r"""DUM's set objective, the "Deep Uncertainty Model" objective :math:`\mathcal L_{DUM}`.
+
+    Wu & Goodman (2020), "A Simple Framework for Uncertainty in Contrastive
+    Learning" (https://arxiv.org/abs/2010.02038), section 3.
 
     The rows are consecutive sets of :math:`2m` samples (``m = set_size``,
     :math:`m > 1`; the rows beyond the last whole set are ignored). For set
@@ -241,94 +269,3 @@ def dum_set_loss(
     return F.cross_entropy(logits, torch.arange(n_sets, device=logits.device))
 
 
-__all__ += ["product_of_experts", "dum_set_loss"]
-
-
-# --------------------------------------------------------------------------
-# DINO self-distillation (Caron et al. 2021) and DistillNeg's negative term.
-
-
-@float32_loss
-def dino_loss(
-    student_logits: list[torch.Tensor],
-    teacher_logits: list[torch.Tensor],
-    center: torch.Tensor,
-    student_temp: float = 0.1,
-    teacher_temp: float = 0.04,
-) -> torch.Tensor:
-    r"""DINO's cross-entropy between centred, sharpened teacher and student outputs.
-
-    Rafiee et al. (2022), eq. 1 and 3: with :math:`p = \operatorname{softmax}(g/\tau)`,
-
-    .. math::  \mathcal{L}_{pos} = \frac{1}{|P|} \sum_{(t, s) \in P}
-       \Big\langle -\sum_{k=1}^{K} p_t^k(x_t) \log p_s^k(x_s) \Big\rangle_{batch},
-       \qquad p_t = \operatorname{softmax}\big((g_t - c)/\tau_t\big),\;
-       p_s = \operatorname{softmax}(g_s / \tau_s),
-
-    where P holds every pair of a teacher view t and a different student view
-    s, c is the centre (:func:`dino_center_update`) and no gradient flows
-    through the teacher. The teacher sees the global views only; teacher
-    view i and student view i are the same view (global views first in both
-    lists), and those pairs are skipped. The paper sums over pairs; the mean
-    (as in DINO's code) keeps the scale independent of the number of views.
-
-    Parameters
-    ----------
-    student_logits : list of Tensor of shape (B, K)
-        Student outputs g_s, one tensor per view (global views first).
-    teacher_logits : list of Tensor of shape (B, K)
-        Teacher outputs g_t on the global views.
-    center : Tensor of shape (1, K)
-    student_temp, teacher_temp : float
-        :math:`\tau_s` and :math:`\tau_t` (DistillNeg: 0.1 and 0.055 -> 0.01).
-    """
-    targets = [
-        F.softmax((t.detach().float() - center) / teacher_temp, dim=-1) for t in teacher_logits
-    ]
-    log_ps = [F.log_softmax(s.float() / student_temp, dim=-1) for s in student_logits]
-    total, n_terms = None, 0
-    for i, q in enumerate(targets):
-        for j, log_p in enumerate(log_ps):
-            if i == j:
-                continue
-            term = -(q * log_p).sum(dim=-1).mean()
-            total = term if total is None else total + term
-            n_terms += 1
-    if total is None:
-        raise ValueError("dino_loss needs a student view other than each teacher view")
-    return total / n_terms
-
-
-@float32_loss
-def uniform_cross_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    r"""Cross-entropy of the uniform distribution to ``softmax(logits / temperature)``.
-
-    DistillNeg's negative objective (Rafiee et al. 2022, eq. 4): for K soft
-    classes,
-
-    .. math::  \mathcal{L}_{neg} = \Big\langle -\frac{1}{K}\sum_{k=1}^{K} \log p_s^k(x') \Big\rangle
-
-    averaged over the batch; minimal (:math:`= \log K`) when the student's
-    output on the negative view x' is uniform. This is eq. 3 with an
-    infinitely hot teacher, :math:`\tau_t \to \infty`.
-    """
-    return -F.log_softmax(logits.float() / temperature, dim=-1).mean(dim=-1).mean()
-
-
-@float32_loss
-@torch.no_grad()
-def dino_center_update(
-    center: torch.Tensor, teacher_logits: list[torch.Tensor], momentum: float = 0.9
-) -> torch.Tensor:
-    r"""DINO's centre update :math:`c \leftarrow m c + (1 - m)\,\overline{g_t}`.
-
-    :math:`\overline{g_t}` is the mean teacher output over the batch and its
-    views. Subtracting c from the teacher's logits keeps one soft class from
-    dominating, sharpening keeps the output from becoming uniform; together
-    they prevent collapse. Returns the new centre (shape (1, K)).
-    """
-    batch_center = torch.cat([t.float() for t in teacher_logits]).mean(dim=0, keepdim=True)
-    return center * momentum + batch_center * (1.0 - momentum)
-
-
-__all__ += ["dino_loss", "uniform_cross_entropy", "dino_center_update"]

@@ -116,6 +116,12 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     image_shape : tuple of int or None
         ``(C, H, W)`` or ``(H, W)``: read 2-D input as flattened images of
         this shape (so images go through Pipelines and scikit-learn tools).
+    max_bank : int or None
+        (Detectors that score against training samples.) Largest number of
+        training samples kept as the scorer's reference bank: a uniform
+        random subset (drawn from ``random_state``) when the training set is
+        larger; None keeps all. Training always uses every sample; the cap
+        bounds the memory and time of scoring on large sets.
 
     Attributes
     ----------

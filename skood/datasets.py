@@ -405,7 +405,7 @@ def load_mnist(
     ----------
     split : {"test", "train"}, default="test"
         ``"test"`` reads ``t10k-*``, ``"train"`` reads ``train-*``. The
-        shared benchmark data contains only the test images; split them with
+        skood benchmark data ships only the test images; split them with
         :func:`split_half` for one-class experiments.
     data_home : str or path-like, default=None
         Data directory, see :func:`get_data_home`.
@@ -413,7 +413,9 @@ def load_mnist(
     Returns
     -------
     X : ndarray of shape (n, 28, 28), dtype uint8
+        Grey levels 0-255.
     y : ndarray of shape (n,), dtype uint8
+        Digits 0-9.
     """
     folder = get_data_home(data_home) / "images" / "mnist"
     extra = (
@@ -428,12 +430,14 @@ def load_mnist(
 def load_fashion_mnist(
     split: str = "train", data_home: str | os.PathLike[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Load Fashion-MNIST from gzip IDX files under ``<data_home>/images/fashion_mnist``.
+    """Load Fashion-MNIST from gzip IDX files.
+
+    Reads ``<data_home>/images/fashion_mnist/{train,t10k}-*-ubyte.gz``.
 
     Parameters
     ----------
     split : {"train", "test"}, default="train"
-        60,000 training or 10,000 test images.
+        The 60,000 training or the 10,000 test images.
     data_home : str or path-like, default=None
         Data directory, see :func:`get_data_home`.
 

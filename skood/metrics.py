@@ -37,15 +37,34 @@ __all__ = [
 ]
 
 
+_PARAMETERS = """\
+Parameters
+----------
+y_outlier : array-like of shape (n_samples,)
+    1/True for anomalies, 0/False for normal samples.
+scores : array-like of shape (n_samples,)
+    Scores, higher = more normal (scikit-learn sign, e.g. ``score_samples``)."""
+
+
+def _shared_parameters(func: Callable) -> Callable:
+    """Expand the ``{parameters}`` line of ``func``'s docstring to :data:`_PARAMETERS`."""
+    if func.__doc__:
+        lines = []
+        for line in func.__doc__.splitlines():
+            if line.strip() == "{parameters}":
+                indent = line[: len(line) - len(line.lstrip())]
+                lines += [indent + row if row else row for row in _PARAMETERS.splitlines()]
+            else:
+                lines.append(line)
+        func.__doc__ = "\n".join(lines)
+    return func
+
+
+@_shared_parameters
 def _check_inputs(y_outlier: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     """Validate labels and scores; return ``(y, anomaly_score)``.
 
-    Parameters
-    ----------
-    y_outlier : array-like of shape (n_samples,)
-        1/True for anomalies, 0/False for normal samples.
-    scores : array-like of shape (n_samples,)
-        Scores, higher = more normal.
+    {parameters}
 
     Returns
     -------
@@ -97,15 +116,11 @@ def _check_inputs(y_outlier: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     return y, -s
 
 
+@_shared_parameters
 def auroc(y_outlier: Any, scores: Any) -> float:
     """Area under the ROC curve with anomalies as the positive class.
 
-    Parameters
-    ----------
-    y_outlier : array-like of shape (n_samples,)
-        1/True for anomalies, 0/False for normal samples.
-    scores : array-like of shape (n_samples,)
-        Scores, higher = more normal (scikit-learn sign, e.g. ``score_samples``).
+    {parameters}
 
     Returns
     -------
@@ -117,15 +132,11 @@ def auroc(y_outlier: Any, scores: Any) -> float:
     return float(roc_auc_score(y, a))
 
 
+@_shared_parameters
 def average_precision(y_outlier: Any, scores: Any) -> float:
     """Average precision with anomalies as the positive class.
 
-    Parameters
-    ----------
-    y_outlier : array-like of shape (n_samples,)
-        1/True for anomalies, 0/False for normal samples.
-    scores : array-like of shape (n_samples,)
-        Scores, higher = more normal.
+    {parameters}
 
     Returns
     -------
@@ -138,6 +149,7 @@ def average_precision(y_outlier: Any, scores: Any) -> float:
     return float(average_precision_score(y, a))
 
 
+@_shared_parameters
 def fpr_at_95_tpr(y_outlier: Any, scores: Any) -> float:
     """False-positive rate on normal samples at 95% true-positive rate.
 
@@ -150,12 +162,7 @@ def fpr_at_95_tpr(y_outlier: Any, scores: Any) -> float:
     This is the first point of the ROC curve with TPR >= 0.95, without
     interpolation.
 
-    Parameters
-    ----------
-    y_outlier : array-like of shape (n_samples,)
-        1/True for anomalies, 0/False for normal samples.
-    scores : array-like of shape (n_samples,)
-        Scores, higher = more normal.
+    {parameters}
 
     Returns
     -------
@@ -170,6 +177,7 @@ def fpr_at_95_tpr(y_outlier: Any, scores: Any) -> float:
     return float(np.mean(neg >= threshold))
 
 
+@_shared_parameters
 def precision_at_n(y_outlier: Any, scores: Any, n: int | None = None) -> float:
     """Precision among the ``n`` samples ranked most anomalous (precision@n).
 
@@ -179,12 +187,7 @@ def precision_at_n(y_outlier: Any, scores: Any, n: int | None = None) -> float:
     score; samples tied with it are all included, so with ties more than
     ``n`` samples may be flagged.
 
-    Parameters
-    ----------
-    y_outlier : array-like of shape (n_samples,)
-        1/True for anomalies, 0/False for normal samples.
-    scores : array-like of shape (n_samples,)
-        Scores, higher = more normal.
+    {parameters}
     n : int, default=None
         Number of top-ranked samples, ``1 <= n <= n_samples``. None means the
         number of anomalies in ``y_outlier``.
@@ -206,15 +209,11 @@ def precision_at_n(y_outlier: Any, scores: Any, n: int | None = None) -> float:
     return float(np.mean(y[flagged]))
 
 
+@_shared_parameters
 def evaluate(y_outlier: Any, scores: Any) -> dict[str, float]:
     """Compute all metrics of this module at once.
 
-    Parameters
-    ----------
-    y_outlier : array-like of shape (n_samples,)
-        1/True for anomalies, 0/False for normal samples.
-    scores : array-like of shape (n_samples,)
-        Scores, higher = more normal.
+    {parameters}
 
     Returns
     -------

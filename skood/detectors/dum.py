@@ -1,8 +1,7 @@
 """DUM: a deep uncertainty model over (contrastive) embeddings.
 
-Wu, Goodman et al. (2021), "Contrastive distributions / Deep uncertainty
-model" (``shared/papers/dum.txt``), with the resolved choices of
-``shared/specs/methods.md`` section 3.
+Reference: M. Wu and N. Goodman, "A Simple Framework for Uncertainty in
+Contrastive Learning", https://arxiv.org/abs/2010.02038.
 """
 
 from __future__ import annotations
@@ -38,24 +37,16 @@ _TABULAR_FRAC, _TABULAR_NOISE = 0.1, 0.05
 class DUMVarianceMLP(nn.Module):
     r"""f1 of DUM: an embedding z to the Gaussian :math:`N(z, \sigma^2(z))`.
 
-    The mean is the embedding itself (fixed, paper section 3); the MLP
-    (``n_layers`` hidden ReLU layers of ``width`` units, then a linear output
-    layer r) predicts only the log-variance, bounded smoothly to
-    :math:`(-b, b)` with :math:`b` = ``max_log_var``:
+    The mean is fixed to the embedding (paper section 3); an MLP (``n_layers``
+    hidden ReLU layers of ``width`` units, then a linear layer r that starts
+    at zero, i.e. at equal variances) predicts the log-variance, bounded to
+    :math:`(-b, b)` with :math:`b` = ``max_log_var``, since the objective
+    sees only ratios of precisions and would let the variances drift:
 
     .. math::  \log\sigma^2(z) = b \tanh(r(z) / b).
 
-    ``isotropic=True``: one variance per sample, :math:`\sigma^2(z) I`
-    (r has one output, broadcast to the d dimensions); otherwise one per
-    dimension, :math:`\mathrm{diag}\,\sigma^2(z)` (r has d outputs). The
-    forward pass returns the (n, d) log-variances in both cases.
-
-    The DUM objective only sees ratios of precisions (the PoE mean is
-    invariant to a common scale), so without a bound the variances could
-    drift without limit; near 0 the map is the identity. The output layer
-    starts at zero (all variances 1, every expert weighted equally), so the
-    first steps move the variances along the objective's gradient rather
-    than from an arbitrary random function of the embedding.
+    ``isotropic=True``: one variance per sample (r has one output); else one
+    per dimension. ``forward`` returns the (n, d) log-variances either way.
     """
 
     def __init__(self, dim: int, width: int = 256, n_layers: int = 3,
@@ -85,14 +76,10 @@ class SphereLift(nn.Module):
     .. math::  u = \frac{x - \text{low}}{\text{scale}} - c, \qquad
        g(x) = \frac{(u, s)}{\lVert (u, s) \rVert}
 
-    ``low``/``scale`` give the feature scaling (min-max, as in the paper, or
-    the identity on standardised rows), c is the training mean of the scaled
-    rows and s their root-mean-square distance to it (a typical training row
-    sits at 45 degrees from the pole :math:`(0, \dots, 0, 1)`). The map is
-    injective (an inverse stereographic-type projection): the distance of a
-    row to the data centre becomes its angle to the pole, so nothing is lost
-    by putting the rows on the sphere, where DUM's dot-product objective is
-    bounded.
+    with c the training mean of the scaled rows and s their root-mean-square
+    distance to it. The map is injective: a row's distance to the data centre
+    becomes its angle to the pole :math:`(0, \dots, 0, 1)`, on the sphere,
+    where DUM's dot-product objective is bounded.
     """
 
     def __init__(self, low: torch.Tensor, scale: torch.Tensor, center: torch.Tensor,
@@ -138,14 +125,12 @@ class _UnitEmbedding:
 class DUMNet(SkoodNet):
     r"""skorch net that trains DUM's f1 with the set objective (paper section 3).
 
-    Each shuffled minibatch of B training samples is augmented (``augment``,
-    one independent random transform per sample), embedded with the frozen
-    ``embed`` = g (a callable), and cut into consecutive sets of 2m samples (m =
-    ``set_size``; None: one set per batch, m = B // 2). f1 (``module``)
-    predicts the log-variances; :func:`~skood.nn.losses.dum_set_loss` compares
-    the PoE mean of each set's first half with that of the whole set.
-    A batch too small for the objective (the last, partial batch of an epoch)
-    contributes no gradient.
+    Each shuffled minibatch is augmented (``augment``), embedded with the
+    frozen callable ``embed`` = g and cut into consecutive sets of 2m samples
+    (m = ``set_size``; None: one set per batch for "literal"); f1
+    (``module``) predicts the log-variances and
+    :func:`~skood.nn.losses.dum_set_loss` is the objective. A batch too small
+    for it (the last, partial batch of an epoch) contributes no gradient.
     """
 
     def __init__(
@@ -183,8 +168,7 @@ class DUMNet(SkoodNet):
         need = 2 * m if self.objective == "literal" else 4 * m
         if m < 2 or len(x) < need:
             return (0.0 * log_var).sum()
-        # L_DUM = mu_PoE(x_1:m) . mu_PoE(x_1:2m), the means L2-normalised by default
-        # (methods.md section 3); infonce: the same similarities over tau, as in NT-Xent
+        # L_DUM = mu_PoE(x_1:m) . mu_PoE(x_1:2m); infonce: the same similarities over tau
         return dum_set_loss(z, log_var, m, self.objective, self.temperature,
                             normalize=self.normalize_means)
 
@@ -192,99 +176,52 @@ class DUMNet(SkoodNet):
 class DUMDetector(BaseDeepDetector):
     r"""Deep uncertainty model: anomalies are samples whose embedding is uncertain.
 
-    Fit (Wu et al. 2021, section 3):
+    Fit (Wu & Goodman, section 3):
 
     1. embedding g: for tabular rows the min-max-scaled features (the
-       paper's), injectively lifted onto the unit sphere (below); for
-       images a SimCLR encoder trained here with NT-Xent on two augmented
-       views (or a user-supplied frozen ``encoder``);
-    2. f1: an MLP maps an embedding to :math:`N(g(x), \mathrm{diag}\,\sigma^2(x))`
-       (mean fixed to the embedding, bounded log-variance, see
-       :class:`DUMVarianceMLP`; ``covariance="isotropic"`` ties the
-       diagonal to one value per sample);
-    3. f2: product of experts over a set, with precisions
-       :math:`w_i = 1/\sigma_i^2`:
+       paper's) lifted onto the unit sphere by :class:`SphereLift`; for
+       images a SimCLR encoder trained here (or a frozen user ``encoder``);
+    2. f1 (:class:`DUMVarianceMLP`) maps an embedding to
+       :math:`N(g(x), \mathrm{diag}\,\sigma^2(x))`, mean fixed;
+    3. f2: product of experts over a set, precisions :math:`w_i = 1/\sigma_i^2`,
        :math:`\mu_{1:m} = \sum_i w_i \mu_i / \sum_i w_i`,
        :math:`\Sigma_{1:m} = (\sum_i w_i)^{-1}`;
-    4. f1 is trained by maximising, over sets :math:`x_{1:2m}` of augmented
-       training samples,
+    4. f1 is trained (:class:`DUMNet`) by maximising, over sets
+       :math:`x_{1:2m} \sim p(x)` of augmented training samples,
 
        .. math:: \mathcal L_{DUM}(x_{1:2m}) = \mathbb E_{t_{1:2m}}\big[
           \mu_{PoE}(t_{1:m}(x_{1:m}))^\top \mu_{PoE}(t_{1:2m}(x_{1:2m}))\big]
 
-       with L2-normalised means (``objective="literal"``; raw means with
-       ``normalize_means=False``), or an InfoNCE
-       over several sets per batch, the other sets' whole-set means as
-       negatives, :math:`\tau` = ``temperature`` (``objective="infonce"``).
+       (``objective="literal"``), or an InfoNCE over several sets per batch
+       with the other sets' whole-set means as negatives
+       (``objective="infonce"``). m > 1 is required (for m = 1 the variances
+       leave the objective).
 
-    Sets: every shuffled minibatch of ``batch_size`` samples is augmented
-    (one independent random transform per sample), then cut into
-    consecutive sets of 2m (``set_size`` = m; by default the whole batch is
-    one set, m = ``batch_size // 2``, for ``"literal"``, and m = 8 for
-    ``"infonce"``). A set's members are different training samples, each
-    under its own transform, as in the paper's :math:`x_{1:2m} \sim p(x)`.
-    m > 1 is required (for m = 1 the variances leave the objective).
+    Score: ``score_samples(x)`` :math:`= -\lVert\sigma^2(x)\rVert`
+    (``score_norm``); higher means more normal. Scores are per sample, so
+    ``train_scores_`` (and ``fit_predict``) serve the paper's transductive
+    protocol (fit on contaminated data, score the same rows) without a
+    second pass; the inductive protocol scores new data as usual.
 
-    Score: the size of the predicted variance,
-    ``score_samples(x)`` :math:`= -\lVert\sigma^2(x)\rVert` (``score_norm``:
-    the L2 norm of the diagonal, its trace, or the log-determinant);
-    higher means more normal. Scores are per sample (no batch statistics,
-    no neighbour bank), so the training scores are the scores of the
-    training rows themselves.
-
-    Both protocols work: *inductive* (fit on clean data, score new data with
-    ``score_samples``/``predict``) and *transductive* (the paper's tabular
-    protocol: fit on contaminated data and score the same rows). For the
-    latter, ``train_scores_`` holds the training rows' ``score_samples``
-    after ``fit`` (so ``-det.train_scores_`` is PyOD's ``decision_scores_``,
-    higher = more abnormal) and ``fit_predict(X)`` returns their +1/-1
-    labels from it, without a second pass over the data.
-
-    Tabular data (skood's choices): the base class standardises rows; g
-    maps them to the training min-max range (``tabular_scaling="minmax"``,
-    the paper's preprocessing; standardise-then-min-max equals min-max) and
-    lifts them onto the unit sphere with :class:`SphereLift` (centre the
-    scaled rows, append their RMS radius as one more coordinate, normalise),
-    so ``embedding_dim_`` is ``n_features + 1`` and :meth:`predict_variance`
-    has that many columns. The lift is injective, so it is still "DUM on the
-    raw features"; it is needed because the objective compares directions
-    of set means, and the direction of a min-max row (all coordinates >= 0)
-    says little about how far it lies from the data: measured without the
-    lift (min-max rows, L2-normalised), the variances came out *inverted*
-    (AUROC 0.02 transductive and 0.22 inductive on the shifted-blob test data,
-    0.53 on ODDS WBC), with it 1.0, 1.0 and 0.95. The augmentation of set
-    members is a SCARF-style corruption of the standardised row before g
-    (10% of features resampled from the training marginals, Gaussian noise
-    0.05), as in SemSAD (:class:`skood.augment.TabularCorruption` bound to
-    the training rows).
-
-    Images: the SimCLR views (crop, flip, colour jitter, grayscale) serve
-    both the encoder and the DUM sets; g is the encoder's pooled
-    representation before the projection head (``embedding="features"``,
-    as the paper's ImageNet model) or the projection (``"projection"``),
-    L2-normalised; a user ``encoder``'s output is L2-normalised too.
+    Tabular data (skood's choice): the lift keeps g injective, and without
+    it the objective, which compares directions of set means, cannot see how
+    far a min-max row (all coordinates >= 0) lies from the data. Set members
+    are augmented by a SCARF-style corruption of the standardised row (10%
+    of features resampled, Gaussian noise 0.05). Images: the SimCLR views
+    serve both the encoder and the DUM sets.
 
     Notes
     -----
-    Why the literal objective gives outliers large variances: the halves of
-    a set are random, so f1 cannot favour the first half; the best it can do
-    is make the PoE mean of *any* half point where the whole set's mean
-    points, i.e. give high precision to rows near the common direction and
-    low precision (large variance) to rows far from it.
+    The literal objective gives outliers large variances: the halves of a
+    set are random, so f1 can only make the PoE mean of *any* half point
+    where the whole set's mean points, i.e. weight rows near the common
+    direction. The InfoNCE variant rewards the opposite (a random set is told
+    apart from others by its most unusual members), so its score comes out
+    inverted: it is offered because the paper quotes a temperature of 0.07
+    but writes no InfoNCE, not as a detector.
 
-    The InfoNCE variant (``objective="infonce"``) rewards the opposite: a
-    set's half must be told apart from *other* sets drawn from the same
-    data, and what distinguishes a random set is its most unusual members,
-    so f1 learns to give outliers high precision. Measured in skood with the
-    defaults otherwise (seed 0): AUROC of the variance-norm score 0.20
-    (shifted blob, inductive), 0.09 (blob, transductive), 0.07 (WBC), 0.31
-    (Pima), i.e. consistently inverted. It is offered because the spec asks
-    for it (the paper quotes a temperature of 0.07 but writes no InfoNCE);
-    do not use it as a detector with this score sign.
-
-    The defaults are skood's CPU budget (f1 of 3 x 256 units, one variance
-    per sample, tabular minibatches of 64 as one set); ``DUMDetector.from_preset(
-    "paper")`` gives the paper's (3 x 4096, ResNet-18 SimCLR for images).
+    The defaults are skood's CPU budget; ``DUMDetector.from_preset("paper")``
+    gives the paper's (f1 of 3 x 4096 units, ResNet-18 SimCLR for images).
 
     Parameters
     ----------
@@ -296,8 +233,8 @@ class DUMDetector(BaseDeepDetector):
     temperature : float, default=0.07
         Temperature of the "infonce" objective (paper: 0.07).
     normalize_means : bool, default=True
-        L2-normalise the PoE means before their dot product (spec default;
-        the paper's written objective has the raw means, ``False``).
+        L2-normalise the PoE means before their dot product (skood's
+        default; the paper's written objective has the raw means, ``False``).
     covariance : {"isotropic", "diagonal"}, default="isotropic"
         f1 predicts one variance per sample, :math:`\sigma^2(x) I`
         (skood's default), or one per embedding dimension,
@@ -317,28 +254,24 @@ class DUMDetector(BaseDeepDetector):
         Tabular g: identity on min-max-scaled features (paper) or on the
         standardised features.
     encoder : torch.nn.Module or None, default=None
-        A frozen image encoder mapping float images (N, C, H, W) in [0, 1]
-        to (N, d); it is deep-copied at fit (``encoder_``), put in eval mode
-        and never trained or modified. None: train a SimCLR encoder.
-        Images only.
+        Images only: a frozen encoder of float images (N, C, H, W) in [0, 1]
+        to (N, d), deep-copied at fit and never trained; its output is
+        L2-normalised. None: train SimCLR.
     embedding : {"features", "projection"}, default="features"
-        Which output of the trained SimCLR encoder is g (ignored with a
-        user ``encoder`` and for tabular data).
+        g of the trained SimCLR encoder: its pooled representation before the
+        projection head (as the paper's ImageNet model) or the L2-normalised
+        projection. Ignored with a user ``encoder`` and for tabular data.
     dum_epochs : int, default=100
         Epochs of f1 training (paper: 100).
     encoder_epochs : int, default=10
         Epochs of SimCLR training, images only (paper: 200).
     backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, default="auto"
-        SimCLR encoder family for images ("auto": the small CNN; the paper
-        uses ResNet-18/34 at 32x32). Not used for tabular data.
+        SimCLR encoder, images only (paper: ResNet-18/34).
     batch_size : int or "auto", default="auto"
         Minibatch of the DUM phase (paper: 256; with the default set size
-        one minibatch is one set). "auto": 64 for tabular rows, 256 for
-        images. Measured at 2 epochs (seed 0-2, 400 blob rows): 256 left the
-        tabular shifted-blob AUROC at 0.05-0.89 (4 Adam steps), 64 gave
-        0.90-0.99; on one-class Fashion-MNIST (300 images, 2 encoder
-        epochs) 256 gave 0.93, 128 0.72 and 64 0.63. At 100 epochs 64 and
-        256 both give 1.0 on the blobs.
+        one minibatch is one set). "auto": 256 for images (larger sets gave
+        better variances there) and 64 for tabular rows (small tabular sets
+        take too few optimiser steps at 256 within a short budget).
     encoder_batch_size : int, default=64
         SimCLR minibatch (paper: 128).
     lr : float, default=1e-3
@@ -348,6 +281,7 @@ class DUMDetector(BaseDeepDetector):
     encoder_temperature : float, default=0.5
         NT-Xent temperature of the SimCLR encoder (paper: 0.07).
     projection_dim : int, default=128
+        Output width of the SimCLR projection head (images).
     contamination, device, random_state, verbose, image_shape
         See :class:`skood.base.BaseDeepDetector`.
 
@@ -365,7 +299,7 @@ class DUMDetector(BaseDeepDetector):
     history_ : dict
         skorch histories ("encoder" when one was trained, "dum").
     train_scores_ : ndarray of shape (n_samples,)
-        ``score_samples`` of the training data (transductive scores).
+        ``score_samples`` of the training data (the transductive scores).
     offset_, n_features_in_, input_kind_, image_shape_, device_
         See :class:`skood.base.BaseDeepDetector`.
 

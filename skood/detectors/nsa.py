@@ -1,9 +1,8 @@
 """NSA: normalised self-supervised features scored by angular Mahalanobis distance.
 
-Abdelzad et al. (2022), "No Shifted Augmentations (NSA): compact
-distributions for robust self-supervised anomaly detection"
-(``shared/papers/nsa.txt``), with the resolved choices of
-``shared/specs/methods.md`` section 2.
+Reference: M. Yousef, M. Ackermann, U. Kurup and T. Bishop, "No Shifted
+Augmentations (NSA): compact distributions for robust self-supervised Anomaly
+Detection", https://arxiv.org/abs/2203.10344.
 """
 
 from __future__ import annotations
@@ -70,7 +69,7 @@ class SimSiamNet(SkoodNet):
 class NSADetector(BaseDeepDetector):
     r"""Self-supervised features with NSA's normalisations, scored by angular distance.
 
-    Fit (Abdelzad et al. 2022, section 2):
+    Fit (Yousef et al., section 2):
 
     1. train an encoder f self-supervised on two augmented views per sample
        (SimCLR's augmentations; *no* shifted/rotation negatives):
@@ -89,8 +88,7 @@ class NSADetector(BaseDeepDetector):
        Adam with cosine learning-rate decay;
     2. compute the training features :math:`f(x_m)` (the encoder's globally
        pooled last block), their mean :math:`\mu` and covariance
-       :math:`\Sigma` (Ledoit-Wolf shrinkage, so it is usable when
-       n < d), and :math:`W = \Sigma^{-1/2}`.
+       :math:`\Sigma` (``whitening``), and :math:`W = \Sigma^{-1/2}`.
 
     Score (section 2.5, eq. 2): with :math:`u_m = W(f(x_m) - \mu)` and
     :math:`v = W(f(y) - \mu)`,
@@ -132,9 +130,7 @@ class NSADetector(BaseDeepDetector):
         Feature scorer (ignored when ``ensemble=True``). "auto" is the
         paper's "kcos-mah" for images and "ccos-mah" for tabular rows: an
         angle to the nearest neighbour discards the feature norm, so it
-        misses outliers that are shifted away from the data but not rotated
-        (on skood's shifted-blob check, 400 rows, 2 epochs: k-Cos(Mah) AUROC
-        0.79, c-Cos(Mah) 1.00).
+        misses outliers that are shifted away from the data but not rotated.
     ensemble : bool, default=False
         Score with the feature ensemble described above.
     ensemble_pool : int, default=1
@@ -147,13 +143,12 @@ class NSADetector(BaseDeepDetector):
     max_epochs : int, default=12
         Epochs of self-supervised training (paper: 4000 SimSiam, 500 SimCLR).
     backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, default="auto"
-        Encoder f ("auto": MLP for tabular rows, the small CNN for images;
-        paper: "resnet18").
+        Encoder f (paper: "resnet18").
     batch_size : int, default=64
         Training batch size (paper: 512).
     lr : float, default=1e-3
         Adam learning rate, decayed to 0 with a cosine schedule over
-        ``max_epochs`` (paper: 1e-4, over a budget a hundred times longer).
+        ``max_epochs`` (paper: 1e-4, over its far longer budget).
     weight_decay : float, default=0.0
     temperature : float, default=0.2
         NT-Xent temperature (SimCLR only).
@@ -162,13 +157,9 @@ class NSADetector(BaseDeepDetector):
         (SimSiam paper: 2048).
     predictor_dim : int or None, default=None
         SimSiam predictor bottleneck; None: ``projection_dim // 4``.
-    max_bank : int or None, default=None
-        Largest number of training samples kept as the scorer's reference
-        bank: a uniform random subset (drawn from ``random_state``) when the
-        training set is larger; None keeps all. Training always uses every
-        sample; the cap bounds the memory and time of scoring on huge sets.
-    contamination, device, random_state, verbose, image_shape
-        See :class:`skood.base.BaseDeepDetector`.
+    contamination, device, random_state, verbose, max_bank, image_shape
+        See :class:`skood.base.BaseDeepDetector`; the bank is what the kNN
+        terms search.
 
     Attributes
     ----------
@@ -183,11 +174,9 @@ class NSADetector(BaseDeepDetector):
     terms_ : list of (layer index, scorer)
         The scored terms.
     banks_ : list of Tensor
-        Per term, what a test feature is compared with: the (whitened, for
-        "-mah") training features of its layer for a kNN term, the
-        (whitened) training mean for a centre term. The training features
-        themselves are not kept, so a fitted centre-scored model (the tabular
-        default) holds no per-row data.
+        Per term, what a test feature is compared with: the training
+        features of its layer (kNN terms) or their mean (centre terms),
+        whitened for "-mah"; a centre-scored model keeps no per-row data.
     train_store_ : Tensor or None
         The training rows the kNN terms search (to skip a sample's own
         match); None when every term compares with a centre.

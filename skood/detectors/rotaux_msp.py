@@ -1,9 +1,8 @@
 """RotAuxMSP: a classifier with an auxiliary rotation task, scored by its confidence.
 
-Ahmed & Courville (2020), "Detecting semantic anomalies"
-(``shared/papers/rotaux_msp.txt``), with the resolved choices of
-``shared/specs/methods.md`` section 5. Reference code (read, not copied):
-``Faruk-Ahmed/detecting_semantic_anomalies``, ``rotation/main.py``.
+Reference: F. Ahmed and A. Courville, "Detecting Semantic Anomalies", AAAI
+2020, https://arxiv.org/abs/1908.04388. Reference code (read, not copied):
+https://github.com/Faruk-Ahmed/detecting_semantic_anomalies, ``rotation/main.py``.
 """
 
 from __future__ import annotations
@@ -118,21 +117,17 @@ class RotAuxNet(SkoodNet):
            \mathrm{CE}\big(r(f(\rho_k(x_{1:B/4}))), k\big)
 
     Each step has its own optimiser (``optimizer_`` for (a),
-    ``rotation_optimizer_`` for (b): separate momentum buffers; weight decay
-    on the parameters each step updates, so the trunk's twice, as in the
-    reference code's two L2 terms); (b) runs at (a)'s current learning rate,
-    so one schedule decays both. The class head thus never sees rotated
-    images and the rotation head never sees class-augmented ones (paper,
-    section 5: "this procedure is not equivalent to data augmentation").
-    ``lam = 0`` skips (b). Without labels (``targets=None``) only the
-    rotation task is trained, on the whole batch, with weight 1.
+    ``rotation_optimizer_`` for (b): separate momentum buffers, and weight
+    decay on the parameters each step updates, as in the reference code's
+    two L2 terms); (b) runs at (a)'s current learning rate, so one schedule
+    decays both. The class head never sees rotated images and the rotation
+    head never sees class-augmented ones (paper, section 5). ``lam = 0``
+    skips (b); without labels (``targets=None``) only the rotation task is
+    trained, on the whole batch, with weight 1.
 
-    Step (a) is :meth:`compute_loss` (through :class:`~skood.training.SkoodNet`'s
-    step), step (b) the :meth:`after_step` hook. The recorded ``train_loss``
-    is :math:`\ell_{\text{class}} + \lambda \ell_{\text{rot}}` (per batch
-    also ``loss_class`` and ``loss_rotation``). The precise-BN recalibration
-    at the end of training replays both forward passes
-    (:meth:`batchnorm_forward`).
+    Step (a) is :meth:`compute_loss`, step (b) the :meth:`after_step` hook;
+    ``train_loss`` is :math:`\ell_{\text{class}} + \lambda \ell_{\text{rot}}`
+    (per batch also ``loss_class`` and ``loss_rotation``).
     """
 
     def __init__(
@@ -227,66 +222,46 @@ class RotAuxMSPDetector(BaseDeepDetector):
 
     Supervised on the in-distribution classes: ``fit(X, y)`` with ``y`` the
     known class labels; the anomalies are samples of classes never seen in
-    training (Ahmed & Courville 2020, sections 4-5).
+    training (Ahmed & Courville, sections 4-5).
 
-    Fit: a shared trunk f with a class head c and a rotation head r (4
-    classes) on pooled features is trained on (paper eq. 5)
+    Fit: a shared trunk f with a class head c and a rotation head r on
+    pooled features is trained on (paper eq. 5)
 
     .. math:: \ell = \ell_{\text{class}} + \lambda\,\ell_{\text{rotation}}
 
-    alternating, every iteration, (a) a classification step (trunk + c;
-    cross-entropy on pad-cropped, horizontally flipped images) and (b) a
-    rotation step (trunk + r; cross-entropy of predicting which of the four
-    rotations by 0/90/180/270 degrees was applied to B/4 images of the batch,
-    each in all four rotations, no other augmentation), each with its own SGD
-    optimiser (Nesterov momentum 0.9, weight decay 5e-4, learning rate x0.2
-    at 30%, 60% and 80% of training); see :class:`RotAuxNet`. ``lam=0`` is
-    the classification-only baseline. After training, BatchNorm statistics
-    are recomputed with the final weights over both steps' inputs.
+    by alternating a classification and a rotation step, each with its own
+    SGD optimiser (:class:`RotAuxNet`); ``lam=0`` is the classification-only
+    baseline. BatchNorm statistics are then recomputed with the final
+    weights over both steps' inputs.
 
-    Score (higher = more normal, no sign flip needed):
+    Score (higher = more normal):
 
     * ``scoring="msp"``: :math:`s(x) = \max_c \operatorname{softmax}(c(f(x)))_c`
       (:func:`skood.scoring.msp`, Hendrycks & Gimpel 2017);
-    * ``scoring="odin"``: :math:`s(x) = \max_c S_c(\tilde x; T)` with
-      :math:`S(x; T) = \operatorname{softmax}(c(f(x)) / T)` and
-      :math:`\tilde x = x + \epsilon\operatorname{sign}\nabla_x\log S_{\hat y}(x;T)`
-      (:func:`skood.scoring.odin`, Liang et al. 2018; T = 1000,
-      :math:`\epsilon` = 5e-5 as in the paper);
+    * ``scoring="odin"``: the temperature-scaled MSP of the perturbed input
+      (:func:`skood.scoring.odin`, Liang et al. 2018; ``temperature`` and
+      ``epsilon`` default to the paper's);
     * ``scoring="rotation"``: the rotation head's confidence
       :math:`s(x) = \frac14\sum_k \operatorname{softmax}(r(f(\rho_k x)))_k`
       (:func:`skood.scoring.transformation_confidence`);
-    * ``scoring="msp*rotation"``: the product of MSP and the rotation
-      confidence, skood's default whenever the rotation head is trained
-      (``scoring="auto"``, ``lam > 0``); see below.
+    * ``scoring="msp*rotation"``: their product, skood's default whenever the
+      rotation head is trained (the paper scores by MSP or ODIN alone;
+      Hendrycks et al. 2019 add the rotation loss to the OOD score): the MSP
+      of a ReLU classifier grows towards 1 far from the data (Hein et al.
+      2019) while the rotation confidence falls off it, and on held-out
+      image classes the product ranks better than MSP or ODIN (see the
+      README's results).
 
     Without labels (``fit(X)``, or ``supervised=False``) this is the classic
     self-supervised rotation detector (Golan & El-Yaniv 2018; Hendrycks et
-    al. 2019), not the paper's method: only the rotation task is trained
-    (every image of the batch in all four rotations) and ``score_samples``
-    is the rotation confidence whatever ``scoring`` says ("odin", "msp" and
-    "msp*rotation" are refused: they need a class head).
+    al. 2019), not the paper's method: only the rotation task is trained and
+    ``score_samples`` is the rotation confidence.
 
-    Tabular data (skood's choice, not in the paper): rotations have no
-    meaning, so the auxiliary classes are ``n_affine_maps`` fixed random
-    affine maps :math:`T_m(x) = x W_m + b_m` of the standardised rows
-    (GOAD-style, :class:`skood.augment.RandomAffineMaps`, map 0 the identity,
-    seeded from ``random_state``) and the classification step has no
-    augmentation.
-
-    Default score (skood's choice; the paper scores by MSP or ODIN alone):
-    with the auxiliary head trained, ``scoring="auto"`` multiplies MSP by the
-    auxiliary confidence, as Hendrycks et al. (2019) add the rotation loss to
-    the classifier's OOD score. Two measured reasons: on tabular data the MSP
-    of a ReLU classifier grows towards 1 far from the data (Hein et al.
-    2019), so distant outliers get a *high* MSP, while the affine-map
-    confidence falls off the data (shifted-blob test: MSP AUROC 0.004,
-    product 0.999); on Fashion-MNIST with class 9 held out, 600 training
-    images and 2 epochs (the acceptance check's budget), the mean AUROC over
-    4 seeds was MSP 0.65, ODIN 0.70, rotation confidence 0.77, product 0.87
-    (classification only: MSP 0.56, ODIN 0.62). Set ``scoring="msp"`` or ``"odin"`` for the
-    paper's detectors; ``benchmarks/rotaux_holdout.py`` reproduces its
-    protocol.
+    Tabular data (skood's choice): the auxiliary classes are
+    ``n_affine_maps`` fixed random affine maps :math:`T_m(x) = x W_m + b_m`
+    of the standardised rows (GOAD-style,
+    :class:`skood.augment.RandomAffineMaps`, map 0 the identity) and the
+    classification step has no augmentation.
 
     Parameters
     ----------
@@ -295,19 +270,17 @@ class RotAuxMSPDetector(BaseDeepDetector):
         1.0 for STL-10); 0 trains the classifier alone.
     scoring : {"auto", "msp", "odin", "rotation", "msp*rotation"}, default="auto"
         Score of a labelled fit. "auto": "msp*rotation", or "msp" when
-        ``lam=0`` (no auxiliary head is trained). Unlabelled fits always
-        score by "rotation".
+        ``lam=0`` (no auxiliary head is trained). Unlabelled fits score by
+        "rotation" and refuse the scorers that need a class head.
     temperature : float, default=1000.0
         ODIN temperature T.
     epsilon : float, default=5e-5
         ODIN perturbation size in model-input units ([0, 1] pixels or
-        standardised features). The reference code applies 5e-5 to raw 0-255
-        pixels (5e-5 / 255 here); both are far below one grey level.
+        standardised features; the reference code applies 5e-5 to 0-255 pixels).
     rotations : {"rotate", "flip-transpose"}, default="rotate"
-        The four image transformations: true rotations by 0/90/180/270
-        degrees, or the reference code's identity, vertical flip, transpose,
-        vertical flip then transpose (:func:`skood.augment.flip_transpose`).
-        Both need square images.
+        The four image transformations (square images only): rotations by
+        0/90/180/270 degrees, or the reference code's identity, vertical
+        flip, transpose and both (:func:`skood.augment.flip_transpose`).
     n_affine_maps : int, default=8
         Number of auxiliary classes (random affine maps) for tabular data.
     supervised : {"auto", True, False}, default="auto"
@@ -318,8 +291,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
     max_epochs : int, default=8
         Training epochs (paper: 200).
     backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, default="auto"
-        Trunk ("auto": MLP for tabular rows, the small CNN for images; paper:
-        WRN-28-10, use "resnet18" for a network of that class).
+        Trunk (paper: WRN-28-10; "resnet18" is a network of that class).
     batch_size : int, default=128
         Classification batch B; the rotation step uses B/4 images x 4
         rotations (paper: 128 per GPU on 4 GPUs).
@@ -332,9 +304,8 @@ class RotAuxMSPDetector(BaseDeepDetector):
         Nesterov momentum (0: plain SGD).
     weight_decay : float, default=5e-4
     padding : "auto" or int, default="auto"
-        Zero padding of the random-crop augmentation of the classification
-        step; "auto" is H // 8 as in the reference code (4 for 32 x 32
-        images, 3 for 28 x 28); 0 leaves only the flip.
+        Zero padding of the classification step's random crop; "auto" is
+        H // 8 as in the reference code; 0 leaves only the flip.
     contamination, device, random_state, verbose, image_shape
         See :class:`skood.base.BaseDeepDetector`.
 
@@ -447,10 +418,9 @@ class RotAuxMSPDetector(BaseDeepDetector):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features) or image array
-            Tabular rows, images (N, H, W), (N, H, W, C) or (N, C, H, W) as
-            uint8 0-255 or float 0-1, or flattened images with ``image_shape``.
-            Every sample is taken to be in-distribution.
+        X : array-like or image array
+            As in :meth:`skood.base.BaseDeepDetector.fit`; every sample is
+            taken to be in-distribution.
         y : array-like of shape (n_samples,), default=None
             Class labels of ``X`` (at least 2 classes). None, or
             ``supervised=False``: train the self-supervised rotation detector.

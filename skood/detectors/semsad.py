@@ -1,8 +1,7 @@
 """SemSAD: semantic anomaly detection with a pair discriminator.
 
-Gorji, Sanner & Bajaj (2021), "SemSAD: Semantic Anomaly Detection"
-(``shared/papers/semsad.txt``), with the resolved choices of
-``shared/specs/methods.md`` section 1.
+Reference: N. Rafiee, R. Gholamipoor and M. Kollmann, "Unsupervised Anomaly
+Detection From Semantic Similarity Scores", https://arxiv.org/abs/2012.00461.
 """
 
 from __future__ import annotations
@@ -34,21 +33,28 @@ from ..training import (
 )
 from ..utils import seed_stream, to_model_input
 
-_NORM = "batch"
 __all__ = ["SemSADDetector", "PairDiscriminator", "SemSADPairNet", "semantic_neighbourhoods"]
 
 
 class PairDiscriminator(nn.Module):
     """The discriminator s(x, x') of SemSAD (no weights shared with the encoder).
 
-    Images: the two inputs are concatenated on the channel axis (a 2C-channel
-    stem) and go through the chosen backbone with ELU activations, as in the
-    reference implementation. Tabular rows: the pair is represented by
-    ``[x, x', |x - x'|]`` (skood's choice: the concatenation the paper asks
-    for, plus the row difference made directly available to the MLP) and
-    goes through an ELU MLP. A linear layer maps the
-    features to ``n_logits`` outputs, which are trained independently and
-    summed at test time.
+    Images: the two inputs are concatenated on the channel axis (as in the
+    reference code) and go through ``backbone`` with ELU activations (paper,
+    section 4.1). Tabular rows (skood's choice): the MLP sees
+    ``[x, x', |x - x'|]``.
+    A linear layer maps the features to ``n_logits`` outputs, trained
+    independently and summed at test time.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        Shape of one input, ``(D,)`` or ``(C, H, W)``.
+    backbone : str
+        Encoder family of :func:`~skood.nn.encoders.build_encoder` (images).
+    n_logits : int, default=64
+    norm : str, default="batch"
+        Normalisation layers of the image backbone.
     """
 
     def __init__(
@@ -75,7 +81,7 @@ class PairDiscriminator(nn.Module):
 
 
 class SemSADPairNet(SkoodNet):
-    r"""skorch net that trains SemSAD's discriminator (paper eq. 4, methods.md 1.3).
+    r"""skorch net that trains SemSAD's discriminator (paper eq. 3).
 
     For a batch of training samples x (indices ``idx``):
 
@@ -152,10 +158,10 @@ def semantic_neighbourhoods(
 class SemSADDetector(BaseDeepDetector):
     r"""Semantic anomaly detection with a contrastive encoder and a pair discriminator.
 
-    Fit (Gorji et al. 2021, sections 2-3):
+    Fit (Rafiee et al., section 3):
 
-    1. train a contrastive encoder h (unit-norm 128-d projection) with the
-       one-directional InfoNCE loss of the reference code,
+    1. train a contrastive encoder h (unit-norm projection) with the
+       InfoNCE loss of eq. 1, one-directional as in the reference code,
        :math:`-\log \frac{\exp(h(x_1)\cdot h(x_2)/\tau)}{\sum_j \exp(h(x_1)\cdot h(x_{2,j})/\tau)}`;
     2. embed the training set and find each sample's semantic neighbourhood
        S(x): its ``n_neighbors`` most similar training samples among a random
@@ -163,12 +169,12 @@ class SemSADDetector(BaseDeepDetector):
     3. train a separate discriminator s(x, x') on positive pairs (neighbour
        pairs with probability ``mu``, else two positive views of one sample)
        against negative pairs (a sample and a strongly transformed other
-       sample) by maximising, with :math:`a = s - \log\gamma`,
+       sample) by maximising (eq. 3), with :math:`a = s - \log\gamma`,
 
        .. math:: \mathbb{E}_{pos}\log\sigma(a) + \gamma\,\mathbb{E}_{neg}\log(1-\sigma(a)),
           \qquad \gamma \sim U(\text{gamma\_range}) \text{ every step.}
 
-    Score: for a test sample x, :math:`x_{next} = \arg\max_{x_i} h(x_i)\cdot h(x)`
+    Score (eq. 2): for a test sample x, :math:`x_{next} = \arg\max_{x_i} h(x_i)\cdot h(x)`
     over the training set, and ``score_samples(x)`` :math:`= s(x_{next}, x)`
     (summed over the ``n_logits`` outputs); higher means more normal. A test
     sample identical to a training sample is paired with its next neighbour,
@@ -179,10 +185,8 @@ class SemSADDetector(BaseDeepDetector):
     marginals, Gaussian noise 0.1 on standardised features); positive
     transforms resample 15% of features (noise 0.05), negative transforms 60%
     with heavy noise (standard deviation 2). The heavy noise puts negatives
-    off the data's support: test outliers lie there, and a discriminator that
-    only ever saw in-support pairs extrapolates arbitrarily (with noise 0.3
-    PyOD's ``generate_data`` outliers scored as *more* normal than inliers,
-    AUROC 0.13; with 2.0, 0.99).
+    off the data's support, where test outliers lie: a discriminator that
+    only saw in-support pairs extrapolates arbitrarily there.
 
     Parameters
     ----------
@@ -199,8 +203,7 @@ class SemSADDetector(BaseDeepDetector):
         Epochs of discriminator training (the paper does not state it; its
         learning-rate steps at 200 and 500 epochs suggest about 1000).
     backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, default="auto"
-        Encoder and discriminator family ("auto": MLP for tabular rows, the
-        small CNN for images; paper: "resnet18").
+        Encoder and discriminator family (paper: "resnet18").
     batch_size : int, default=32
         Encoder batch size (paper: 2048).
     discriminator_batch_size : int or None, default=None
@@ -230,13 +233,9 @@ class SemSADDetector(BaseDeepDetector):
         score does not depend on the rest of its batch. "batch" reproduces
         the reference code, which normalises with the statistics of each
         scoring batch (scores then depend on the batch composition).
-    max_bank : int or None, default=None
-        Largest number of training samples kept as the scorer's reference
-        bank: a uniform random subset (drawn from ``random_state``) when the
-        training set is larger; None keeps all. Training always uses every
-        sample; the cap bounds the memory and time of scoring on huge sets.
-    contamination, device, random_state, verbose, image_shape
-        See :class:`skood.base.BaseDeepDetector`.
+    contamination, device, random_state, verbose, max_bank, image_shape
+        See :class:`skood.base.BaseDeepDetector`; the bank is the
+        neighbour search's reference set.
 
     Attributes
     ----------
@@ -244,7 +243,8 @@ class SemSADDetector(BaseDeepDetector):
         The trained contrastive encoder h.
     discriminator_ : PairDiscriminator
         The trained discriminator s.
-    train_embeddings_ : Tensor of shape (n_samples, projection_dim)
+    train_embeddings_ : Tensor of shape (n_bank, projection_dim)
+        h of the reference bank (all training samples unless ``max_bank``).
     neighbors_ : LongTensor of shape (n_samples, n_neighbors)
         Semantic neighbourhoods of the training samples.
     history_ : dict
@@ -403,7 +403,7 @@ class SemSADDetector(BaseDeepDetector):
         # 3. pair discriminator s
         d_epochs = self.discriminator_epochs
         disc_net = SemSADPairNet(
-            PairDiscriminator(shape, self.backbone, self.n_logits, norm=_NORM),
+            PairDiscriminator(shape, self.backbone, self.n_logits),
             data=data,
             neighbors=self.neighbors_.to(dev),
             positive=pos,

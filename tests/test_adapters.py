@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import tiny
 from pyod.models.knn import KNN
 from pyod.models.lscp import LSCP
 from pyod.utils.data import evaluate_print, generate_data
@@ -12,13 +13,11 @@ from sklearn.base import clone
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 
-from skood import SemSADDetector
 from skood.adapters import PyODAdapter
 
 
-def tiny_semsad(seed=0):
-    return SemSADDetector(encoder_epochs=2, discriminator_epochs=2, batch_size=32,
-                          device="cpu", random_state=seed)
+def tiny_semsad():
+    return tiny("SemSADDetector", batch_size=32)  # 270 rows: several batches
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import tiny
 
-from skood import DistillNegDetector, NSADetector, SemSADDetector
+from skood import DistillNegDetector, NSADetector
 from skood.scoring import bank_subset
 
-TINY = {
-    SemSADDetector: {"encoder_epochs": 1, "discriminator_epochs": 1},
-    NSADetector: {"max_epochs": 1, "scoring": "kcos-mah"},
-    DistillNegDetector: {"max_epochs": 1, "n_soft_classes": 64, "head_hidden_dim": 32,
-                         "n_local_crops": 2},
-}
+#: the detectors that score against a bank of training rows, and what gives them one
+BANKED = {"SemSADDetector": {}, "NSADetector": {"scoring": "kcos-mah"}, "DistillNegDetector": {}}
 
 
 def bank_rows(det) -> int:
@@ -34,23 +31,24 @@ def test_bank_subset():
     assert not torch.equal(idx, bank_subset(100, 7, 4))
 
 
-@pytest.mark.parametrize("cls", list(TINY))
-def test_max_bank_caps_the_bank_and_stays_reproducible(cls, blobs):
-    X_train, X_test, y_out = blobs
-    full = cls(random_state=0, device="cpu", **TINY[cls]).fit(X_train)
-    capped = cls(random_state=0, device="cpu", max_bank=60, **TINY[cls]).fit(X_train)
-    again = cls(random_state=0, device="cpu", max_bank=60, **TINY[cls]).fit(X_train)
+@pytest.mark.parametrize("name", list(BANKED))
+def test_max_bank_caps_the_bank_and_stays_reproducible(name, fitted_tiny, blobs):
+    X_train, X_test, _ = blobs
+    kw = BANKED[name]
+    full = tiny(name, **kw).fit(X_train) if kw else fitted_tiny(name)
+    capped = tiny(name, max_bank=60, **kw).fit(X_train)
+    again = tiny(name, max_bank=60, **kw).fit(X_train)
     assert bank_rows(full) == len(X_train) and bank_rows(capped) == 60
     s = capped.score_samples(X_test)
     assert s.shape == (len(X_test),) and np.isfinite(s).all()
     np.testing.assert_array_equal(s, again.score_samples(X_test))
     assert np.isfinite(capped.train_scores_).all() and len(capped.train_scores_) == len(X_train)
     # a cap above the training size changes nothing
-    same = cls(random_state=0, device="cpu", max_bank=10_000, **TINY[cls]).fit(X_train)
+    same = tiny(name, max_bank=10_000, **kw).fit(X_train)
     np.testing.assert_allclose(same.score_samples(X_test), full.score_samples(X_test))
 
 
-@pytest.mark.parametrize("cls", list(TINY))
-def test_bad_max_bank(cls, blobs):
+@pytest.mark.parametrize("name", list(BANKED))
+def test_bad_max_bank(name, blobs):
     with pytest.raises(ValueError, match="max_bank"):
-        cls(max_bank=0, **TINY[cls]).fit(blobs[0])
+        tiny(name, max_bank=0).fit(blobs[0])

@@ -39,7 +39,7 @@ def test_main_job_smoke(tmp_path):
     rows = read_rows(tmp_path / "runs.csv")
     assert len(rows) == 3 * 3 and not any(r["error"] for r in rows)
     for r in rows:
-        assert 0.0 <= float(r["auroc"]) <= 1.0 and float(r["fit_s"]) >= 0.0
+        assert 0.0 <= float(r["auroc"]) <= 1.0 and float(r["fit_s"]) > 0.0  # a measured time
     assert (tmp_path / "figure.png").stat().st_size > 1000
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert {"versions", "device", "wall_s_this_call"} <= set(meta)

@@ -2,7 +2,7 @@
 
 Each detector's own test file holds what is its own (its method, its
 parameters, its real-data run); what design.md asks of every detector lives
-here, parametrised over a registry of tiny budgets.
+here, parametrised over the tiny-budget registry of conftest.py.
 """
 
 from __future__ import annotations
@@ -14,42 +14,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import DETECTORS, tiny
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import skood
-
-#: detector -> the smallest budget that still trains every part of it
-TINY: dict[str, dict] = {
-    "SemSADDetector": {"encoder_epochs": 2, "discriminator_epochs": 2},
-    "NSADetector": {"max_epochs": 2},
-    "DistillNegDetector": {"max_epochs": 1, "n_soft_classes": 64, "head_hidden_dim": 32,
-                           "n_local_crops": 2, "batch_size": 32},
-    "DUMDetector": {"dum_epochs": 2, "encoder_epochs": 1},
-    "RotAuxMSPDetector": {"max_epochs": 2, "batch_size": 64},
-}
-NAMES = [n for n in TINY if hasattr(skood, n)]
-
-
-def tiny(name: str, **kw):
-    return getattr(skood, name)(**{**TINY[name], "device": "cpu", "random_state": 0, **kw})
-
-
-@pytest.fixture(scope="module", params=NAMES)
-def name(request):
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def fitted(name, blobs):
-    return tiny(name).fit(blobs[0])
-
-
-@pytest.fixture(scope="module")
-def fitted_images(name, digit_images):
-    return tiny(name, batch_size=32).fit(digit_images[0])
 
 
 # ---------------------------------------------------------------- contract
@@ -60,7 +32,7 @@ def test_contract_and_separation(fitted, blobs):
     np.testing.assert_allclose(d, s - fitted.offset_)
     np.testing.assert_array_equal(p, np.where(d >= 0, 1, -1))
     assert fitted.n_features_in_ == 8 and fitted.input_kind_ == "tabular"
-    assert roc_auc_score(y_test, s) > 0.8  # shifted blobs: higher = more normal
+    assert roc_auc_score(y_test, s) > 0.9  # shifted blobs: higher = more normal
 
 
 @pytest.mark.parametrize("contamination", [0.05, 0.25])
@@ -68,15 +40,16 @@ def test_contamination_sets_training_outlier_fraction(name, blobs, contamination
     X_train = blobs[0]
     det = tiny(name, contamination=contamination).fit(X_train)
     assert abs(np.mean(det.predict(X_train) == -1) - contamination) <= 0.01
+    assert det.offset_ == pytest.approx(np.percentile(det.train_scores_, 100 * contamination))
 
 
 def test_auto_contamination_is_pyod_default(fitted):
     assert fitted.offset_ == pytest.approx(np.percentile(fitted.train_scores_, 10))
 
 
-def test_same_random_state_same_scores(name, blobs):
+def test_same_random_state_same_scores(name, fitted, blobs):
     X_train, X_test, _ = blobs
-    a = tiny(name).fit(X_train).score_samples(X_test)
+    a = fitted.score_samples(X_test)
     np.testing.assert_array_equal(a, tiny(name).fit(X_train).score_samples(X_test))
     assert not np.allclose(a, tiny(name, random_state=1).fit(X_train).score_samples(X_test))
 
@@ -105,24 +78,29 @@ def test_input_arrays_are_not_modified(name, blobs, digit_images):
     np.testing.assert_array_equal(imgs, digit_images[0])
 
 
-def test_pickle_round_trip_in_fresh_process(fitted_images, digit_images, tmp_path):
+def test_pickle_round_trip_in_fresh_process(fitted_tiny, digit_images, tmp_path):
+    # one fresh process unpickles every detector (starting one costs more than the scoring)
     X_test = digit_images[1]
-    path = tmp_path / "det.pkl"
-    path.write_bytes(pickle.dumps(fitted_images))
     np.save(tmp_path / "x.npy", X_test)
-    code = ("import pickle, sys, numpy as np;"
-            "m = pickle.load(open(sys.argv[1], 'rb'));"
-            "np.save(sys.argv[3], m.score_samples(np.load(sys.argv[2])))")
-    subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "x.npy"),
-                    str(tmp_path / "s.npy")], check=True, timeout=300)
-    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), fitted_images.score_samples(X_test))
+    for n in DETECTORS:
+        (tmp_path / f"{n}.pkl").write_bytes(pickle.dumps(fitted_tiny(n, "images")))
+    code = ("import pickle, sys, numpy as np; from pathlib import Path; d = Path(sys.argv[1]);"
+            "x = np.load(d / 'x.npy');"
+            "[np.save(d / f'{n}.npy', pickle.loads((d / f'{n}.pkl').read_bytes()).score_samples(x))"
+            " for n in sys.argv[2:]]")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path), *DETECTORS], check=True,
+                   timeout=300)
+    for n in DETECTORS:
+        np.testing.assert_array_equal(np.load(tmp_path / f"{n}.npy"),
+                                      fitted_tiny(n, "images").score_samples(X_test), err_msg=n)
 
 
-def test_gpu_requested_without_gpu_is_a_clear_error(name, blobs):
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
-    with pytest.raises(ValueError, match="no CUDA GPU is available"):
-        tiny(name, device="cuda").fit(blobs[0])
+def test_device_auto_and_gpu_requested_without_gpu(name, blobs):
+    det = tiny(name, device="auto").fit(blobs[0][:60])
+    assert det.device_ == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU is available"):
+            tiny(name, device="cuda").fit(blobs[0])
 
 
 @pytest.mark.parametrize(
@@ -208,3 +186,122 @@ def test_rgb_images_channels_last(name):
     assert det.image_shape_ == (3, 16, 16)
     np.testing.assert_array_equal(det.score_samples(X[:5]),
                                   det.score_samples(X[:5].transpose(0, 3, 1, 2)))
+
+
+# ------------------------------------------------------------------ refit, verbose, presets
+#: parameters whose fitted state depends on the input kind (NSA: one term per layer)
+REFIT_PARAMS = {"NSADetector": {"ensemble": True}}
+
+
+def _fitted_attributes(det) -> set[str]:
+    return {k for k in vars(det) if k.endswith("_") and not k.startswith("_")}
+
+
+def test_refit_is_clean(name, fitted_tiny, blobs, digit_images):
+    kw = REFIT_PARAMS.get(name, {})
+    det = tiny(name, **kw).fit(digit_images[0]).fit(blobs[0])  # images, then tabular rows
+    fresh = tiny(name, **kw).fit(blobs[0]) if kw else fitted_tiny(name)
+    assert det.input_kind_ == "tabular" and _fitted_attributes(det) == _fitted_attributes(fresh)
+    np.testing.assert_array_equal(det.score_samples(blobs[1]), fresh.score_samples(blobs[1]))
+
+
+#: detector -> the progress bars verbose=1 shows on tabular rows, one per training phase
+BARS = {
+    "SemSADDetector": ("SemSAD encoder", "SemSAD discriminator"),
+    "NSADetector": ("NSA encoder (simsiam)",),
+    "DistillNegDetector": ("DistillNeg (DINO)",),
+    "DUMDetector": ("DUM",),
+    "RotAuxMSPDetector": ("RotAux rotation-only",),
+}
+
+
+@pytest.mark.parametrize("verbose", [0, 1, 2])
+def test_verbose_levels(name, blobs, verbose, capsys):
+    tiny(name, verbose=verbose).fit(blobs[0][:100])
+    out, err = capsys.readouterr()
+    if verbose == 0:
+        assert out == "" and err == ""
+    elif verbose == 1:  # a tqdm bar per phase, on stderr
+        assert out == "" and all(f"\r{bar}: 100%" in err for bar in BARS[name]), err
+    else:  # skorch's per-epoch log: a table per phase
+        assert err == "" and out.count("train_loss") == len(BARS[name]), out
+
+
+#: detector -> preset -> some of the paper's settings it sets
+PRESETS = {
+    "SemSADDetector": {"paper": {"encoder_epochs": 1500, "backbone": "resnet18",
+                                 "discriminator_lr": 5e-5}},
+    "NSADetector": {"paper": {"max_epochs": 4000, "backbone": "resnet18", "lr": 1e-4,
+                              "projection_dim": 2048},
+                    "paper-simclr": {"max_epochs": 500}},
+    "DistillNegDetector": {"paper": {"max_epochs": 500, "backbone": "resnet18", "lr": 0.004,
+                                     "n_soft_classes": 4096, "n_local_crops": 8,
+                                     "teacher_momentum": 0.996, "warmup_teacher_temp": 0.055},
+                           "paper-vit": {"backbone": "vit"}},
+    "DUMDetector": {"paper": {"hidden_width": 4096, "dum_epochs": 100, "batch_size": 256,
+                              "lr": 1e-3}},
+    "RotAuxMSPDetector": {"paper": {"max_epochs": 200, "backbone": "resnet18", "batch_size": 128,
+                                    "lam": 0.5, "lr": 0.1}},
+}
+
+
+def test_presets(name):
+    cls = getattr(skood, name)
+    assert sorted(cls._presets) == sorted(PRESETS[name])  # every preset is checked here
+    for preset, expected in PRESETS[name].items():
+        det = cls.from_preset(preset, random_state=3)
+        assert {k: getattr(det, k) for k in expected} == expected and det.random_state == 3
+    with pytest.raises(ValueError, match="unknown preset"):
+        cls.from_preset("nope")
+
+
+# ------------------------------------------------------------------ scikit-learn's checks
+#: the estimators scikit-learn's checks run on: one epoch, small heads (the checks fit dozens
+#: of times); RotAuxMSP in each of its modes
+SKLEARN_CHECKED = {
+    "SemSADDetector": [{"encoder_epochs": 1, "discriminator_epochs": 1, "n_neighbors": 2,
+                        "batch_size": 32}],
+    "NSADetector": [{"max_epochs": 1, "batch_size": 32}],
+    "DistillNegDetector": [{"n_soft_classes": 32, "head_hidden_dim": 16, "n_local_crops": 1}],
+    "DUMDetector": [{"dum_epochs": 1, "batch_size": 32}],
+    "RotAuxMSPDetector": [{"max_epochs": 1, "batch_size": 32, "supervised": s}
+                          for s in ("auto", False, True)],
+}
+
+# float32 networks: BLAS picks different kernels for different batch sizes, so a subset's
+# scores can differ from the full batch's at ~1e-6 relative, above this check's 1e-7
+# tolerance (batch independence at float32 precision: test_scores_do_not_depend_on_batch).
+# Whether it fails depends on the BLAS build (DUM's may pass: a non-strict expected failure).
+_FLOAT32 = {"check_methods_subset_invariance": "float32 batch-size rounding (~1e-6 relative)"}
+#: the checks each estimator above fails by design, with the reason; any other failure fails
+#: the suite
+EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {
+    "SemSADDetector": _FLOAT32,
+    "NSADetector": _FLOAT32,
+    "DistillNegDetector": _FLOAT32,
+    "DUMDetector": _FLOAT32,
+    # every check passes: y is used when given, fit(X) trains the rotation task
+    "RotAuxMSPDetector(supervised='auto')": {},
+    "RotAuxMSPDetector(supervised=False)": {},
+    "RotAuxMSPDetector(supervised=True)": {
+        # supervised=True requires class labels (tags: target_tags.required);
+        # these outlier-detector checks call fit(X) without y by design
+        "check_outliers_fit_predict": "supervised=True needs y; the check fits without y",
+        "check_outliers_train": "supervised=True needs y; the check fits without y",
+    },
+}
+
+
+def _expected_failures(est) -> dict[str, str]:
+    key = type(est).__name__
+    if key == "RotAuxMSPDetector":
+        key += f"(supervised={est.supervised!r})"
+    return EXPECTED_FAILED_CHECKS[key]
+
+
+@parametrize_with_checks(
+    [tiny(n, **kw) for n in DETECTORS for kw in SKLEARN_CHECKED[n]],
+    expected_failed_checks=_expected_failures,
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny
 from joblib import parallel_config
 from sklearn.model_selection import GridSearchCV
-
-from skood import SemSADDetector
 
 distributed = pytest.importorskip("distributed")
 
@@ -68,8 +67,7 @@ def test_grid_search_on_dask(client):
     half, anom = len(normal) // 2, np.arange(len(normal), len(X_all))
     folds = [(np.arange(half), np.r_[np.arange(half, len(normal)), anom]),
              (np.arange(half, len(normal)), np.r_[np.arange(half), anom])]
-    det = SemSADDetector(encoder_epochs=1, discriminator_epochs=1, batch_size=32,
-                         device="cpu", random_state=0)
+    det = tiny("SemSADDetector", batch_size=32)
     grid = {"n_neighbors": [2, 4]}
     with parallel_config(backend="dask"):
         remote = GridSearchCV(det, grid, scoring="roc_auc", cv=folds, n_jobs=-1).fit(X_all, y_all)

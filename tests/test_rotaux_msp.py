@@ -1,24 +1,20 @@
-"""RotAuxMSPDetector: alternating objective, scorers, both modes, contract, real data."""
+"""RotAuxMSPDetector: alternating objective, scorers, both modes, labels, real data."""
 
 from __future__ import annotations
 
 import copy
-import csv
 import pickle
-import subprocess
-import sys
-from pathlib import Path
+from functools import partial
 
+import conftest
 import numpy as np
 import pytest
 import torch
-from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import get_tags
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skood import RotAuxMSPDetector
 from skood.augment import RandomAffineMaps, flip_transpose, rotate90
@@ -26,13 +22,8 @@ from skood.detectors.rotaux_msp import RotAuxModel, RotAuxNet
 from skood.metrics import auroc_scorer, average_precision
 from skood.nn.encoders import MLP
 from skood.scoring import msp, odin, transformation_confidence
-from skood.training import make_net_kwargs
 
-TINY = {"max_epochs": 2, "batch_size": 64, "device": "cpu", "random_state": 0}
-
-
-def tiny(**kw) -> RotAuxMSPDetector:
-    return RotAuxMSPDetector(**{**TINY, **kw})
+tiny = partial(conftest.tiny, "RotAuxMSPDetector")
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +35,7 @@ def labelled(blobs):
 
 @pytest.fixture(scope="module")
 def fitted(labelled):
+    """Fitted with the class labels (the unlabelled fit: ``fitted_tiny``)."""
     X, y, _, _ = labelled
     return tiny().fit(X, y)
 
@@ -71,19 +63,12 @@ def _x(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a[:, None] / 255.0).float()
 
 
-# ------------------------------------------------------------------ contract
-def test_tabular_contract_and_separation(fitted, labelled):
+# ------------------------------------------------------------------ with labels
+def test_labelled_fit_and_separation(fitted, labelled):
     _, _, X_test, y_test = labelled
     s = fitted.score_samples(X_test)
-    d = fitted.decision_function(X_test)
-    p = fitted.predict(X_test)
-    assert s.dtype == np.float64 and s.shape == (240,) and np.isfinite(s).all()
-    np.testing.assert_allclose(d, s - fitted.offset_)
-    np.testing.assert_array_equal(p == 1, d >= 0)
-    assert set(np.unique(p)) <= {-1, 1}
     assert fitted.supervised_ and fitted.scoring_ == "msp*rotation"  # "auto", lam > 0
     np.testing.assert_array_equal(fitted.classes_, [0, 1])
-    assert fitted.n_features_in_ == 8 and fitted.input_kind_ == "tabular"
     assert roc_auc_score(y_test, s) > 0.9
     assert (s > 0).all() and (s <= 1).all()  # product of two probabilities
 
@@ -96,22 +81,13 @@ def test_msp_alone_misses_far_tabular_outliers(labelled):
     assert roc_auc_score(y_test, s) < 0.5
 
 
-@pytest.mark.parametrize("contamination", [0.05, 0.25])
-def test_contamination_sets_training_outlier_fraction(labelled, contamination):
+def test_fit_predict_passes_the_labels(labelled, capsys):
     X, y, _, _ = labelled
-    det = tiny(contamination=contamination).fit(X, y)
-    assert abs(np.mean(det.predict(X) == -1) - contamination) <= 0.01
-    assert det.offset_ == pytest.approx(np.percentile(det.train_scores_, 100 * contamination))
-    np.testing.assert_array_equal(det.fit_predict(X, y), det.predict(X))
-
-
-def test_same_random_state_same_scores(labelled):
-    X, y, X_test, _ = labelled
-    a = tiny().fit(X, y).score_samples(X_test)
-    b = tiny().fit(X, y).score_samples(X_test)
-    np.testing.assert_array_equal(a, b)
-    c = tiny(random_state=1).fit(X, y).score_samples(X_test)
-    assert not np.allclose(a, c)
+    det = tiny(contamination=0.25, verbose=1)
+    labels = det.fit_predict(X, y)
+    assert det.supervised_ and "\rRotAuxMSP: 100%" in capsys.readouterr().err  # its own bar
+    np.testing.assert_array_equal(labels, det.predict(X))
+    assert abs(np.mean(labels == -1) - 0.25) <= 0.01
 
 
 def test_scores_do_not_depend_on_batch(fitted_images, digits_holdout):
@@ -168,11 +144,10 @@ def _net(lam: float, targets: torch.Tensor | None, seed: int = 0) -> RotAuxNet:
     torch.manual_seed(seed)
     model = RotAuxModel(MLP(6, (16, 16)), 0 if targets is None else 3, 4, "affine",
                         RandomAffineMaps(4, 6))
-    net = RotAuxNet(model, targets=targets, lam=lam,
-                    **make_net_kwargs(name="t", max_epochs=1, batch_size=16, lr=0.1,
-                                      device="cpu", seed=seed, verbose=0,
-                                      optimizer=torch.optim.SGD, momentum=0.9, nesterov=True,
-                                      weight_decay=5e-4))
+    net = RotAuxNet(model, targets=targets, lam=lam, name="t", max_epochs=1, batch_size=16,
+                    lr=0.1, device="cpu", seed=seed, verbose=0, optimizer=torch.optim.SGD,
+                    optimizer__momentum=0.9, optimizer__nesterov=True,
+                    optimizer__weight_decay=5e-4)
     net.precise_bn = False
     return net
 
@@ -245,9 +220,9 @@ def test_image_rotation_options(digits_holdout, rotations):
 
 
 # ------------------------------------------------------------------ both modes
-def test_unlabelled_fit_is_the_rotation_detector(labelled, digits_holdout):
+def test_unlabelled_fit_is_the_rotation_detector(fitted_tiny, labelled, digits_holdout):
     X, _, X_test, y_test = labelled
-    det = tiny().fit(X)
+    det = fitted_tiny("RotAuxMSPDetector")
     assert not det.supervised_ and det.scoring_ == "rotation"
     assert not hasattr(det, "classes_") and det.model_.class_head is None
     assert roc_auc_score(y_test, det.score_samples(X_test)) > 0.9
@@ -260,15 +235,15 @@ def test_unlabelled_fit_is_the_rotation_detector(labelled, digits_holdout):
         tiny(scoring="odin").fit(X)
 
 
-def test_score_samples_by_refuses_untrained_heads(labelled):
+def test_score_samples_by_refuses_untrained_heads(fitted_tiny, labelled):
     X = labelled[0]
-    det = RotAuxMSPDetector(max_epochs=1, device="cpu", random_state=0).fit(X)  # no labels
+    det = fitted_tiny("RotAuxMSPDetector")  # no labels
     assert det.score_samples_by(X[:5], "rotation").shape == (5,)
     with pytest.raises(ValueError, match="needs a class head"):
         det.score_samples_by(X[:5], "msp")
 
 
-def test_supervised_parameter_and_tags(labelled):
+def test_supervised_parameter_and_tags(fitted_tiny, labelled):
     X, y, X_test, _ = labelled
     assert not get_tags(tiny()).target_tags.required  # labels used when given
     assert not get_tags(tiny(supervised=False)).target_tags.required
@@ -276,16 +251,16 @@ def test_supervised_parameter_and_tags(labelled):
     ignored = tiny(supervised=False).fit(X, y)
     assert not ignored.supervised_ and ignored.scoring_ == "rotation"
     np.testing.assert_array_equal(ignored.score_samples(X_test),
-                                  tiny().fit(X).score_samples(X_test))
+                                  fitted_tiny("RotAuxMSPDetector").score_samples(X_test))
     with pytest.raises(ValueError, match="requires y to be passed"):
         tiny(supervised=True).fit(X)
 
 
-def test_refit_is_clean(labelled, digits_holdout):
+def test_refit_with_and_without_labels(labelled, digits_holdout):
     X, y, X_test, _ = labelled
     det = tiny().fit(X, y)
     det.fit(digits_holdout[0][:100])  # now unlabelled images
-    assert not hasattr(det, "classes_") and det.input_kind_ == "image"
+    assert not hasattr(det, "classes_") and not det.supervised_ and det.input_kind_ == "image"
     det.fit(X, y)
     assert det.supervised_ and det.input_kind_ == "tabular"
     assert np.isfinite(det.score_samples(X_test)).all()
@@ -306,23 +281,20 @@ def test_grid_search_supervised_hold_out_folds(digits_holdout):
     grid = {"lam": [0.0, 0.5]}
     gs = GridSearchCV(tiny(batch_size=32, scoring="odin"), grid, scoring=_novel_class_ap, cv=folds,
                       error_score="raise").fit(X, y)
-    assert len(gs.cv_results_["params"]) == 2
-    assert np.isfinite(gs.cv_results_["mean_test_score"]).all()
+    scores = gs.cv_results_["mean_test_score"]
+    assert np.isfinite(scores).all() and scores[0] != scores[1]  # lam reaches the model
     assert gs.best_score_ > 0.2  # one of five test digits is novel: chance is about 0.2
     assert len(gs.best_estimator_.classes_) == 5  # refit on all the labels
-    clone(gs.best_estimator_)
 
 
-def test_grid_search_unsupervised(labelled):
-    X_train, _, X_test, _ = labelled
-    X = np.vstack([X_train, X_test[200:]])
-    y = np.r_[np.ones(400, int), -np.ones(40, int)]  # outlier labels, for the scorer only
-    folds = [(np.arange(0, 200), np.r_[200:300, 400:420]),
-             (np.arange(200, 400), np.r_[0:100, 420:440])]
+def test_grid_search_unsupervised(one_class_folds):
+    X, y, folds = one_class_folds  # y: outlier labels, for the scorer only
     gs = GridSearchCV(tiny(supervised=False), {"n_affine_maps": [4, 8]}, scoring=auroc_scorer,
                       cv=folds, error_score="raise").fit(X, y)
     assert gs.best_score_ > 0.9
-    assert not gs.best_estimator_.supervised_  # y was not taken as class labels
+    best = gs.best_estimator_
+    assert not best.supervised_  # y was not taken as class labels
+    assert best.model_.affine_maps.n_maps == gs.best_params_["n_affine_maps"]
 
 
 def test_pipeline_both_modes(labelled):
@@ -336,12 +308,12 @@ def test_pipeline_both_modes(labelled):
     assert roc_auc_score(y_test, unsup.score_samples(X_test)) > 0.9
 
 
-def test_string_labels(labelled):
+def test_string_labels(fitted, labelled):
     X, y, X_test, _ = labelled
     names = np.array(["neg", "pos"])[y]
     det = tiny().fit(X, names)
     np.testing.assert_array_equal(det.classes_, ["neg", "pos"])
-    np.testing.assert_array_equal(det.score_samples(X_test), tiny().fit(X, y).score_samples(X_test))
+    np.testing.assert_array_equal(det.score_samples(X_test), fitted.score_samples(X_test))
 
 
 # ------------------------------------------------------------------ bad input
@@ -380,85 +352,23 @@ def test_bad_input_and_parameters_at_fit_time(kw, X, match):
         tiny(**kw).fit(X, y)
 
 
-# ------------------------------------------------------------------ images, pickle, misc
-def test_image_layouts_give_identical_scores(fitted_images, digits_holdout):
-    X, y, X_test, y_test = digits_holdout
-    det = fitted_images
-    assert det.input_kind_ == "image" and det.image_shape_ == (1, 8, 8)
-    s = det.score_samples(X_test)
-    np.testing.assert_array_equal(s, det.score_samples(X_test[..., None]))  # NHWC
-    np.testing.assert_array_equal(s, det.score_samples(X_test[:, None]))  # NCHW
-    np.testing.assert_allclose(s, det.score_samples(X_test / 255.0), rtol=1e-4, atol=1e-5)
-    assert roc_auc_score(y_test, s) > 0.6  # unseen digits 5-9 are less confident
-    flat = tiny(max_epochs=3, batch_size=32, image_shape=(1, 8, 8)).fit(
-        X.reshape(len(X), -1), y)
-    np.testing.assert_array_equal(flat.score_samples(X_test.reshape(len(X_test), -1)), s)
-
-
-def test_pickle_round_trip_in_fresh_process(fitted_images, digits_holdout, tmp_path):
-    X_test = digits_holdout[2]
-    path = tmp_path / "det.pkl"
-    path.write_bytes(pickle.dumps(fitted_images))
-    np.save(tmp_path / "x.npy", X_test)
-    code = (
-        "import pickle, sys, numpy as np;"
-        "m = pickle.load(open(sys.argv[1], 'rb'));"
-        "np.save(sys.argv[3], m.score_samples(np.load(sys.argv[2])))"
-    )
-    subprocess.run(
-        [sys.executable, "-c", code, str(path), str(tmp_path / "x.npy"), str(tmp_path / "s.npy")],
-        check=True,
-        timeout=300,
-    )
-    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), fitted_images.score_samples(X_test))
+# ------------------------------------------------------------------ images, pickle
+def test_unseen_digits_are_less_confident(fitted_images, digits_holdout):
+    _, _, X_test, y_test = digits_holdout
+    assert fitted_images.input_kind_ == "image" and fitted_images.supervised_
+    assert roc_auc_score(y_test, fitted_images.score_samples(X_test)) > 0.6  # digits 5-9
 
 
 def test_tabular_affine_maps_are_seeded_and_pickled(fitted, labelled):
     maps = fitted.model_.affine_maps
     assert maps.n_maps == 8 and torch.equal(maps.weight[0], torch.eye(8))
-    again = pickle.loads(pickle.dumps(fitted))
+    again = pickle.loads(pickle.dumps(fitted))  # with its class head
     torch.testing.assert_close(again.model_.affine_maps.weight, maps.weight)
-    X, y, _, _ = labelled
+    X, y, X_test, _ = labelled
+    np.testing.assert_array_equal(again.score_samples(X_test), fitted.score_samples(X_test))
     other = tiny(random_state=1).fit(X, y).model_.affine_maps
     assert not torch.allclose(other.weight[1], maps.weight[1])
 
-
-def test_paper_preset():
-    det = RotAuxMSPDetector.from_preset("paper", random_state=3)
-    assert det.max_epochs == 200 and det.backbone == "resnet18" and det.batch_size == 128
-    assert det.lam == 0.5 and det.lr == 0.1 and det.random_state == 3
-
-
-def test_verbose(labelled, capsys):
-    X, y, _, _ = labelled
-    tiny(verbose=0).fit(X[:100], y[:100])
-    assert capsys.readouterr().err == ""
-    tiny(verbose=1).fit(X[:100], y[:100])
-    assert "RotAuxMSP" in capsys.readouterr().err
-    tiny(verbose=2).fit(X[:100])
-    assert "train_loss" in capsys.readouterr().out
-
-
-# ------------------------------------------------------------------ scikit-learn checks
-EXPECTED_FAILED_CHECKS = {
-    "auto": {},  # every check passes: y is used when given, fit(X) trains the rotation task
-    False: {},
-    True: {
-        # supervised=True requires class labels (tags: target_tags.required);
-        # these outlier-detector checks call fit(X) without y by design
-        "check_outliers_fit_predict": "supervised=True needs y; the check fits without y",
-        "check_outliers_train": "supervised=True needs y; the check fits without y",
-    },
-}
-
-
-@parametrize_with_checks(
-    [RotAuxMSPDetector(max_epochs=1, batch_size=32, supervised=s, device="cpu", random_state=0)
-     for s in ("auto", False, True)],
-    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS[est.supervised],
-)
-def test_sklearn_compatible(estimator, check):
-    check(estimator)
 
 
 # ------------------------------------------------------------------ real data
@@ -481,19 +391,11 @@ def test_fashion_mnist_hold_one_class_out(data_home):
 
 @pytest.mark.slow
 def test_holdout_benchmark_smoke(data_home, tmp_path):
-    root = Path(__file__).resolve().parents[1]
-    res = subprocess.run(
-        [sys.executable, "benchmarks/rotaux_holdout.py", "--data-home", str(data_home),
-         "--held-out", "8", "--seeds", "0", "1", "--n-train", "10", "--n-test", "100",
-         "--epochs", "1", "--batch-size", "32", "--out", str(tmp_path)],
-        cwd=root, capture_output=True, text=True, timeout=300,
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    with open(tmp_path / "runs.csv") as f:
-        rows = list(csv.DictReader(f))
+    table, rows = conftest.run_benchmark(
+        "rotaux_holdout.py", data_home, tmp_path, "--held-out", "8", "--seeds", "0", "1",
+        "--n-train", "10", "--n-test", "100", "--epochs", "1", "--batch-size", "32")
     assert {r["variant"] for r in rows} == {"lam=0 MSP", "lam=0 ODIN", "lam=0.5 MSP",
                                             "lam=0.5 ODIN", "lam=0.5 MSP*rotation"}
     assert len(rows) == 2 * 5 and {r["held_out"] for r in rows} == {"8"}
     assert all(0 <= float(r["ap"]) <= 1 and 0 <= float(r["auroc"]) <= 1 for r in rows)
-    table = (tmp_path / "table.md").read_text()
     assert "lam=0 MSP (reference)" in table and "AP x 100" in table

@@ -17,12 +17,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import tiny
 from torch import nn
 
-from skood import DistillNegDetector, DUMDetector, RotAuxMSPDetector, SemSADDetector
 from skood.datasets import load_digits_images
 from skood.detectors.dino import clip_grad_per_param_, dino_loss, ema_update_
-from skood.detectors.nsa import NSADetector
 from skood.nn.losses import nt_xent
 from skood.training import (
     SkoodNet,
@@ -242,28 +241,25 @@ def _blobs(n=300):
     return np.random.RandomState(0).normal(size=(n, 8))
 
 
-#: name -> (make detector, data, labels, history phases, per-batch extra terms)
+#: case -> (registry name, overrides, data, labels, history phases, per-batch extra terms)
 _DETECTORS = {
-    "semsad": (lambda: SemSADDetector(encoder_epochs=1, discriminator_epochs=1),
-               "images", None, ("encoder", "discriminator"), ()),
-    "nsa": (lambda: NSADetector(max_epochs=2), "images", None, ("encoder",), ()),
-    "distillneg": (lambda: DistillNegDetector(max_epochs=2, n_soft_classes=256,
-                                              head_hidden_dim=64),
-                   "tabular", None, ("dino",), ("loss_pos", "loss_neg")),
-    "dum": (lambda: DUMDetector(dum_epochs=2, encoder_epochs=1), "images", None,
-            ("encoder", "dum"), ()),
-    "rotaux": (lambda: RotAuxMSPDetector(max_epochs=2), "images", "labels", (None,),
+    "semsad": ("SemSADDetector", {}, "images", None, ("encoder", "discriminator"), ()),
+    "nsa": ("NSADetector", {}, "images", None, ("encoder",), ()),
+    "distillneg": ("DistillNegDetector", {}, "tabular", None, ("dino",),
+                   ("loss_pos", "loss_neg")),
+    "dum": ("DUMDetector", {}, "images", None, ("encoder", "dum"), ()),
+    "rotaux": ("RotAuxMSPDetector", {}, "images", "labels", (None,),
                ("loss_class", "loss_rotation")),
-    "rotaux-unlabelled": (lambda: RotAuxMSPDetector(max_epochs=1), "tabular", None, (None,),
+    "rotaux-unlabelled": ("RotAuxMSPDetector", {"max_epochs": 1}, "tabular", None, (None,),
                           ("loss_rotation",)),
 }
 
 
 @pytest.mark.parametrize("name", list(_DETECTORS))
 def test_detector_histories_hold_per_batch_and_per_epoch_floats(name):
-    make, kind, labels, phases, extra = _DETECTORS[name]
+    det_name, overrides, kind, labels, phases, extra = _DETECTORS[name]
     X, y = _digits() if kind == "images" else (_blobs(), None)
-    det = make().set_params(device="cpu", random_state=0)
+    det = tiny(det_name, **overrides)
     det.fit(X, y) if labels else det.fit(X)
     for phase in phases:
         history = det.history_ if phase is None else det.history_[phase]
@@ -409,9 +405,9 @@ def strict_sync(monkeypatch):
 @pytest.mark.parametrize("name", list(_DETECTORS))
 @pytest.mark.parametrize("kind", ["images", "tabular"])
 def test_training_loops_do_not_synchronise_on_cuda(name, kind, strict_sync):
-    make, _, labels, phases, _ = _DETECTORS[name]
+    det_name, overrides, _, labels, phases, _ = _DETECTORS[name]
     X, y = _digits() if kind == "images" else (_blobs(), (_blobs()[:, 0] > 0).astype(int))
-    det = make().set_params(device="cuda", random_state=0)
+    det = tiny(det_name, **overrides, device="cuda")
     det.fit(X, y) if labels else det.fit(X)
     assert np.isfinite(det.train_scores_).all()
     # channels-last training leaves the stored modules in the standard format

@@ -15,7 +15,9 @@ callbacks and history. This module provides the pieces those subclasses share:
 * :class:`SkoodNet`: the common base (skood's skorch defaults, devices,
   seeded generators, mixed precision, channels-last images on CUDA, the
   ``(x, idx)`` batch convention, the step hooks, per-batch history values
-  recorded without host-device synchronisation).
+  recorded without host-device synchronisation, a
+  :class:`TrainingDivergedError` when the loss stops being finite, and a
+  ``KeyboardInterrupt`` that propagates instead of ending training early).
 * :func:`flush_denormals`: the training epochs run with subnormal floats
   flushed to zero on the CPU (dead units' optimiser state slows steps).
 * :func:`cumulative_batchnorm`: the BatchNorm statistics of the final
@@ -31,6 +33,7 @@ DistillNeg alone and live with it (:mod:`skood.detectors.dino`).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -49,6 +52,7 @@ __all__ = [
     "PhaseProgress",
     "SkoodNet",
     "TensorLoader",
+    "TrainingDivergedError",
     "cumulative_batchnorm",
     "flush_denormals",
     "flushing_denormals",
@@ -115,6 +119,37 @@ class TensorLoader:
             yield X[idx], idx
 
 
+class TrainingDivergedError(ValueError):
+    """A training phase's loss is not finite: training diverged (typically: the learning rate is
+    too large for the objective).
+
+    Attributes
+    ----------
+    phase : str or None
+        The phase's name (:attr:`SkoodNet.name`); None when the losses stayed
+        finite and the trained network's output is not (a detector's check of
+        its training scores).
+    epoch : int or None
+        The epoch (1-based) whose recorded losses are not all finite.
+    lr : float or None
+        The phase's learning rate (its ``lr``).
+    loss : float or None
+        The first non-finite loss of that epoch.
+    """
+
+    def __init__(self, message: str, phase: str | None = None, epoch: int | None = None,
+                 lr: float | None = None, loss: float | None = None) -> None:
+        super().__init__(message)
+        self.phase = phase
+        self.epoch = epoch
+        self.lr = lr
+        self.loss = loss
+
+
+class _Interrupted(BaseException):
+    """Carries a ``KeyboardInterrupt`` past skorch's ``partial_fit``, which would swallow it."""
+
+
 class SkoodNet(NeuralNet):
     """Base skorch net for skood's training phases.
 
@@ -131,7 +166,10 @@ class SkoodNet(NeuralNet):
     * :meth:`batchnorm_module` / :meth:`batchnorm_forward`: which BatchNorm
       layers are recomputed after training and the forward passes that
       recompute them (:meth:`recalibrate_batchnorm`);
-    * skorch's ``get_all_learnable_params``: the parameters the optimiser gets.
+    * skorch's ``get_all_learnable_params``: the parameters the optimiser gets;
+    * ``initialize_optimizer``, calling ``super()`` first, only to add a
+      second optimiser (built with :meth:`make_optimizer`) that the net's
+      :meth:`after_step` steps itself.
 
     One step is :meth:`train_step`: ``x = model_input(xb)``;
     ``before_step()``; ``optimizer_.zero_grad()``;
@@ -149,6 +187,19 @@ class SkoodNet(NeuralNet):
     an epoch and become Python floats all at once when its batches are done,
     so the history holds the same floats as skorch's per-batch
     ``loss.item()`` would give. On the CPU they are floats from the start.
+
+    Two behaviours differ from skorch's on failure. When an epoch's
+    recorded training losses are not all finite, :meth:`run_single_epoch`
+    raises :class:`TrainingDivergedError` (a ``ValueError``) at the end of
+    that epoch, naming the phase, the epoch and ``lr``; the check reads the
+    floats the epoch resolves anyway, so it adds no device synchronisation.
+    Parameters that are not finite when the epochs are done raise it too
+    (:meth:`check_finite_parameters`, once per phase).
+    A ``KeyboardInterrupt`` during training propagates out of :meth:`fit` /
+    ``partial_fit`` (skorch catches it and returns the partly trained net).
+    In both cases training stops without the ``on_train_end`` notification
+    (no BatchNorm recalibration); the progress bar is closed and the module
+    is put back in the contiguous memory format (:meth:`abort_training`).
 
     Parameters
     ----------
@@ -276,10 +327,46 @@ class SkoodNet(NeuralNet):
 
     # --- skorch's loop, through the hooks -------------------------------------
     def fit_loop(self, X: Any, y: Any = None, epochs: int | None = None, **fit_params: Any) -> Any:
-        """skorch's epoch loop, under :func:`flush_denormals` when ``flush_denormals`` is set."""
+        """skorch's epoch loop, under :func:`flush_denormals` when ``flush_denormals`` is set.
+
+        When the epochs are done, :meth:`check_finite_parameters` (the last
+        step's update is in no recorded loss). On any exception,
+        :meth:`abort_training` runs before it propagates; a
+        ``KeyboardInterrupt`` leaves as an internal exception that
+        :meth:`partial_fit` turns back into the original interrupt.
+        """
         ctx = flush_denormals() if self.flush_denormals else contextlib.nullcontext()
-        with ctx:
-            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        try:
+            with ctx:
+                out = super().fit_loop(X, y, epochs=epochs, **fit_params)
+            self.check_finite_parameters()
+            return out
+        except BaseException as err:
+            self.abort_training()
+            if isinstance(err, KeyboardInterrupt):
+                raise _Interrupted() from err
+            raise
+
+    def partial_fit(self, X: Any, y: Any = None, classes: Any = None, **fit_params: Any) -> Any:
+        """skorch's ``partial_fit``, except that a ``KeyboardInterrupt`` in training propagates."""
+        try:
+            return super().partial_fit(X, y, classes=classes, **fit_params)
+        except _Interrupted as wrapped:
+            interrupt = wrapped.__cause__
+            raise interrupt.with_traceback(interrupt.__traceback__) from None
+
+    def abort_training(self) -> None:
+        """Clean up after training stopped by an exception (instead of ``on_train_end``).
+
+        Closes the :class:`PhaseProgress` bar and puts the module back in the
+        contiguous memory format; the partly trained module and its history
+        stay as they are.
+        """
+        for _, cb in getattr(self, "callbacks_", []):
+            if isinstance(cb, PhaseProgress) and hasattr(cb, "bar_"):
+                cb.on_train_end(self)
+        if getattr(self, "memory_format_", None) is not None:
+            self.module_.to(memory_format=torch.contiguous_format)
 
     def on_train_begin(self, net: Any, X: Any = None, y: Any = None, **kwargs: Any) -> None:
         super().on_train_begin(net, X=X, y=y, **kwargs)
@@ -393,6 +480,12 @@ class SkoodNet(NeuralNet):
         (:meth:`resolve_batch_values`, before the ``on_epoch_end`` callbacks
         read them). Callbacks that read a batch's
         loss in ``on_batch_end`` get it as the ``loss`` keyword argument.
+
+        Raises
+        ------
+        TrainingDivergedError
+            In training, when a recorded ``<prefix>_loss`` of the epoch is
+            not finite (checked once the epoch's values are floats).
         """
         if iterator is None:
             return
@@ -408,6 +501,40 @@ class SkoodNet(NeuralNet):
             batch_count += 1
         self.history.record(prefix + "_batch_count", batch_count)
         self.resolve_batch_values()
+        if training:
+            self.check_finite_losses(prefix + "_loss")
+
+    def check_finite_parameters(self) -> None:
+        """Raise :class:`TrainingDivergedError` if a learnable parameter is not finite.
+
+        Run once when the epochs are done (one device synchronisation per
+        phase): the update of the last step shows in no recorded loss.
+        """
+        params = [p.detach() for _, p in self.get_all_learnable_params()]
+        if not params or bool(torch.stack([p.isfinite().all() for p in params]).all()):
+            return
+        epoch = len(self.history)
+        raise TrainingDivergedError(
+            f"training phase {self.name!r} diverged: its parameters are not finite after "
+            f"epoch {epoch} (its recorded losses are finite). Lower the learning rate "
+            f"(lr={self.lr:g}).",
+            phase=self.name, epoch=epoch, lr=self.lr,
+        )
+
+    def check_finite_losses(self, key: str = "train_loss") -> None:
+        """Raise :class:`TrainingDivergedError` if a value ``key`` of the current epoch's batches
+        is not finite (the values must be floats already, see :meth:`resolve_batch_values`)."""
+        batches = self.history[-1]["batches"]
+        for i, row in enumerate(batches):
+            loss = row.get(key)
+            if loss is None or math.isfinite(loss):
+                continue
+            epoch = self.history[-1].get("epoch", len(self.history))
+            raise TrainingDivergedError(
+                f"training phase {self.name!r} diverged: its loss is {loss} at epoch {epoch} "
+                f"(batch {i + 1} of {len(batches)}). Lower the learning rate (lr={self.lr:g}).",
+                phase=self.name, epoch=epoch, lr=self.lr, loss=loss,
+            )
 
     # --- precise BatchNorm ----------------------------------------------------
     @torch.no_grad()

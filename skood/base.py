@@ -13,7 +13,8 @@ batched inference, tags, pickling across devices) lives here.
 Store form: tabular rows are float32 ``(N, D)`` standardised with the
 training mean and standard deviation (learned in ``fit``; the caller's
 array is never modified); images are ``(N, C, H, W)`` tensors, uint8 when
-the input was uint8 (0-255), else float32 in [0, 1].
+the input was uint8 (0-255), else float32 in [0, 1]; boolean images (masks)
+are the float images 0 (False) and 1 (True).
 """
 
 from __future__ import annotations
@@ -26,14 +27,16 @@ from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
-from sklearn.utils import check_random_state
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .nn.encoders import BACKBONES
-from .utils import to_model_input
+from .nn.encoders import BACKBONES, check_image_size
+from .training import TrainingDivergedError
+from .utils import fit_generators, fit_seed, to_model_input
 
 __all__ = ["BaseDeepDetector", "resolve_device", "seeded"]
 
@@ -74,17 +77,19 @@ def resolve_device(device: str) -> str:
 
 
 @contextlib.contextmanager
-def seeded(seed: int, device: str) -> Iterator[None]:
-    """Seed torch's global RNGs for the block and restore the caller's state afterwards.
+def seeded(seed: int, device: str | None = None) -> Iterator[None]:
+    """The block is one fit whose own generators, seeded with ``seed``, replace torch's global RNG.
 
-    Module initialisation in torch draws from the global RNG; forking it makes a
-    fit reproducible without side effects on the caller's random state.
+    Module initialisation in torch draws from the global RNG; a detector builds
+    its networks inside :func:`skood.utils.fit_rng`, where those draws come
+    from this fit's generators (one per device, seeded with ``seed`` as
+    ``torch.manual_seed(seed)`` would seed the global ones) instead. The
+    process-wide RNG is neither read nor changed, so fits in threads give the
+    scores of the same fits run one after another, and the caller's global
+    random state is untouched. ``device`` is accepted for compatibility; the
+    generators are created per device on first use.
     """
-    devices = []
-    if device.startswith("cuda"):
-        devices = [torch.device(device).index or 0]
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with fit_generators(seed):
         yield
 
 
@@ -110,7 +115,9 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:<i>", "mps".
     random_state : int, RandomState or None
         Seeds every random choice of ``fit`` (initialisation, data order,
-        augmentations); the caller's global random state is left untouched.
+        augmentations), also when fits run in parallel threads; ``None`` takes
+        a fresh seed from the operating system's entropy. The global torch
+        and numpy random states are neither read nor changed.
     verbose : int
         0 silent, 1 a progress bar per training phase, 2 a log line per epoch.
     image_shape : tuple of int or None
@@ -132,6 +139,10 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     input_kind_ : {"tabular", "image"}
     image_shape_ : tuple of int or None
         ``(C, H, W)`` of the training images.
+    feature_mean_, feature_scale_ : ndarray of shape (n_features,)
+        (Tabular fits only; a fit on images removes them.) The training
+        columns' mean and standard deviation (1 for constant columns) that
+        standardise every row.
     device_ : str
         The device the networks were trained on.
     train_scores_ : ndarray of shape (n_samples,)
@@ -153,6 +164,9 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     _presets: ClassVar[dict[str, dict[str, Any]]] = {}
     #: chunk size of the feature-space scorers (rows of query and bank at once)
     _chunk_size: ClassVar[int] = 4096
+    #: smallest image side the detector's own augmentations take (the backbone's own minimum,
+    #: ``skood.nn.encoders.MIN_IMAGE_SIDE``, is checked with it at fit)
+    _min_image_side: ClassVar[int] = 1
 
     # ------------------------------------------------------------------ API
     @classmethod
@@ -180,15 +194,93 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         Returns
         -------
         self
+
+        Raises
+        ------
+        skood.training.TrainingDivergedError
+            (A ``ValueError``.) A training phase's loss, or the training
+            scores, are not finite; the message names the learning-rate
+            parameters to lower.
+        KeyboardInterrupt
+            Propagates from training. A fit that raises leaves the detector
+            without ``offset_`` and ``train_scores_`` (unfitted).
+
+        Warns
+        -----
+        sklearn.exceptions.ConvergenceWarning
+            More than half of the training scores are one value, shared by
+            more rows than are identical (the network collapsed, typically
+            after a too large learning rate); the fit completes.
         """
         Xs = self._validate_input(X, reset=True)
         self.device_ = resolve_device(self.device)
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        seed = fit_seed(self.random_state)
         with seeded(seed, self.device_):
-            self._fit_store(Xs, y, seed)
-        self.train_scores_ = self._score_store(Xs)
+            self._train(Xs, y, seed)
+        self.train_scores_ = self._check_train_scores(self._score_store(Xs), Xs)
         self.offset_ = self._offset_from(self.train_scores_)
         return self
+
+    def _train(self, Xs: torch.Tensor, y: Any, seed: int) -> None:
+        """``_fit_store``, after removing ``offset_`` and ``train_scores_``: a fit that fails or is
+        interrupted (``KeyboardInterrupt`` propagates) leaves the detector unfitted. A
+        :class:`~skood.training.TrainingDivergedError` of a training phase is raised again
+        with this detector's learning-rate parameters."""
+        for attr in ("offset_", "train_scores_"):
+            self.__dict__.pop(attr, None)
+        try:
+            self._fit_store(Xs, y, seed)
+        except TrainingDivergedError as err:
+            what = "parameters are not finite" if err.loss is None else f"loss is {err.loss}"
+            raise TrainingDivergedError(
+                f"{type(self).__name__}: training diverged in phase {err.phase!r} (its {what} "
+                f"at epoch {err.epoch}, learning rate {err.lr:g}). {self._lower_lr_hint()}",
+                phase=err.phase, epoch=err.epoch, lr=err.lr, loss=err.loss,
+            ) from err
+
+    def _lower_lr_hint(self) -> str:
+        params = self.get_params(deep=False)
+        names = [k for k in sorted(params, key=lambda k: (k != "lr", k))
+                 if k == "lr" or k.endswith("_lr")]
+        return "Lower the learning rate: " + ", ".join(f"{k}={params[k]!r}" for k in names) + "."
+
+    def _check_train_scores(self, scores: np.ndarray, Xs: torch.Tensor) -> np.ndarray:
+        """``scores`` of the training data, checked for a broken fit.
+
+        Non-finite scores mean the trained network is not finite (its losses
+        stayed finite): :class:`~skood.training.TrainingDivergedError`.
+        Degenerate scores give a ``ConvergenceWarning``: more than half of
+        them (of three or more; two leave-one-out scores are equal by
+        symmetry) are one value, shared by more rows than the largest group
+        of identical training rows. The network is then (nearly) constant on
+        the training data, typically after a too large learning rate, and the
+        ``contamination`` threshold cannot separate the tied rows. It is a
+        warning, not an error, as ties can be the honest result of a fit
+        (e.g. most samples classified with probability 1).
+        """
+        name = type(self).__name__
+        n = len(scores)
+        bad = int((~np.isfinite(scores)).sum())
+        if bad:
+            raise TrainingDivergedError(
+                f"{name}: {bad} of {n} training scores are not finite: the trained network's "
+                f"output is not finite, training diverged. {self._lower_lr_hint()}",
+                lr=getattr(self, "lr", None),
+            )
+        values, counts = np.unique(scores, return_counts=True)
+        tied = int(counts.max()) if n > 2 else 0
+        if 2 * tied > n:
+            rows = int(torch.unique(Xs.reshape(n, -1), dim=0, return_counts=True)[1].max())
+            if tied > rows:
+                warnings.warn(
+                    f"{name}: {tied} of {n} training scores are the same value "
+                    f"{values[counts.argmax()]:.6g}, although at most {rows} training rows are "
+                    "identical: the trained network is (nearly) constant on the training data "
+                    "(did training diverge?), and the contamination threshold cannot separate "
+                    f"the tied rows. {self._lower_lr_hint()}",
+                    ConvergenceWarning, stacklevel=3,
+                )
+        return scores
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Normality score of each sample: higher means more normal.
@@ -203,7 +295,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         """
         check_is_fitted(self, "offset_")
         Xs = self._validate_input(X, reset=False)
-        return self._score_store(Xs)
+        return self._check_finite_scores(self._score_store(Xs), Xs)
 
     def fit_predict(self, X: Any, y: Any = None, **kwargs: Any) -> np.ndarray:
         """Fit on X and label its rows +1 (inlier) / -1 (outlier).
@@ -262,7 +354,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     # ------------------------------------------------------- input handling
     def _validate_input(self, X: Any, reset: bool) -> torch.Tensor:
         name = type(self).__name__
-        arr = np.asarray(X) if not hasattr(X, "iloc") else X
+        arr = np.asarray(X) if not (hasattr(X, "iloc") or sp.issparse(X)) else X
         ndim = getattr(arr, "ndim", 2)
         if ndim == 2 and (self.image_shape is None if reset else self.input_kind_ == "tabular"):
             Xv = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
@@ -281,9 +373,13 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         imgs = self._to_nchw(Xv, reset)
         imgs = self._check_samples(imgs, reset)
         if reset:
+            check_image_size(getattr(self, "backbone", "auto"), imgs.shape[1:], name,
+                             self._min_image_side)
             self.input_kind_ = "image"
             self.image_shape_ = tuple(int(s) for s in imgs.shape[1:])
             self.n_features_in_ = int(np.prod(self.image_shape_))
+            for attr in ("feature_mean_", "feature_scale_"):  # of an earlier tabular fit
+                self.__dict__.pop(attr, None)
         elif tuple(imgs.shape[1:]) != self.image_shape_:
             raise ValueError(
                 f"{name} was fitted on images of shape (C, H, W) = {self.image_shape_}; got "
@@ -298,6 +394,28 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
                 f"{self._min_samples()} training samples; got n_samples = {len(X)}."
             )
         return X
+
+    def _check_finite_scores(self, scores: np.ndarray, Xs: torch.Tensor) -> np.ndarray:
+        """``scores``, after checking that every one is finite (else a ValueError).
+
+        Finite inputs far outside the training data (tabular rows many orders of
+        magnitude beyond it) can overflow float32 inside the networks.
+        """
+        bad = np.flatnonzero(~np.isfinite(scores))
+        if len(bad) == 0:
+            return scores
+        rows = f"{bad[:5].tolist()}{' ...' if len(bad) > 5 else ''}"
+        msg = (f"{type(self).__name__} cannot score {len(bad)} of {len(scores)} sample(s) "
+               f"(rows {rows}): the network's output is not finite for them.")
+        if self.input_kind_ == "tabular":
+            zmax = float(Xs[torch.from_numpy(bad)].abs().max())
+            msg += (f" Their standardised values reach {zmax:.3g} training standard deviations, "
+                    "outside the range the trained network can score in float32; check these "
+                    "rows for unit or scaling errors.")
+        else:
+            msg += (" Image inputs are bounded, so the trained network itself is not finite "
+                    "(did training diverge? try a smaller lr).")
+        raise ValueError(msg)
 
     def _to_nchw(self, X: np.ndarray, reset: bool) -> np.ndarray:
         """Bring images in any accepted layout to (N, C, H, W)."""
@@ -339,7 +457,12 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         )
 
     def _image_store(self, imgs: np.ndarray) -> torch.Tensor:
+        """Images (N, C, H, W) in store form: uint8 0-255 as uint8, other integers checked to
+        lie in 0-255 and cast to uint8, floats checked to lie in [0, 1], booleans (masks) as
+        the float images 0 (False, black) and 1 (True, white)."""
         name = type(self).__name__
+        if imgs.dtype == np.bool_:
+            return torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.float32))
         if imgs.dtype == np.uint8:
             return torch.from_numpy(np.ascontiguousarray(imgs).copy())
         if imgs.dtype.kind in "biu":
@@ -359,12 +482,23 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         if reset:
             self.input_kind_ = "tabular"
             self.image_shape_ = None
-            mean = X.mean(axis=0, dtype=np.float64)
-            scale = X.std(axis=0, dtype=np.float64)
+            with np.errstate(over="ignore", invalid="ignore"):
+                mean = X.mean(axis=0, dtype=np.float64)
+                scale = X.std(axis=0, dtype=np.float64)
+            bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(scale)))
+            if len(bad):
+                big = float(np.abs(X[:, bad]).max())
+                raise ValueError(
+                    f"X has values too large to standardise: the mean or standard deviation "
+                    f"of column(s) {bad[:10].tolist()}{' ...' if len(bad) > 10 else ''} "
+                    f"overflows float64 (largest |value| {big:.3g}). Rescale these features "
+                    "(e.g. divide by a constant or take logarithms)."
+                )
             scale[~(scale > 1e-12)] = 1.0
             self.feature_mean_, self.feature_scale_ = mean, scale
-        Z = (X.astype(np.float64) - self.feature_mean_) / self.feature_scale_
-        Z = Z.astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            Z = (X.astype(np.float64) - self.feature_mean_) / self.feature_scale_
+            Z = Z.astype(np.float32)
         if not np.isfinite(Z).all():
             raise ValueError(
                 "X has values too large for float32 after standardisation; rescale the features"
@@ -399,6 +533,71 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
                     stacklevel=2,
                 )
         super().__setstate__(state)
+
+    # ---------------------------------------------------------- persistence
+    def save(self, path: Any) -> None:
+        """Write the detector (parameters, fitted attributes, network weights) to ``path``.
+
+        One :func:`torch.save` file of tensors and plain values only, with
+        the format, skood and torch versions and the class recorded; no
+        object is pickled (format and rules: :mod:`skood.persistence`).
+        Read it back with :meth:`load`.
+
+        Raises
+        ------
+        TypeError
+            A parameter or fitted attribute of a type that cannot be stored
+            without pickle.
+        NotImplementedError
+            The detector cannot rebuild its networks (no ``_module_skeletons``).
+        """
+        from .persistence import save
+
+        save(self, path)
+
+    @classmethod
+    def load(cls, path: Any, *, map_location: str | None = None,
+             **module_params: Any) -> BaseDeepDetector:
+        """Read a detector written by :meth:`save`; its scores equal the saved detector's.
+
+        Reading uses ``torch.load(weights_only=True)``, which never runs code
+        from the file. ``BaseDeepDetector.load`` accepts any skood detector;
+        a detector class accepts only its own files.
+
+        Parameters
+        ----------
+        path : str, path-like or binary file
+        map_location : str or None
+            None: networks go back to the device they were fitted on when it is
+            available, else to the CPU with a warning. A device name: the
+            networks go there and ``device_`` becomes it.
+        **module_params : nn.Module
+            For a parameter that was a user ``nn.Module`` (DUM's ``encoder``):
+            a module of the same architecture; the detector gets a copy of it
+            with the saved weights.
+
+        Raises
+        ------
+        ValueError
+            The file is not a skood detector file, has another format version,
+            holds another class, comes from a newer skood, or a module
+            parameter is missing or does not match. A file from an older skood
+            or another torch version loads with a
+            :class:`~skood.persistence.SkoodVersionWarning`.
+        """
+        from .persistence import load
+
+        return load(path, cls, map_location=map_location, **module_params)
+
+    def _module_skeletons(self, shape: tuple[int, ...]) -> dict[str, torch.nn.Module]:
+        """Untrained networks of the fitted architecture, one per fitted network attribute.
+
+        Built from the parameters and the fitted attributes other than
+        networks (``shape`` is one sample's store shape, ``(D,)`` or
+        ``(C, H, W)``) without training; :meth:`load` fills in the weights.
+        A detector that does not implement it cannot be saved.
+        """
+        raise NotImplementedError
 
 
 def _on_device(v: Any, device: str) -> Any:

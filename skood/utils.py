@@ -1,16 +1,38 @@
-"""Small utilities shared across skood's layers: named seed streams and model input.
+"""Small utilities shared across skood's layers: a fit's random streams and model input.
 
+* :func:`fit_seed`: the seed of a fit from ``random_state``, never drawing from
+  numpy's global RNG.
 * :func:`seed_stream`: the seed of one named consumer of randomness in a fit
   (:data:`SEED_STREAMS`), so each part of a fit draws from its own stream.
+* :func:`fit_generators` and :func:`fit_rng`: the fit's own generators for
+  the draws that name no generator (torch's module initialisation), in place
+  of torch's process-wide RNG, so fits in threads neither share nor change it.
 * :func:`to_model_input`: a stored batch (uint8 images or float rows) as the
   float32 input every network and scorer sees.
 """
 
 from __future__ import annotations
 
-import torch
+import contextlib
+import secrets
+import threading
+from collections.abc import Iterator
+from typing import Any
 
-__all__ = ["SEED_STREAMS", "seed_stream", "to_model_input"]
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+from torch.overrides import TorchFunctionMode
+
+__all__ = [
+    "SEED_STREAMS",
+    "FitGenerators",
+    "fit_generators",
+    "fit_rng",
+    "fit_seed",
+    "seed_stream",
+    "to_model_input",
+]
 
 #: The named random streams of one fit, as offsets of its seed (``fit`` draws the
 #: seed from ``random_state``). Each consumer of randomness takes its own stream,
@@ -30,6 +52,109 @@ SEED_STREAMS: dict[str, int] = {
 def seed_stream(seed: int, name: str) -> int:
     """The seed of the random stream ``name`` (a key of :data:`SEED_STREAMS`) of a fit."""
     return seed + SEED_STREAMS[name]
+
+
+def fit_seed(random_state: Any) -> int:
+    """The seed of a fit, in ``[0, 2**31 - 1)``.
+
+    An int or a :class:`numpy.random.RandomState` gives
+    ``check_random_state(random_state).randint(2**31 - 1)`` (a RandomState is
+    advanced, as scikit-learn does); ``None`` gives a fresh seed from the
+    operating system's entropy (:mod:`secrets`), so an unseeded fit neither
+    reads nor advances numpy's global RNG.
+    """
+    high = int(np.iinfo(np.int32).max)
+    if random_state is None:
+        return secrets.randbelow(high)
+    return int(check_random_state(random_state).randint(high))
+
+
+#: draws that take a ``generator=`` argument (torch functions and Tensor methods)
+_DRAWS = frozenset({
+    "uniform_", "normal_", "random_", "bernoulli_", "exponential_", "geometric_", "cauchy_",
+    "log_normal_", "bernoulli", "multinomial", "rand", "randn", "randint", "randperm", "normal",
+    "poisson",
+})
+
+
+class FitGenerators(TorchFunctionMode):
+    """The generators of one fit, standing in for torch's process-wide RNG.
+
+    While active (``with generators:``, in the entering thread only: torch's
+    function modes are thread-local), every torch draw that names no
+    generator (``generator=None``: module initialisation in
+    ``reset_parameters``, ``torch.nn.init``) gets this fit's generator for
+    the tensor's device, created on first use and seeded with ``seed``, as
+    ``torch.manual_seed(seed)`` seeds the global ones: the numbers are those
+    of the global RNG seeded with ``seed``, and the global RNG is neither read
+    nor advanced. Draws without a ``generator`` argument (dropout) are not
+    redirected; a fit's training steps pass their own generators.
+    """
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = int(seed)
+        self.generators: dict[torch.device, torch.Generator] = {}
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """This fit's generator on ``device``."""
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        g = self.generators.get(device)
+        if g is None:
+            g = self.generators[device] = torch.Generator(device=device).manual_seed(self.seed)
+        return g
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (),
+                           kwargs: dict | None = None) -> Any:
+        kwargs = dict(kwargs or {})
+        if kwargs.get("generator") is None and (
+            "generator" in kwargs or getattr(func, "__name__", None) in _DRAWS
+        ):
+            kwargs["generator"] = self.generator(_draw_device(args, kwargs))
+        return func(*args, **kwargs)
+
+
+def _draw_device(args: tuple, kwargs: dict) -> torch.device:
+    """The device of a draw: its first tensor argument's, else ``device=``, else the default."""
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, torch.Tensor):
+            return a.device
+    if kwargs.get("device") is not None:
+        return torch.device(kwargs["device"])
+    return torch.empty(0).device  # the default device (torch.set_default_device)
+
+
+_FIT = threading.local()
+
+
+@contextlib.contextmanager
+def fit_generators(seed: int) -> Iterator[FitGenerators]:
+    """Make ``FitGenerators(seed)`` the current thread's fit for the block (see :func:`fit_rng`)."""
+    previous = getattr(_FIT, "generators", None)
+    _FIT.generators = gens = FitGenerators(seed)
+    try:
+        yield gens
+    finally:
+        _FIT.generators = previous
+
+
+@contextlib.contextmanager
+def fit_rng() -> Iterator[None]:
+    """Draws naming no generator (module construction) come from the running fit's generators.
+
+    Inside :func:`fit_generators` (a detector's ``fit``), the block runs with
+    that fit's :class:`FitGenerators` active, continuing its stream from one
+    block to the next; outside a fit it changes nothing (torch's global RNG,
+    as usual). Wrap what draws without a generator, such as building a
+    network, and not training loops, whose draws pass their own generators.
+    """
+    gens = getattr(_FIT, "generators", None)
+    if gens is None:
+        yield
+        return
+    with gens:
+        yield
 
 
 def to_model_input(x: torch.Tensor, device: torch.device | str) -> torch.Tensor:

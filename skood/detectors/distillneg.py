@@ -33,7 +33,7 @@ from ..nn.encoders import BACKBONES, build_encoder
 from ..nn.losses import float32_loss
 from ..scoring import bank_subset, unit_row_blocks
 from ..training import SkoodNet
-from ..utils import seed_stream, to_model_input
+from ..utils import fit_rng, seed_stream, to_model_input
 from .dino import (
     DINOModel,
     MultiCrop,
@@ -715,6 +715,7 @@ class DistillNegDetector(BaseDeepDetector):
         "clip_grad": [Interval(Real, 0, None, closed="left")],
         "kernel_temperature": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
     }
+    _min_image_side: ClassVar[int] = 2  # the Gaussian blur reflects 1 pixel of border
     _presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {"backbone": "resnet18", **_PAPER_SETTINGS},
         "paper-vit": {"backbone": "vit", **_PAPER_SETTINGS},
@@ -798,11 +799,6 @@ class DistillNegDetector(BaseDeepDetector):
         if is_image and self.backbone == "mlp":
             raise ValueError("backbone 'mlp' is for tabular data; images take 'auto', 'cnn', "
                              "'resnet18', 'resnet34' or 'vit'")
-        if is_image and self.backbone in ("auto", "cnn") and min(shape[1:]) < 4:
-            raise ValueError(
-                f"{name}: the small CNN needs images of at least 4 x 4 pixels; got "
-                f"{shape[1]} x {shape[2]}"
-            )
         kind = self.negatives
         if not isinstance(kind, str):
             return "array"
@@ -893,8 +889,9 @@ class DistillNegDetector(BaseDeepDetector):
                                     identity_first=False).to(dev)
         sampler = NegativeSampler(kind, aux=None if aux is None else aux.to(dev), bank=data,
                                   maps=maps, rotate=is_image)
-        model = DINOModel(self._build_encoder(shape), self.n_soft_classes, self.head_hidden_dim,
-                          use_bn=self.head_bn)
+        with fit_rng():  # initial weights from the fit's generators
+            model = DINOModel(self._build_encoder(shape), self.n_soft_classes,
+                              self.head_hidden_dim, use_bn=self.head_bn)
         net = DistillNegNet(
             model,
             views=views,
@@ -956,3 +953,9 @@ class DistillNegDetector(BaseDeepDetector):
             bank_keys=self.bank_keys_,
         )
         return scores.numpy()
+
+    # ---------------------------------------------------------- persistence
+    def _module_skeletons(self, shape: tuple[int, ...]) -> dict[str, nn.Module]:
+        """Untrained student, teacher and centre of the fitted architecture (for ``load``)."""
+        return {"model_": DINOModel(self._build_encoder(shape), self.n_soft_classes,
+                                    self.head_hidden_dim, use_bn=self.head_bn)}

@@ -24,7 +24,7 @@ from ..nn.heads import ContrastiveModel
 from ..nn.losses import dum_set_loss
 from ..scoring import variance_norm
 from ..training import ContrastiveNet, SkoodNet
-from ..utils import seed_stream, to_model_input
+from ..utils import fit_rng, seed_stream, to_model_input
 
 __all__ = ["DUMDetector", "DUMVarianceMLP", "DUMNet", "SphereLift", "FeatureView"]
 
@@ -461,8 +461,9 @@ class DUMDetector(BaseDeepDetector):
         with torch.no_grad():
             dim = self.encoder_(to_model_input(Xs[:2], dev)).shape[1]
         self.embedding_dim_ = int(dim)
-        f1 = DUMVarianceMLP(dim, self.hidden_width, self.n_layers, self.max_log_var,
-                            isotropic=self.covariance == "isotropic")
+        with fit_rng():  # initial weights from the fit's generators
+            f1 = DUMVarianceMLP(dim, self.hidden_width, self.n_layers, self.max_log_var,
+                                isotropic=self.covariance == "isotropic")
         net = DUMNet(
             f1,
             embed=_UnitEmbedding(self.encoder_),
@@ -514,7 +515,8 @@ class DUMDetector(BaseDeepDetector):
                 )
             return enc
         shape = tuple(data.shape[1:])
-        model = ContrastiveModel(build_encoder(self.backbone, shape), self.projection_dim)
+        with fit_rng():
+            model = ContrastiveModel(build_encoder(self.backbone, shape), self.projection_dim)
         enc_net = ContrastiveNet(
             model,
             augment=SimCLRAugment(),
@@ -553,3 +555,24 @@ class DUMDetector(BaseDeepDetector):
         """
         check_is_fitted(self, "offset_")
         return self._log_variance(self._validate_input(X, reset=False)).double().exp().numpy()
+
+    # ---------------------------------------------------------- persistence
+    def _module_skeletons(self, shape: tuple[int, ...]) -> dict[str, nn.Module]:
+        """Untrained g and f1 of the fitted architecture (for ``load``).
+
+        Tabular g is a :class:`SphereLift` whose buffers and radius the saved
+        state fills in; a user ``encoder`` is copied (frozen) as in ``fit``.
+        """
+        if self.input_kind_ == "tabular":
+            d = shape[0]
+            g: nn.Module = SphereLift(torch.zeros(d), torch.ones(d), torch.zeros(d), 1.0)
+        elif self.encoder is not None:
+            g = copy.deepcopy(self.encoder).cpu().eval()
+            for p in g.parameters():
+                p.requires_grad_(False)
+        else:
+            model = ContrastiveModel(build_encoder(self.backbone, shape), self.projection_dim)
+            g = FeatureView(model) if self.embedding == "features" else model
+        f1 = DUMVarianceMLP(self.embedding_dim_, self.hidden_width, self.n_layers,
+                            self.max_log_var, isotropic=self.covariance == "isotropic")
+        return {"encoder_": g, "variance_net_": f1}

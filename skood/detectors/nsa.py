@@ -31,7 +31,7 @@ from ..scoring import (
     whiten,
 )
 from ..training import ContrastiveNet, SkoodNet
-from ..utils import seed_stream, to_model_input
+from ..utils import fit_rng, seed_stream, to_model_input
 
 __all__ = ["NSADetector", "SimSiamNet"]
 
@@ -302,7 +302,8 @@ class NSADetector(BaseDeepDetector):
             view = SimCLRAugment()
         else:
             view = BoundCorruption(TabularCorruption(frac=0.3, noise=0.1), data)
-        model = self._build_model(tuple(Xs.shape[1:]))
+        with fit_rng():  # initial weights from the fit's generators
+            model = self._build_model(tuple(Xs.shape[1:]))
         cosine = LRScheduler(
             policy=torch.optim.lr_scheduler.CosineAnnealingLR, T_max=self.max_epochs
         )
@@ -434,3 +435,9 @@ class NSADetector(BaseDeepDetector):
         if self.ensemble:
             return -minmax_ensemble(dists, self.ensemble_ranges_)
         return -dists[0]
+
+    # ---------------------------------------------------------- persistence
+    def _module_skeletons(self, shape: tuple[int, ...]) -> dict[str, nn.Module]:
+        """Untrained model of the fitted architecture (for ``load``; ``encoder_`` is its
+        encoder)."""
+        return {"model_": self._build_model(shape)}

@@ -24,7 +24,7 @@ from ..nn.encoders import build_encoder
 from ..nn.losses import cross_entropy
 from ..scoring import msp, odin, transformation_confidence
 from ..training import SkoodNet, piecewise_lr
-from ..utils import seed_stream, to_model_input
+from ..utils import fit_rng, seed_stream, to_model_input
 
 __all__ = ["RotAuxMSPDetector", "RotAuxModel", "RotAuxNet"]
 
@@ -500,7 +500,9 @@ class RotAuxMSPDetector(BaseDeepDetector):
                                     seed=seed_stream(seed, "rotaux_affine"))
             transform, n_aux, augment = "affine", self.n_affine_maps, None
         n_classes = len(self.classes_) if targets is not None else 0
-        model = RotAuxModel(build_encoder(self.backbone, shape), n_classes, n_aux, transform, maps)
+        with fit_rng():  # initial weights from the fit's generators
+            model = RotAuxModel(build_encoder(self.backbone, shape), n_classes, n_aux, transform,
+                                maps)
         callbacks = []
         if self.lr_schedule == "steps":
             callbacks.append(
@@ -587,3 +589,16 @@ class RotAuxMSPDetector(BaseDeepDetector):
         # labels are used when given ("auto") and required with supervised=True
         tags.target_tags.required = self.supervised is True
         return tags
+
+    # ---------------------------------------------------------- persistence
+    def _module_skeletons(self, shape: tuple[int, ...]) -> dict[str, nn.Module]:
+        """Untrained trunk and heads of the fitted architecture (for ``load``; the saved
+        state fills in the tabular affine maps)."""
+        if self.input_kind_ == "image":
+            transform, n_aux, maps = self.rotations, _N_ROTATIONS, None
+        else:
+            maps = RandomAffineMaps(self.n_affine_maps, shape[0])
+            transform, n_aux = "affine", self.n_affine_maps
+        n_classes = len(self.classes_) if self.supervised_ else 0
+        return {"model_": RotAuxModel(build_encoder(self.backbone, shape), n_classes, n_aux,
+                                      transform, maps)}

@@ -31,7 +31,7 @@ from ..training import (
     SkoodNet,
     piecewise_lr,
 )
-from ..utils import seed_stream, to_model_input
+from ..utils import fit_rng, seed_stream, to_model_input
 
 __all__ = ["SemSADDetector", "PairDiscriminator", "SemSADPairNet", "semantic_neighbourhoods"]
 
@@ -280,6 +280,7 @@ class SemSADDetector(BaseDeepDetector):
         "batch_norm": [StrOptions({"running", "batch"})],
         "lr_schedule": [StrOptions({"constant", "steps"})],
     }
+    _min_image_side: ClassVar[int] = 2  # the Gaussian blur reflects 1 pixel of border
     _presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {
             "backbone": "resnet18",
@@ -349,9 +350,10 @@ class SemSADDetector(BaseDeepDetector):
 
     def _check_gamma_range(self) -> tuple[float, float]:
         gr = tuple(self.gamma_range)
-        if len(gr) != 2 or not all(isinstance(g, Real) for g in gr) or not 0 < gr[0] <= gr[1]:
+        if (len(gr) != 2 or not all(isinstance(g, Real) and np.isfinite(g) for g in gr)
+                or not 0 < gr[0] <= gr[1]):
             raise ValueError(
-                f"gamma_range must be two numbers 0 < low <= high, got {self.gamma_range!r}"
+                f"gamma_range must be two finite numbers 0 < low <= high, got {self.gamma_range!r}"
             )
         return float(gr[0]), float(gr[1])
 
@@ -377,7 +379,8 @@ class SemSADDetector(BaseDeepDetector):
             view = BoundCorruption(TabularCorruption(frac=0.3, noise=0.1), data)
             pos = BoundCorruption(TabularCorruption(frac=0.15, noise=0.05), data)
             neg = BoundCorruption(TabularCorruption(frac=0.6, noise=2.0), data)
-        model = ContrastiveModel(build_encoder(self.backbone, shape), self.projection_dim)
+        with fit_rng():  # initial weights from the fit's generators
+            model = ContrastiveModel(build_encoder(self.backbone, shape), self.projection_dim)
         enc_net = ContrastiveNet(
             model,
             augment=view,
@@ -402,8 +405,10 @@ class SemSADDetector(BaseDeepDetector):
 
         # 3. pair discriminator s
         d_epochs = self.discriminator_epochs
+        with fit_rng():
+            discriminator = PairDiscriminator(shape, self.backbone, self.n_logits)
         disc_net = SemSADPairNet(
-            PairDiscriminator(shape, self.backbone, self.n_logits),
+            discriminator,
             data=data,
             neighbors=self.neighbors_.to(dev),
             positive=pos,
@@ -463,3 +468,11 @@ class SemSADDetector(BaseDeepDetector):
             b = to_model_input(Xs[s : s + bs], dev)
             out.append(self.discriminator_(a, b).float().sum(dim=1).cpu())
         return torch.cat(out).double().numpy()
+
+    # ---------------------------------------------------------- persistence
+    def _module_skeletons(self, shape: tuple[int, ...]) -> dict[str, nn.Module]:
+        """Untrained encoder and discriminator of the fitted architecture (for ``load``)."""
+        return {
+            "encoder_": ContrastiveModel(build_encoder(self.backbone, shape), self.projection_dim),
+            "discriminator_": PairDiscriminator(shape, self.backbone, self.n_logits),
+        }

@@ -24,8 +24,10 @@ __all__ = [
     "SmallCNN",
     "SmallResNet",
     "block_modules",
+    "MIN_IMAGE_SIDE",
     "build_encoder",
     "capture_outputs",
+    "check_image_size",
     "make_activation",
     "make_norm_1d",
     "make_norm_2d",
@@ -206,6 +208,35 @@ class ProjectionHead(nn.Module):
 
 
 BACKBONES = ("auto", "mlp", "cnn", "resnet18", "resnet34")
+
+#: smallest image side, in pixels (for H and W alike), each backbone can take: the small CNN
+#: max-pools 2 x 2 twice and needs 4; the CIFAR-stem ResNets' strided 3 x 3 convolutions are
+#: padded and take 1 x 1 maps; the MLP flattens; DistillNeg's ViT picks its patch size from
+#: the image side
+MIN_IMAGE_SIDE: dict[str, int] = {"mlp": 1, "cnn": 4, "resnet18": 1, "resnet34": 1, "vit": 1}
+
+
+def check_image_size(
+    backbone: str, image_shape: tuple[int, ...], owner: str, min_side: int = 1
+) -> None:
+    """Raise a ValueError when images of ``image_shape`` (C, H, W) are too small.
+
+    The images must be at least ``m x m`` pixels, ``m`` the larger of
+    ``MIN_IMAGE_SIDE[backbone]`` ("auto" is the small CNN for images) and
+    ``min_side`` (what the caller's own augmentations need). ``owner`` names
+    the caller in the message.
+    """
+    bb = "cnn" if backbone == "auto" else backbone
+    m = max(MIN_IMAGE_SIDE.get(bb, 1), int(min_side))
+    h, w = int(image_shape[-2]), int(image_shape[-1])
+    if min(h, w) < m:
+        which = f"backbone={backbone!r}" + (" (the small CNN)" if backbone == "auto" else "")
+        fits = [b for b in BACKBONES[2:] if max(MIN_IMAGE_SIDE[b], min_side) <= min(h, w)]
+        hint = f", or backbone={' or '.join(map(repr, fits))}" if fits else ""
+        raise ValueError(
+            f"{owner} with {which} needs images of at least {m} x {m} pixels (H x W); got "
+            f"{h} x {w}. Use larger (e.g. upsampled) images{hint}."
+        )
 
 
 def build_encoder(

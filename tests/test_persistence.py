@@ -1,0 +1,418 @@
+"""save / load without pickle (issue 18, item 10).
+
+Every detector, on tables and images and with the settings that change its
+networks' structure, round-trips through ``save``/``load`` with identical
+scores and fitted state; foreign, tampered and incompatible files give a
+clear ValueError, and loading never runs code from the file.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import DETECTORS, tiny
+from skorch.history import History
+from torch import nn
+
+import skood
+from skood.base import BaseDeepDetector
+from skood.persistence import FORMAT_VERSION, SkoodVersionWarning, load
+
+
+def _same(a, b, where: str = "") -> None:
+    """``b`` equals ``a`` exactly: types, dtypes, values, module weights and flags."""
+    if isinstance(a, nn.Module):
+        assert type(b) is type(a), where
+        sa, sb = a.state_dict(), b.state_dict()
+        assert list(sa) == list(sb), where
+        for k in sa:
+            assert sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]), f"{where}.{k}"
+        ma, mb = dict(a.named_modules()), dict(b.named_modules())
+        assert list(ma) == list(mb), where
+        for k in ma:
+            assert type(ma[k]) is type(mb[k]) and ma[k].training == mb[k].training, f"{where}.{k}"
+        for (k, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+            assert p.requires_grad == q.requires_grad, f"{where}.{k}"
+    elif isinstance(a, History):
+        assert isinstance(b, History) and len(a) == len(b), where
+        for ea, eb in zip(a, b, strict=True):
+            assert set(ea) == set(eb), where
+    elif isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.device == b.device, where
+        assert torch.equal(a, b), where
+    elif isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and a.dtype == b.dtype, where
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    elif isinstance(a, np.random.RandomState):
+        assert isinstance(b, np.random.RandomState), where
+        _same(a.get_state(), b.get_state(), where)
+    elif isinstance(a, dict):
+        assert type(b) is type(a) and list(a) == list(b), where
+        for k in a:
+            _same(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert type(b) is type(a) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and math.isnan(a):
+        assert type(b) is type(a) and math.isnan(b), where
+    else:
+        assert type(b) is type(a) and b == a, f"{where}: {a!r} != {b!r}"
+
+
+def _round_trip(det, tmp_path, X_test, y=None, **load_kwargs):
+    """Save and load ``det``; check scores, predictions and the whole fitted state."""
+    path = tmp_path / "det.skood"
+    det.save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # same skood, same torch: no warning
+        det2 = type(det).load(path, **load_kwargs)
+    assert type(det2) is type(det)
+    assert list(vars(det2)) == list(vars(det))
+    for k, v in vars(det).items():
+        if not isinstance(v, nn.Module):  # user modules (DUM's encoder) are copies
+            _same(v, vars(det2)[k], k)
+        elif k not in det.get_params():
+            _same(v, vars(det2)[k], k)
+    np.testing.assert_array_equal(det.score_samples(X_test), det2.score_samples(X_test))
+    np.testing.assert_array_equal(det.predict(X_test), det2.predict(X_test))
+    return det2
+
+
+# ------------------------------------------------- every detector, defaults
+@pytest.mark.parametrize("kind", ["tabular", "images"])
+@pytest.mark.parametrize("name", DETECTORS)
+def test_round_trip_defaults(name, kind, fitted_tiny, blobs, digit_images, tmp_path):
+    det = fitted_tiny(name, kind)
+    X_test = blobs[1] if kind == "tabular" else digit_images[1]
+    det2 = _round_trip(det, tmp_path, X_test)
+    np.testing.assert_array_equal(det2.train_scores_, det.train_scores_)
+    assert det2.offset_ == det.offset_
+    det3 = pickle.loads(pickle.dumps(det2))  # a loaded detector pickles as usual
+    np.testing.assert_array_equal(det3.score_samples(X_test), det.score_samples(X_test))
+
+
+# ------------------------------------- settings that change the networks
+_TAB, _IMG = "tabular", "images"
+_VARIANTS = [
+    ("SemSADDetector", _TAB, {"max_bank": 100, "n_logits": 8, "projection_dim": 16}),
+    ("SemSADDetector", _IMG, {"batch_norm": "batch", "max_bank": 60}),
+    ("NSADetector", _TAB, {"ensemble": True, "max_bank": 100}),
+    ("NSADetector", _IMG, {"ensemble": True, "ensemble_pool": 2}),
+    ("NSADetector", _TAB, {"method": "simclr", "scoring": "kcos"}),
+    ("NSADetector", _IMG, {"method": "simclr", "projection_dim": 32}),
+    ("DistillNegDetector", _IMG, {"backbone": "vit", "negatives": "perm-4"}),
+    ("DistillNegDetector", _TAB, {"negatives": "feature-perm", "head_bn": False,
+                                  "max_bank": 100}),
+    ("DUMDetector", _TAB, {"covariance": "diagonal", "tabular_scaling": "standard"}),
+    ("DUMDetector", _TAB, {"objective": "infonce", "set_size": 2}),
+    ("DUMDetector", _IMG, {"covariance": "diagonal", "embedding": "projection"}),
+    ("DUMDetector", _IMG, {"objective": "infonce", "set_size": 2}),
+    ("RotAuxMSPDetector", _TAB, {"n_affine_maps": 4}),
+    ("RotAuxMSPDetector", _IMG, {"rotations": "flip-transpose"}),
+]
+
+
+@pytest.mark.parametrize(("name", "kind", "overrides"), _VARIANTS,
+                         ids=[f"{n}-{k}-{'-'.join(o)}" for n, k, o in _VARIANTS])
+def test_round_trip_structural_settings(name, kind, overrides, blobs, digit_images, tmp_path):
+    if name not in DETECTORS:
+        pytest.skip(f"{name} not in this build")
+    X, X_test = (blobs[0], blobs[1]) if kind == _TAB else (digit_images[0], digit_images[1])
+    if overrides.get("backbone") == "vit":
+        X = X[:32]  # one step: the ViT is slow on a CPU
+    det = tiny(name, batch_size=32, **overrides).fit(X)
+    _round_trip(det, tmp_path, X_test)
+
+
+@pytest.mark.parametrize("kind", [_TAB, _IMG])
+def test_round_trip_rotaux_labelled(kind, blobs, digit_images, tmp_path):
+    """Labelled fits: string class labels (``classes_`` an array of str), a class head; and
+    ODIN, whose input gradients run through the loaded network."""
+    if kind == _TAB:
+        X, X_test = blobs[0], blobs[1]
+        y = np.where(X[:, 0] > 0, "right", "left")
+    else:
+        X, X_test = digit_images[0], digit_images[1]
+        y = np.array(["a", "b", "c"])[np.arange(len(X)) % 3]
+    det = tiny("RotAuxMSPDetector", batch_size=32).fit(X, y)
+    assert det.supervised_ and det.classes_.dtype.kind == "U"
+    det2 = _round_trip(det, tmp_path, X_test)
+    assert det2.model_.class_head is not None
+    for scoring in ("odin", "msp"):
+        np.testing.assert_array_equal(det.score_samples_by(X_test, scoring),
+                                      det2.score_samples_by(X_test, scoring))
+
+
+def test_round_trip_array_and_object_parameters(blobs, tmp_path):
+    """Parameters that are arrays, tuples and a RandomState are stored and restored."""
+    X, X_test, _ = blobs
+    negatives = np.random.RandomState(1).normal(size=(50, X.shape[1]))
+    det = tiny("DistillNegDetector", negatives=negatives, batch_size=32,
+               random_state=np.random.RandomState(3)).fit(X)
+    det2 = _round_trip(det, tmp_path, X_test)
+    assert isinstance(det2.random_state, np.random.RandomState)
+    np.testing.assert_array_equal(det2.negatives, negatives)
+    sem = tiny("SemSADDetector", gamma_range=(2.0, 3.0), image_shape=None).fit(X)
+    assert _round_trip(sem, tmp_path, X_test).gamma_range == (2.0, 3.0)
+
+
+def test_round_trip_dataframe_feature_names(blobs, tmp_path):
+    pd = pytest.importorskip("pandas")
+    X, X_test, _ = blobs
+    cols = [f"f{i}" for i in range(X.shape[1])]
+    det = tiny("NSADetector").fit(pd.DataFrame(X, columns=cols))
+    assert det.feature_names_in_.dtype == object
+    det2 = _round_trip(det, tmp_path, pd.DataFrame(X_test, columns=cols))
+    assert list(det2.feature_names_in_) == cols
+
+
+def test_round_trip_unfitted(tmp_path):
+    det = skood.NSADetector(method="simclr", max_epochs=3, random_state=5)
+    det.save(tmp_path / "u.skood")
+    det2 = skood.NSADetector.load(tmp_path / "u.skood")
+    assert det2.get_params() == det.get_params()
+    assert not hasattr(det2, "offset_")
+
+
+def test_file_objects_and_generic_load(fitted_tiny, blobs):
+    det = fitted_tiny("NSADetector")
+    buf = io.BytesIO()
+    det.save(buf)
+    buf.seek(0)
+    for loader in (load, BaseDeepDetector.load):
+        buf.seek(0)
+        det2 = loader(buf)
+        assert type(det2) is skood.NSADetector
+        assert det2.encoder_ is det2.model_.encoder  # the alias survives
+        np.testing.assert_array_equal(det2.score_samples(blobs[1]), det.score_samples(blobs[1]))
+
+
+def test_load_leaves_global_rng_untouched(fitted_tiny, tmp_path):
+    fitted_tiny("SemSADDetector", "images").save(tmp_path / "s.skood")
+    before = torch.get_rng_state()
+    np_before = np.random.get_state()[1].copy()  # noqa: NPY002 (the legacy global RNG)
+    skood.SemSADDetector.load(tmp_path / "s.skood")
+    assert torch.equal(torch.get_rng_state(), before)
+    np.testing.assert_array_equal(np.random.get_state()[1], np_before)  # noqa: NPY002
+
+
+# ------------------------------------------------------- user nn.Module
+class _Encoder(nn.Module):
+    def __init__(self, width: int = 6) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, width))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_dum_user_encoder_needs_the_architecture(digit_images, tmp_path):
+    X, X_test, _ = digit_images
+    det = tiny("DUMDetector", encoder=_Encoder(), batch_size=32).fit(X)
+    path = tmp_path / "dum.skood"
+    det.save(path)
+    with pytest.raises(ValueError, match=r"encoder.*_Encoder.*load\(path, encoder=\.\.\.\)"):
+        skood.DUMDetector.load(path)
+    with pytest.raises(ValueError, match="do not fit|does not match"):
+        skood.DUMDetector.load(path, encoder=_Encoder(width=5))
+    with pytest.raises(ValueError, match="does not match"):
+        skood.DUMDetector.load(path, encoder=nn.Sequential(nn.Flatten(), nn.Linear(64, 6)))
+    with pytest.raises(ValueError, match="not saved as modules"):
+        skood.DUMDetector.load(path, encoder=_Encoder(), backbone=_Encoder())
+    fresh = _Encoder()  # other initial weights: the file's replace them in a copy
+    fresh_weights = {k: v.clone() for k, v in fresh.state_dict().items()}
+    det2 = _round_trip(det, tmp_path, X_test, encoder=fresh)
+    _same(det.encoder, det2.encoder, "encoder")
+    assert det2.encoder is not fresh
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in fresh_weights.items())
+
+
+# --------------------------------------------------------------- bad files
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, fitted_tiny):
+    """A saved SemSAD detector and its payload (read without executing anything)."""
+    path = tmp_path_factory.mktemp("saved") / "semsad.skood"
+    fitted_tiny("SemSADDetector").save(path)
+    return path, torch.load(path, weights_only=True)
+
+
+def _resave(payload, tmp_path, **changes):
+    path = tmp_path / "changed.skood"
+    torch.save({**payload, **changes}, path)
+    return path
+
+
+def test_payload_has_versions_and_only_plain_data(saved):
+    path, payload = saved
+    assert payload["format"] == "skood-detector"
+    assert payload["format_version"] == FORMAT_VERSION
+    assert payload["skood_version"] == skood.__version__
+    assert payload["torch_version"] == str(torch.__version__)
+    assert payload["class"] == "skood.detectors.semsad:SemSADDetector"
+    assert type(payload["skood_version"]) is str and type(payload["torch_version"]) is str
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_not_a_skood_file(tmp_path, saved):
+    text = tmp_path / "text.skood"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="not a skood detector file"):
+        skood.SemSADDetector.load(text)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(ValueError, match="not a skood detector file"):
+        skood.SemSADDetector.load(other)
+    pickled = tmp_path / "det.pkl"
+    with open(pickled, "wb") as f:  # a pickled detector is refused, not unpickled
+        pickle.dump(skood.SemSADDetector(), f)
+    with pytest.raises(ValueError, match="weights_only"):
+        skood.SemSADDetector.load(pickled)
+    truncated = tmp_path / "truncated.skood"
+    truncated.write_bytes(saved[0].read_bytes()[:2000])
+    with pytest.raises(ValueError, match="not a skood detector file"):
+        skood.SemSADDetector.load(truncated)
+    with pytest.raises(FileNotFoundError):
+        skood.SemSADDetector.load(tmp_path / "missing.skood")
+
+
+class _Payload:
+    """Unpickling this would create a directory: a stand-in for code in a malicious file."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_loading_never_executes_code_from_the_file(tmp_path, saved):
+    marker = tmp_path / "executed"
+    payload = dict(saved[1])
+    payload["fitted"] = {**payload["fitted"], "offset_": _Payload(str(marker))}
+    path = tmp_path / "evil.skood"
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="weights_only"):
+        skood.SemSADDetector.load(path)
+    assert not marker.exists()
+
+
+def test_incompatible_files(tmp_path, saved):
+    path, payload = saved
+    with pytest.raises(ValueError, match="format version 2"):
+        skood.SemSADDetector.load(_resave(payload, tmp_path, format_version=2))
+    with pytest.raises(ValueError, match="SemSADDetector.*not a.*NSADetector"):
+        skood.NSADetector.load(path)
+    with pytest.raises(ValueError, match="not a known skood detector class"):
+        load(_resave(payload, tmp_path, **{"class": "evil.module:Thing"}))
+    with pytest.raises(ValueError, match="newer than this skood"):
+        skood.SemSADDetector.load(_resave(payload, tmp_path, skood_version="99.0.0"))
+    with pytest.raises(ValueError, match="missing or malformed entries"):
+        skood.SemSADDetector.load(
+            _resave({k: v for k, v in payload.items() if k != "modules"}, tmp_path))
+    with pytest.raises(ValueError, match=r"malformed entries \['params'\]"):
+        skood.SemSADDetector.load(_resave(payload, tmp_path, params=[1, 2]))
+
+
+def test_older_versions_warn(tmp_path, saved, blobs):
+    _, payload = saved
+    with pytest.warns(SkoodVersionWarning, match="torch 1.0"):
+        det = skood.SemSADDetector.load(_resave(payload, tmp_path, torch_version="1.0.0"))
+    with pytest.warns(SkoodVersionWarning, match="skood 0.0.1"):
+        skood.SemSADDetector.load(_resave(payload, tmp_path, skood_version="0.0.1"))
+    assert np.isfinite(det.score_samples(blobs[1])).all()
+
+
+def test_tampered_networks(tmp_path, saved):
+    _, payload = saved
+    mods = {k: dict(v) for k, v in payload["modules"].items()}
+    state = dict(mods["encoder_"]["state"])
+    key = next(iter(state))
+    state[key] = torch.zeros(3, 3)
+    mods["encoder_"]["state"] = state
+    with pytest.raises(ValueError, match="saved weights do not fit"):
+        skood.SemSADDetector.load(_resave(payload, tmp_path, modules=mods))
+    mods = {k: dict(v) for k, v in payload["modules"].items()}
+    mods["discriminator_"]["structure"] = mods["discriminator_"]["structure"][:-1]
+    with pytest.raises(ValueError, match="does not match the architecture"):
+        skood.SemSADDetector.load(_resave(payload, tmp_path, modules=mods))
+    params = {**payload["params"], "n_logits": 3}  # another architecture than the weights'
+    with pytest.raises(ValueError, match="do not fit"):
+        skood.SemSADDetector.load(_resave(payload, tmp_path, params=params))
+    params = {**payload["params"], "no_such_parameter": 1}
+    with pytest.raises(ValueError, match="not a valid skood detector file"):
+        skood.SemSADDetector.load(_resave(payload, tmp_path, params=params))
+    fitted = {**payload["fitted"], "offset_": {"__skood__": "code", "src": "print(1)"}}
+    with pytest.raises(ValueError, match="unknown entry tag"):
+        skood.SemSADDetector.load(_resave(payload, tmp_path, fitted=fitted))
+
+
+# ------------------------------------------------------------------ device
+def test_cpu_file_loads_on_cpu(fitted_tiny, blobs, tmp_path):
+    det = fitted_tiny("DUMDetector")
+    det.save(tmp_path / "d.skood")
+    det2 = skood.DUMDetector.load(tmp_path / "d.skood", map_location="cpu")
+    assert det2.device_ == "cpu"
+    assert all(p.device.type == "cpu" for p in det2.variance_net_.parameters())
+    np.testing.assert_array_equal(det2.score_samples(blobs[1]), det.score_samples(blobs[1]))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the no-GPU fallback")
+def test_gpu_file_without_gpu(fitted_tiny, blobs, tmp_path, saved):
+    """A file fitted on a GPU scores on the CPU here (with a warning); asking for a GPU that
+    is not there is a ValueError."""
+    _, payload = saved
+    path = _resave(payload, tmp_path, fitted={**payload["fitted"], "device_": "cuda"})
+    with pytest.warns(UserWarning, match="no GPU here"):
+        det2 = skood.SemSADDetector.load(path)
+    det = fitted_tiny("SemSADDetector")
+    np.testing.assert_array_equal(det2.score_samples(blobs[1]), det.score_samples(blobs[1]))
+    det3 = skood.SemSADDetector.load(path, map_location="cpu")
+    assert det3.device_ == "cpu"
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        skood.SemSADDetector.load(path, map_location="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_round_trip(blobs, tmp_path):
+    det = tiny("NSADetector", device="cuda").fit(blobs[0])
+    det.save(tmp_path / "g.skood")
+    det2 = skood.NSADetector.load(tmp_path / "g.skood")
+    assert next(det2.model_.parameters()).device.type == "cuda"
+    np.testing.assert_array_equal(det2.score_samples(blobs[1]), det.score_samples(blobs[1]))
+    det3 = skood.NSADetector.load(tmp_path / "g.skood", map_location="cpu")
+    assert det3.device_ == "cpu" and next(det3.model_.parameters()).device.type == "cpu"
+    assert np.isfinite(det3.score_samples(blobs[1])).all()
+
+
+# ------------------------------------------------------------- unsupported
+class _NoSkeletons(BaseDeepDetector):
+    def __init__(self, *, batch_size=32, device="cpu", random_state=0, contamination="auto",
+                 backbone="auto", lr=1e-3, verbose=0, image_shape=None):
+        self.batch_size, self.device, self.random_state = batch_size, device, random_state
+        self.contamination, self.backbone, self.lr = contamination, backbone, lr
+        self.verbose, self.image_shape = verbose, image_shape
+
+    def _fit_store(self, Xs, y, seed):
+        self.net_ = nn.Linear(Xs.shape[1], 1)
+
+    def _score_store(self, Xs):
+        with torch.no_grad():
+            return self.net_(Xs).double().numpy().ravel()
+
+
+def test_unsupported_detectors_and_attributes(blobs, tmp_path, fitted_tiny):
+    det = _NoSkeletons().fit(blobs[0])
+    with pytest.raises(NotImplementedError, match="does not support save"):
+        det.save(tmp_path / "x.skood")
+    det2 = pickle.loads(pickle.dumps(fitted_tiny("NSADetector")))
+    det2.extra_ = object()  # an attribute skood cannot store without pickle
+    with pytest.raises(TypeError, match="cannot store NSADetector.extra_"):
+        det2.save(tmp_path / "y.skood")

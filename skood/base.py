@@ -36,7 +36,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .nn.encoders import BACKBONES, check_image_size
 from .training import TrainingDivergedError
-from .utils import fit_generators, fit_seed, to_model_input
+from .utils import batch_slices, fit_generators, fit_seed, to_model_input
 
 __all__ = ["BaseDeepDetector", "resolve_device", "seeded"]
 
@@ -339,12 +339,16 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         fn: Callable[[torch.Tensor], torch.Tensor],
         Xs: torch.Tensor,
         batch_size: int | None = None,
+        min_batch: int = 1,
     ) -> torch.Tensor:
-        """Apply ``fn`` to ``Xs`` in batches on the inference device; concatenate on CPU."""
+        """Apply ``fn`` to ``Xs`` in batches on the inference device; concatenate on CPU.
+
+        ``min_batch``: no batch smaller than this (see :func:`skood.utils.batch_slices`).
+        """
         dev = self._inference_device
         bs = batch_size or max(self.batch_size, 256)
-        outs = [fn(to_model_input(Xs[i : i + bs], dev)).float().cpu()
-                for i in range(0, len(Xs), bs)]
+        outs = [fn(to_model_input(Xs[b], dev)).float().cpu()
+                for b in batch_slices(len(Xs), bs, min_batch)]
         return torch.cat(outs)
 
     def _offset_from(self, scores: np.ndarray) -> float:

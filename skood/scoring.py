@@ -45,6 +45,7 @@ __all__ = [
     "minmax_ensemble",
     "msp",
     "nearest_cosine",
+    "same_inputs",
     "odin",
     "skip_self_matches",
     "transformation_confidence",
@@ -147,6 +148,11 @@ def knn_cosine(
 
 
 @torch.inference_mode()
+def same_inputs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Whether row i of ``a`` equals row i of ``b`` (model inputs, up to 1e-6), shape (n,)."""
+    return (a.flatten(1) - b.flatten(1)).abs().amax(dim=1) <= 1e-6
+
+
 def skip_self_matches(
     query: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, chunk_size: int = 4096
 ) -> torch.Tensor:
@@ -177,9 +183,8 @@ def skip_self_matches(
         return idx[:, 0].clone()
     out = idx[:, 0].clone()
     for s in range(0, len(query), chunk_size):
-        q = to_model_input(query[s : s + chunk_size], "cpu").flatten(1)
-        first = to_model_input(bank[idx[s : s + chunk_size, 0]], "cpu").flatten(1)
-        same = (q - first).abs().amax(dim=1) <= 1e-6
+        q = to_model_input(query[s : s + chunk_size], "cpu")
+        same = same_inputs(q, to_model_input(bank[idx[s : s + chunk_size, 0]], "cpu"))
         block = slice(s, s + chunk_size)
         out[block] = torch.where(same, idx[block, 1], out[block])
     return out

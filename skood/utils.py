@@ -31,6 +31,7 @@ __all__ = [
     "fit_rng",
     "fit_seed",
     "seed_stream",
+    "batch_slices",
     "to_model_input",
 ]
 
@@ -43,10 +44,24 @@ SEED_STREAMS: dict[str, int] = {
     "dum_variance_net": 1,  # DUM's variance network on image features, after the encoder's phase
     "semsad_pool": 2,  # SemSAD: the random pool searched for semantic neighbourhoods
     "semsad_discriminator": 3,  # SemSAD: the pair discriminator's training phase
+    "semsad_partners": 8,  # SemSAD: the training rows every sample is paired with to score it
     "bank": 4,  # the subsample of the training set kept as the scoring bank (``max_bank``)
     "distillneg_affine": 5,  # DistillNeg: the random affine maps of tabular negatives
     "rotaux_affine": 7,  # RotAuxMSP: the random affine maps of its tabular auxiliary task
 }
+
+
+def batch_slices(n: int, batch_size: int, min_size: int = 1) -> list[slice]:
+    """Consecutive slices of ``range(n)`` of ``batch_size`` rows, the last one merged
+    into the one before it when it would be shorter than ``min_size`` rows.
+
+    ``min_size=2`` keeps every batch normalisable by BatchNorm's batch
+    statistics (a batch of one sample has no variance).
+    """
+    bounds = list(range(0, n, batch_size)) + [n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < min_size:
+        del bounds[-2]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def seed_stream(seed: int, name: str) -> int:

@@ -37,10 +37,64 @@ def test_training_scores_are_leave_one_out(fitted, blobs):
     assert np.mean(self_pair > fitted.train_scores_[:50]) > 0.9
 
 
-def test_batch_statistics_mode_runs(blobs):
+@pytest.mark.parametrize("scoring", ["partners", "nearest"])
+def test_batch_statistics_mode_runs(blobs, scoring):
     X_train, X_test, _ = blobs
-    det = tiny(batch_norm="batch").fit(X_train)
+    det = tiny(batch_norm="batch", scoring=scoring).fit(X_train)
     assert np.isfinite(det.score_samples(X_test)).all()
+    # 257 rows: one more than the scoring batch; BatchNorm never sees a batch of one
+    big = np.vstack([X_test] * 3)[:257]
+    assert np.isfinite(det.score_samples(big)).all()
+    if scoring == "partners":
+        assert np.isfinite(det.score_samples(X_test[:1])).all()
+    else:
+        with pytest.raises(ValueError, match="at least 2 samples"):
+            det.score_samples(X_test[:1])
+
+
+def test_batch_statistics_fit_with_one_row_past_a_batch():
+    X = np.random.RandomState(0).normal(size=(257, 3))
+    det = tiny(batch_norm="batch").fit(X)
+    assert np.isfinite(det.train_scores_).all()
+
+
+def test_partner_score_is_the_mean_pair_score(fitted, blobs):
+    _, X_test, _ = blobs
+    Xs = fitted._validate_input(X_test[:7], reset=False)
+    P = fitted.train_store_[fitted.partners_]
+    with torch.no_grad():
+        expect = torch.stack([fitted.discriminator_(P, x.expand(len(P), -1)).sum(1).mean()
+                              for x in Xs]).double().numpy()
+    np.testing.assert_allclose(fitted.score_samples(X_test[:7]), expect, rtol=1e-4, atol=1e-3)
+    assert len(fitted.partners_) == 32 and len(set(fitted.partners_.tolist())) == 32
+
+
+def test_partner_scores_skip_the_sample_itself(fitted, blobs):
+    X_train, _, _ = blobs
+    np.testing.assert_allclose(fitted.score_samples(X_train), fitted.train_scores_)
+    i = int(fitted.partners_[0])  # a training row that is one of the partners
+    P = fitted.train_store_[fitted.partners_[1:]]
+    x = fitted.train_store_[i].expand(len(P), -1)
+    with torch.no_grad():
+        loo = float(fitted.discriminator_(P, x).sum(1).mean())
+    assert fitted.train_scores_[i] == pytest.approx(loo, rel=1e-4, abs=1e-3)
+
+
+def test_partners_beat_nearest_on_a_contaminated_cluster():
+    # 10% anomalies in one tight cluster, inside the training data: each one's
+    # nearest training row is another anomaly, so the paper's score calls it
+    # normal, while its similarity to random training rows is low.
+    rng = np.random.RandomState(0)
+    normal = rng.normal(size=(540, 6))
+    anomalies = rng.normal(loc=4.0, scale=0.05, size=(60, 6))
+    X = np.vstack([normal, anomalies])
+    X_test = np.vstack([rng.normal(size=(200, 6)), rng.normal(loc=4.0, scale=0.05, size=(20, 6))])
+    y_test = np.r_[np.zeros(200), np.ones(20)]
+    from sklearn.metrics import roc_auc_score
+
+    auc = {s: roc_auc_score(y_test, -tiny(scoring=s).fit(X).score_samples(X_test))
+           for s in ("partners", "nearest")}
+    assert auc["partners"] > 0.9 and auc["partners"] > auc["nearest"] + 0.1, auc
 
 
 def test_bad_parameters():

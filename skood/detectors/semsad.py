@@ -25,13 +25,13 @@ from ..base import BaseDeepDetector
 from ..nn.encoders import build_encoder
 from ..nn.heads import ContrastiveModel
 from ..nn.losses import gamma_weighted_pair_loss
-from ..scoring import bank_subset, knn_cosine, skip_self_matches
+from ..scoring import bank_subset, knn_cosine, same_inputs, skip_self_matches
 from ..training import (
     ContrastiveNet,
     SkoodNet,
     piecewise_lr,
 )
-from ..utils import fit_rng, seed_stream, to_model_input
+from ..utils import batch_slices, fit_rng, seed_stream, to_model_input
 
 __all__ = ["SemSADDetector", "PairDiscriminator", "SemSADPairNet", "semantic_neighbourhoods"]
 
@@ -174,11 +174,22 @@ class SemSADDetector(BaseDeepDetector):
        .. math:: \mathbb{E}_{pos}\log\sigma(a) + \gamma\,\mathbb{E}_{neg}\log(1-\sigma(a)),
           \qquad \gamma \sim U(\text{gamma\_range}) \text{ every step.}
 
-    Score (eq. 2): for a test sample x, :math:`x_{next} = \arg\max_{x_i} h(x_i)\cdot h(x)`
-    over the training set, and ``score_samples(x)`` :math:`= s(x_{next}, x)`
-    (summed over the ``n_logits`` outputs); higher means more normal. A test
-    sample identical to a training sample is paired with its next neighbour,
-    so the training scores (and ``offset_``) are leave-one-out.
+    Score, ``scoring="partners"`` (default, skood's): the semantic similarity
+    of x to the training distribution, estimated over ``n_partners`` training
+    samples :math:`x_1..x_M` drawn once at fit,
+
+    .. math:: \text{score}(x) = \frac{1}{M}\sum_{j=1}^{M} s(x_j, x).
+
+    ``scoring="nearest"`` is the paper's eq. 2: :math:`s(x_{next}, x)` with
+    :math:`x_{next} = \arg\max_{x_i} h(x_i)\cdot h(x)` over the training set.
+    A single nearest partner fails in two ways: on contaminated training data
+    an anomaly's near-copies are in the bank, so its pair looks maximally
+    similar, and :math:`s(x, x')` for near-identical pairs grows with the
+    input's norm, since training never shows matched pairs far from the data.
+    Fixed random partners are immune to both. Scores are summed over the
+    ``n_logits`` outputs; higher means more normal. A sample identical to a
+    bank row is never paired with that row, so the training scores (and
+    ``offset_``) are leave-one-out in both modes.
 
     Tabular data (skood's choice, not in the paper): the encoder's views are
     SCARF-style corruptions (30% of features resampled from the training
@@ -192,6 +203,12 @@ class SemSADDetector(BaseDeepDetector):
     ----------
     n_neighbors : int, default=4
         Size of the semantic neighbourhood S(x).
+    scoring : {"partners", "nearest"}, default="partners"
+        "partners": mean of :math:`s(x_j, x)` over ``n_partners`` fixed random
+        training samples; "nearest": the paper's :math:`s(x_{next}, x)`.
+    n_partners : int, default=32
+        Training samples each sample is paired with when ``scoring="partners"``
+        (all of the bank when it has fewer).
     gamma_range : tuple of two floats, default=(1.0, 10.0)
         :math:`\gamma` is drawn uniformly from this range at every step;
         ``(g, g)`` fixes it.
@@ -247,6 +264,8 @@ class SemSADDetector(BaseDeepDetector):
         h of the reference bank (all training samples unless ``max_bank``).
     neighbors_ : LongTensor of shape (n_samples, n_neighbors)
         Semantic neighbourhoods of the training samples.
+    partners_ : LongTensor of shape (min(n_partners, n_bank),)
+        Bank rows every sample is paired with under ``scoring="partners"``.
     history_ : dict
         skorch histories of the two training phases ("encoder", "discriminator").
     offset_, train_scores_, n_features_in_, input_kind_, image_shape_, device_
@@ -265,6 +284,8 @@ class SemSADDetector(BaseDeepDetector):
     _parameter_constraints: ClassVar[dict] = {
         **BaseDeepDetector._parameter_constraints,
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "scoring": [StrOptions({"partners", "nearest"})],
+        "n_partners": [Interval(Integral, 1, None, closed="left")],
         "max_bank": [Interval(Integral, 1, None, closed="left"), None],
         "gamma_range": [tuple, list],
         "mu": [Interval(Real, 0, 1, closed="both")],
@@ -291,6 +312,7 @@ class SemSADDetector(BaseDeepDetector):
             "lr": 3e-4,
             "discriminator_lr": 5e-5,
             "lr_schedule": "steps",
+            "scoring": "nearest",
         },
     }
 
@@ -298,6 +320,8 @@ class SemSADDetector(BaseDeepDetector):
         self,
         *,
         n_neighbors: int = 4,
+        scoring: str = "partners",
+        n_partners: int = 32,
         gamma_range: tuple[float, float] = (1.0, 10.0),
         mu: float = 1 / 32,
         encoder_epochs: int = 10,
@@ -322,6 +346,8 @@ class SemSADDetector(BaseDeepDetector):
         image_shape: tuple[int, ...] | None = None,
     ) -> None:
         self.n_neighbors = n_neighbors
+        self.scoring = scoring
+        self.n_partners = n_partners
         self.gamma_range = gamma_range
         self.mu = mu
         self.encoder_epochs = encoder_epochs
@@ -432,6 +458,9 @@ class SemSADDetector(BaseDeepDetector):
         if keep is not None:  # the scorer's bank: nearest neighbours among these rows
             self.train_embeddings_ = self.train_embeddings_[keep]
             self.train_store_ = Xs[keep]
+        n_bank = len(self.train_store_)
+        gen = torch.Generator().manual_seed(seed_stream(seed, "semsad_partners"))
+        self.partners_ = torch.randperm(n_bank, generator=gen)[: self.n_partners].sort().values
 
     def _lr_callbacks(self, epochs: int) -> list:
         if self.lr_schedule == "steps":
@@ -448,25 +477,54 @@ class SemSADDetector(BaseDeepDetector):
                     m.train()
                     m.momentum = 0.0
 
+    @property
+    def _min_batch(self) -> int:
+        """Smallest batch a forward pass may see: 2 when BatchNorm uses batch statistics."""
+        return 2 if self.batch_norm == "batch" else 1
+
     def _embed(self, Xs: torch.Tensor) -> torch.Tensor:
         self._bn_mode(self.encoder_)
-        return self._map_batches(self.encoder_, Xs)
+        return self._map_batches(self.encoder_, Xs, min_batch=self._min_batch)
 
     @torch.inference_mode()
     def _score_store(self, Xs: torch.Tensor) -> np.ndarray:
+        self._bn_mode(self.discriminator_)
+        if self.scoring == "partners":
+            return self._partner_scores(Xs)
+        if self.batch_norm == "batch" and len(Xs) < 2:
+            raise ValueError(
+                'SemSADDetector(batch_norm="batch", scoring="nearest") normalises with the '
+                f"statistics of each scoring batch and needs at least 2 samples; got {len(Xs)}. "
+                'Score more samples at once, or use batch_norm="running".'
+            )
         dev = self._inference_device
         q = self._embed(Xs)
         k = min(2, len(self.train_embeddings_))
         _, idx = knn_cosine(q, self.train_embeddings_, k=k, chunk_size=self._chunk_size,
                             device=dev, normalized=True)
         nb = skip_self_matches(Xs, self.train_store_, idx)
-        self._bn_mode(self.discriminator_)
-        bs = max(self.batch_size, 256)
         out = []
-        for s in range(0, len(Xs), bs):
-            a = to_model_input(self.train_store_[nb[s : s + bs]], dev)
-            b = to_model_input(Xs[s : s + bs], dev)
-            out.append(self.discriminator_(a, b).float().sum(dim=1).cpu())
+        for b in batch_slices(len(Xs), max(self.batch_size, 256), self._min_batch):
+            a = to_model_input(self.train_store_[nb[b]], dev)
+            out.append(self.discriminator_(a, to_model_input(Xs[b], dev)).float().sum(dim=1).cpu())
+        return torch.cat(out).double().numpy()
+
+    def _partner_scores(self, Xs: torch.Tensor) -> np.ndarray:
+        r""":math:`\frac{1}{M}\sum_j s(x_j, x)` over the fixed partners, skipping exact copies of x."""
+        dev = self._inference_device
+        partners = to_model_input(self.train_store_[self.partners_], dev)
+        m = len(partners)
+        rows = max(1, max(self.batch_size, 256) // m)  # samples per batch of pairs
+        out = []
+        for b in batch_slices(len(Xs), rows, 1 if m > 1 else self._min_batch):
+            x = to_model_input(Xs[b], dev)
+            r = len(x)
+            a = partners.repeat(r, *([1] * (x.dim() - 1)))  # (r * m, ...), partner fastest
+            xb = x.repeat_interleave(m, dim=0)
+            s = self.discriminator_(a, xb).float().sum(dim=1).view(r, m)
+            keep = ~same_inputs(a, xb).view(r, m)
+            keep |= ~keep.any(dim=1, keepdim=True)  # every partner a copy: keep them all
+            out.append(((s * keep).sum(dim=1) / keep.sum(dim=1)).cpu())
         return torch.cat(out).double().numpy()
 
     # ---------------------------------------------------------- persistence

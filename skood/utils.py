@@ -61,7 +61,7 @@ def batch_slices(n: int, batch_size: int, min_size: int = 1) -> list[slice]:
     bounds = list(range(0, n, batch_size)) + [n]
     if len(bounds) > 2 and bounds[-1] - bounds[-2] < min_size:
         del bounds[-2]
-    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def seed_stream(seed: int, name: str) -> int:

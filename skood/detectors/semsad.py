@@ -510,7 +510,7 @@ class SemSADDetector(BaseDeepDetector):
         return torch.cat(out).double().numpy()
 
     def _partner_scores(self, Xs: torch.Tensor) -> np.ndarray:
-        r""":math:`\frac{1}{M}\sum_j s(x_j, x)` over the fixed partners, skipping exact copies of x."""
+        r""":math:`\frac{1}{M}\sum_j s(x_j, x)` over the fixed partners, skipping copies of x."""
         dev = self._inference_device
         partners = to_model_input(self.train_store_[self.partners_], dev)
         m = len(partners)

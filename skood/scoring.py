@@ -153,6 +153,7 @@ def same_inputs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.flatten(1) - b.flatten(1)).abs().amax(dim=1) <= 1e-6
 
 
+@torch.inference_mode()
 def skip_self_matches(
     query: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, chunk_size: int = 4096
 ) -> torch.Tensor:

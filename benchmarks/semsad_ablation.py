@@ -24,8 +24,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from _image_tasks import DATASETS, image_tasks
 from _suite import ablation_table, sweep, sweep_arguments
-from image_suite import DATASETS, image_tasks
 from tabular_suite import default_data_home
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -135,6 +135,20 @@ def test_image_suite_protocols(tmp_path, data_home):
     assert rows[0]["dataset"] == "fashion-vs-mnist" and int(rows[0]["n_test"]) == 300
 
 
+def test_image_suite_two_workers_equal_one(tmp_path):
+    # the script's tasks must unpickle in joblib's worker processes
+    common = ["benchmarks/image_suite.py", "--dataset", "digits", "--classes", "0", "1",
+              "--budget", "smoke", "--detectors", "RotAuxMSP", "IsolationForest"]
+    run([*common, "--out", str(tmp_path / "serial")])
+    run([*common, "--n-jobs", "2", "--out", str(tmp_path / "two")])
+    rows = {}
+    for name in ("serial", "two"):
+        got = read_rows(tmp_path / name / "digits-one-class" / "smoke" / "runs.csv")
+        assert not any(r["error"] for r in got)
+        rows[name] = {(r["dataset"], r["detector"]): r["auroc"] for r in got}
+    assert len(rows["two"]) == 4 and rows["two"] == rows["serial"]
+
+
 def test_sweep_same_results_with_parallel_workers(tmp_path):
     import main_job
 

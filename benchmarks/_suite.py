@@ -48,7 +48,10 @@ SKOOD = {
     "DistillNeg": "DistillNegDetector",
     "RotAuxMSP": "RotAuxMSPDetector",
 }
-BASELINES = ("IsolationForest", "LOF", "OCSVM", "KNN", "ECOD", "COPOD", "AutoEncoder", "DeepSVDD")
+#: baselines; "FeatureKNN" is skood's reference row: kNN cosine on the features of the
+#: default encoder with its initial weights (an untrained network; a pretrained one as a variant)
+BASELINES = ("IsolationForest", "LOF", "OCSVM", "KNN", "ECOD", "COPOD", "AutoEncoder", "DeepSVDD",
+             "FeatureKNN")
 BUDGETS = ("smoke", "cpu", "gpu")
 #: detectors that take the class labels of a hold-one-class-out task (the others ignore them)
 LABELLED = ("RotAuxMSP",)
@@ -130,6 +133,10 @@ def make_detector(name: str, seed: int, budget: str, kind: str, n_features: int)
         if budget == "smoke":
             det.set_params(**budget_params(det, epochs=1))
         return det
+    if name == "FeatureKNN":
+        from skood import FeatureKNNDetector
+
+        return FeatureKNNDetector(random_state=seed)
     epochs = _PYOD_EPOCHS[budget]
     if name == "IsolationForest":
         from sklearn.ensemble import IsolationForest
@@ -298,8 +305,8 @@ def run_one(task: Task, detector: str, seed: int, budget: str, threads: int | No
 
         torch.set_num_threads(threads)  # this worker's share of the cores
     X_tr, y_tr, X_te, y_out = task.build(seed)
-    is_skood = parse_variant(detector)[0] in SKOOD
-    if not is_skood and task.kind == "image":
+    takes_images = parse_variant(detector)[0] in (*SKOOD, "FeatureKNN")
+    if not takes_images and task.kind == "image":
         X_tr, X_te = _flat(X_tr), _flat(X_te)
     n_features = int(np.prod(np.shape(X_tr)[1:]))
     det = make_detector(detector, seed, budget, task.kind, n_features)

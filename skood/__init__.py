@@ -4,6 +4,7 @@ from .base import BaseDeepDetector
 from .detectors import (
     DistillNegDetector,
     DUMDetector,
+    FeatureKNNDetector,
     NSADetector,
     RotAuxMSPDetector,
     SemSADDetector,
@@ -15,6 +16,7 @@ __all__ = [
     "BaseDeepDetector",
     "DUMDetector",
     "DistillNegDetector",
+    "FeatureKNNDetector",
     "NSADetector",
     "RotAuxMSPDetector",
     "SemSADDetector",

@@ -42,6 +42,8 @@ __all__ = [
     "covariance_chunked",
     "fit_whitening",
     "knn_cosine",
+    "knn_euclidean",
+    "knn_loo",
     "minmax_ensemble",
     "msp",
     "nearest_cosine",
@@ -223,6 +225,91 @@ def nearest_cosine(
         return sims[:, 0]
     nb = skip_self_matches(query_inputs, bank_inputs, idx, chunk_size=chunk_size)
     return torch.where(nb == idx[:, 0], sims[:, 0], sims[:, 1])
+
+
+@torch.inference_mode()
+def knn_euclidean(
+    query: np.ndarray | torch.Tensor,
+    bank: np.ndarray | torch.Tensor,
+    k: int = 1,
+    chunk_size: int = 4096,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Euclidean distances of each query row to its ``k`` nearest bank rows, increasing.
+
+    .. math::  d(q, b) = \lVert q - b\rVert_2
+
+    Same chunking and return types as :func:`knn_cosine` (distances in
+    float32, computed in float64 for accuracy).
+    """
+    n_bank = len(bank)
+    if not 1 <= k <= n_bank:
+        raise ValueError(f"k must be in [1, n_bank={n_bank}], got {k}")
+    out_d = torch.empty((len(query), k), dtype=torch.float32)
+    out_i = torch.empty((len(query), k), dtype=torch.int64)
+    bank_t = as_float_tensor(bank, device).double()
+    query_t = as_float_tensor(query, device).double()
+    for q0 in range(0, len(query_t), chunk_size):
+        q = query_t[q0 : q0 + chunk_size]
+        best_d = torch.full((len(q), k), float("inf"), dtype=torch.float64, device=device)
+        best_i = torch.zeros((len(q), k), dtype=torch.int64, device=device)
+        for b0 in range(0, n_bank, chunk_size):
+            d = torch.cdist(q, bank_t[b0 : b0 + chunk_size])
+            dd, ii = d.topk(min(k, d.shape[1]), dim=1, largest=False)
+            cand_d = torch.cat([best_d, dd], dim=1)
+            cand_i = torch.cat([best_i, ii + b0], dim=1)
+            best_d, pos = cand_d.topk(k, dim=1, largest=False)
+            best_i = cand_i.gather(1, pos)
+        out_d[q0 : q0 + len(q)] = best_d.float().cpu()
+        out_i[q0 : q0 + len(q)] = best_i.cpu()
+    return out_d, out_i
+
+
+@torch.inference_mode()
+def knn_loo(
+    query: np.ndarray | torch.Tensor,
+    bank: np.ndarray | torch.Tensor,
+    k: int = 1,
+    query_inputs: torch.Tensor | None = None,
+    bank_inputs: torch.Tensor | None = None,
+    metric: str = "cosine",
+    chunk_size: int = 4096,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    r"""Each query row's ``k`` nearest bank rows, by cosine similarity or Euclidean distance.
+
+    With ``query_inputs`` and ``bank_inputs`` (the samples the features came
+    from), the first of the ``k + 1`` nearest bank rows whose input is an
+    exact copy of the query's (:func:`same_inputs`) is left out, so that the
+    training set scored against itself gets leave-one-out neighbours (for
+    ``k = 1`` and cosine this is :func:`nearest_cosine`).
+
+    Parameters
+    ----------
+    metric : {"cosine", "euclidean"}
+        :func:`knn_cosine` (similarities, decreasing) or :func:`knn_euclidean`
+        (distances, increasing).
+
+    Returns
+    -------
+    Tensor of shape (n_query, k), float32, nearest first.
+    """
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
+    search = knn_cosine if metric == "cosine" else knn_euclidean
+    skip = query_inputs is not None and len(bank) > k
+    vals, idx = search(query, bank, k=k + skip, chunk_size=chunk_size, device=device)
+    if not skip:
+        return vals
+    same = torch.zeros(idx.shape, dtype=torch.bool)
+    for s in range(0, len(idx), chunk_size):
+        block = slice(s, s + chunk_size)
+        q = to_model_input(query_inputs[block], "cpu")
+        for j in range(k + 1):
+            same[block, j] = same_inputs(q, to_model_input(bank_inputs[idx[block, j]], "cpu"))
+    drop = torch.where(same.any(1), same.int().argmax(1), torch.full_like(idx[:, 0], k))
+    keep = torch.arange(k + 1)[None, :] != drop[:, None]
+    return vals[keep].view(len(idx), k)
 
 
 @torch.inference_mode()

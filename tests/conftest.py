@@ -21,6 +21,7 @@ TINY: dict[str, dict] = {
                            "n_local_crops": 2, "batch_size": 32},
     "DUMDetector": {"dum_epochs": 2, "encoder_epochs": 1},
     "RotAuxMSPDetector": {"max_epochs": 2, "batch_size": 64},
+    "FeatureKNNDetector": {},
 }
 #: the registered detectors this build of skood has
 DETECTORS = [n for n in TINY if hasattr(skood, n)]

@@ -9,6 +9,7 @@ in the shared layer (:mod:`skood.augment`, :mod:`skood.nn`,
 
 from .distillneg import DistillNegDetector
 from .dum import DUMDetector
+from .feature_knn import FeatureKNNDetector
 from .nsa import NSADetector
 from .rotaux_msp import RotAuxMSPDetector
 from .semsad import SemSADDetector
@@ -16,6 +17,7 @@ from .semsad import SemSADDetector
 __all__ = [
     "DUMDetector",
     "DistillNegDetector",
+    "FeatureKNNDetector",
     "NSADetector",
     "RotAuxMSPDetector",
     "SemSADDetector",

@@ -66,6 +66,20 @@ def test_tabular_default_is_euclidean(blobs):
     Z = (X_test - det.feature_mean_) / det.feature_scale_
     with torch.inference_mode():
         f = det.encoder_(torch.as_tensor(Z, dtype=torch.float32))
-    expected = -torch.cdist(f.double(), det.bank_.double()).min(1).values.numpy()
+    d = torch.cdist(f.double(), det.bank_.double())
+    expected = -d.topk(2, dim=1, largest=False).values.mean(1).numpy()
     np.testing.assert_allclose(det.score_samples(X_test), expected, rtol=1e-5)
     assert not np.allclose(cos.score_samples(X_test), det.score_samples(X_test))
+
+
+def test_batchnorm_statistics_are_the_training_samples(digit_images):
+    X_train = digit_images[0]
+    det = FeatureKNNDetector(device="cpu", random_state=0).fit(X_train)  # one batch of 120
+    conv, bn = det.encoder_.features[0], det.encoder_.features[1]
+    with torch.inference_mode():
+        out = conv(torch.as_tensor(X_train[:, None] / 255.0, dtype=torch.float32))
+    np.testing.assert_allclose(bn.running_mean.numpy(), out.mean((0, 2, 3)).numpy(), atol=1e-6)
+    assert bn.momentum == 0.1 and not det.encoder_.training  # restored, evaluation mode
+    raw = FeatureKNNDetector(recalibrate_batchnorm=False, device="cpu", random_state=0)
+    bn0 = raw.fit(X_train).encoder_.features[1]
+    assert torch.equal(bn0.running_mean, torch.zeros_like(bn0.running_mean))

@@ -20,6 +20,7 @@ from torch import nn
 from ..base import BaseDeepDetector
 from ..nn.encoders import build_encoder
 from ..scoring import bank_subset, knn_loo
+from ..training import cumulative_batchnorm
 from ..utils import fit_rng, seed_stream
 
 __all__ = ["FeatureKNNDetector"]
@@ -29,8 +30,11 @@ class FeatureKNNDetector(BaseDeepDetector):
     r"""kNN score on the features of a fixed (untrained or pretrained) encoder.
 
     ``fit`` builds the encoder f of ``backbone`` with its initial weights
-    (drawn from ``random_state``; no training), keeps it in evaluation mode
-    and stores the features of the training samples (the bank). The score is
+    (drawn from ``random_state``; no gradient step), sets its BatchNorm
+    statistics to those of the training samples (one forward pass; the
+    statistics every trained detector's encoder also has), keeps it in
+    evaluation mode and stores the features of the training samples (the
+    bank). The score is
     the mean cosine similarity, or the negated mean Euclidean distance, to
     the k nearest bank features:
 
@@ -44,12 +48,16 @@ class FeatureKNNDetector(BaseDeepDetector):
 
     Parameters
     ----------
-    n_neighbors : int, default=1
-        k.
+    n_neighbors : int, default=2
+        k (DN2's default).
     metric : {"auto", "cosine", "euclidean"}, default="auto"
         "auto" is "cosine" for images (skood's untrained-encoder reference)
         and "euclidean" for tabular rows, where an angle would ignore how
         far out a row lies.
+    recalibrate_batchnorm : bool, default=True
+        Replace the BatchNorm running statistics by the mean statistics of
+        the training samples' batches (:func:`skood.training.cumulative_batchnorm`);
+        False keeps the initial ones (mean 0, variance 1: the identity).
     backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, default="auto"
         Encoder f, as in the other detectors ("auto": the small CNN for
         images, an MLP for tabular rows).
@@ -83,14 +91,16 @@ class FeatureKNNDetector(BaseDeepDetector):
         **{k: v for k, v in BaseDeepDetector._parameter_constraints.items() if k != "lr"},
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "metric": [StrOptions({"auto", "cosine", "euclidean"})],
+        "recalibrate_batchnorm": ["boolean"],
         "max_bank": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     def __init__(
         self,
         *,
-        n_neighbors: int = 1,
+        n_neighbors: int = 2,
         metric: str = "auto",
+        recalibrate_batchnorm: bool = True,
         backbone: str = "auto",
         batch_size: int = 256,
         contamination: str | float = "auto",
@@ -102,6 +112,7 @@ class FeatureKNNDetector(BaseDeepDetector):
     ) -> None:
         self.n_neighbors = n_neighbors
         self.metric = metric
+        self.recalibrate_batchnorm = recalibrate_batchnorm
         self.backbone = backbone
         self.batch_size = batch_size
         self.contamination = contamination
@@ -123,6 +134,11 @@ class FeatureKNNDetector(BaseDeepDetector):
     def _fit_store(self, Xs: torch.Tensor, y: Any, seed: int) -> None:
         with fit_rng():  # initial weights from the fit's generators
             self.encoder_ = self._build(tuple(Xs.shape[1:])).to(self.device_)
+        if self.recalibrate_batchnorm:
+            with cumulative_batchnorm(self.encoder_) as has_bn:
+                if has_bn:  # forward passes in training mode update the statistics only
+                    self._map_batches(self.encoder_.train(), Xs, min_batch=2)
+            self.encoder_.eval()
         idx = bank_subset(len(Xs), self.max_bank, seed_stream(seed, "bank"))
         self.train_store_ = Xs if idx is None else Xs[idx]
         self.bank_ = self._map_batches(self.encoder_, self.train_store_)

@@ -34,7 +34,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .nn.encoders import BACKBONES, check_image_size
+from .nn.encoders import BACKBONES, PRETRAINED_BACKBONES, check_image_size
 from .training import TrainingDivergedError
 from .utils import batch_slices, fit_generators, fit_seed, to_model_input
 
@@ -98,9 +98,14 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
 
     Common parameters, with the same names and meaning in every detector:
 
-    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}
+    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, pretrained name or nn.Module
         Encoder family; "auto" is an MLP for tabular data and the small CNN
-        for images.
+        for images. For images also a pretrained ImageNet encoder,
+        ``skood.nn.encoders.PRETRAINED_BACKBONES`` ("efficientnet_lite0",
+        "resnet18_imagenet", "resnet50_imagenet"), or a user's own
+        ``torch.nn.Module`` (copied and wrapped in a
+        :class:`~skood.nn.pretrained.PretrainedEncoder`), see
+        :func:`skood.nn.encoders.build_encoder`.
     batch_size : int
         Training batch size (also the inference batch size).
     lr : float
@@ -152,7 +157,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     """
 
     _parameter_constraints: ClassVar[dict] = {
-        "backbone": [StrOptions(set(BACKBONES))],
+        "backbone": [StrOptions({*BACKBONES, *PRETRAINED_BACKBONES}), torch.nn.Module],
         "batch_size": [Interval(Integral, 2, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],

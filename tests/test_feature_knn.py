@@ -83,3 +83,18 @@ def test_batchnorm_statistics_are_the_training_samples(digit_images):
     raw = FeatureKNNDetector(recalibrate_batchnorm=False, device="cpu", random_state=0)
     bn0 = raw.fit(X_train).encoder_.features[1]
     assert torch.equal(bn0.running_mean, torch.zeros_like(bn0.running_mean))
+
+
+def test_pretrained_backbone_is_dn2(digit_images, tmp_path):
+    # DN2: kNN on frozen ImageNet features (the weights of the installed package)
+    from skood.nn.pretrained import PretrainedEncoder
+
+    X_train, X_test = digit_images[0][:30], digit_images[1][:10]
+    det = FeatureKNNDetector(backbone="efficientnet_lite0", device="cpu", random_state=0)
+    s = det.fit(X_train).score_samples(X_test)
+    assert isinstance(det.encoder_, PretrainedEncoder) and det.bank_.shape == (30, 1280)
+    other_seed = FeatureKNNDetector(backbone="efficientnet_lite0", device="cpu", random_state=1)
+    np.testing.assert_array_equal(other_seed.fit(X_train).score_samples(X_test), s)  # no init
+    det.save(tmp_path / "dn2.skood")
+    np.testing.assert_array_equal(FeatureKNNDetector.load(tmp_path / "dn2.skood").score_samples(
+        X_test), s)

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..augment import RandomAffineMaps, TabularCorruption, random_rotate90
 from ..base import BaseDeepDetector
-from ..nn.encoders import BACKBONES, build_encoder
+from ..nn.encoders import BACKBONES, PRETRAINED_BACKBONES, build_encoder
 from ..nn.losses import float32_loss
 from ..scoring import bank_subset, unit_row_blocks
 from ..training import SkoodNet
@@ -597,6 +597,8 @@ class DistillNegDetector(BaseDeepDetector):
         the small-image ResNet (3x3 stem, no max-pool; much slower on a
         CPU), "vit" a
         small ViT (:class:`skood.detectors.dino.SmallViT`; the paper uses ViT-S/16).
+        The pretrained ImageNet encoders and a user's ``nn.Module`` are
+        accepted as well (see :class:`skood.base.BaseDeepDetector`).
     n_global_crops : int, default=2
         Global views per training sample (teacher and student); with fewer
         than 2, at least one local view is needed.
@@ -694,7 +696,7 @@ class DistillNegDetector(BaseDeepDetector):
     _parameter_constraints: ClassVar[dict] = {
         **BaseDeepDetector._parameter_constraints,
         "max_bank": [Interval(Integral, 1, None, closed="left"), None],
-        "backbone": [StrOptions({*BACKBONES, "vit"})],
+        "backbone": [StrOptions({*BACKBONES, *PRETRAINED_BACKBONES, "vit"}), nn.Module],
         "lam": [Interval(Real, 0, None, closed="left")],
         "negatives": [StrOptions({"auto", *_IMAGE_NEGATIVES, *_TABULAR_NEGATIVES}), "array-like"],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],

@@ -58,9 +58,10 @@ class FeatureKNNDetector(BaseDeepDetector):
         Replace the BatchNorm running statistics by the mean statistics of
         the training samples' batches (:func:`skood.training.cumulative_batchnorm`);
         False keeps the initial ones (mean 0, variance 1: the identity).
-    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, default="auto"
+    backbone : str or nn.Module, default="auto"
         Encoder f, as in the other detectors ("auto": the small CNN for
-        images, an MLP for tabular rows).
+        images, an MLP for tabular rows). A pretrained name such as
+        "efficientnet_lite0" (frozen ImageNet features) makes this DN2.
     batch_size : int, default=256
         Rows per forward pass.
     contamination, device, random_state, verbose, max_bank, image_shape

@@ -3,7 +3,9 @@
 Contract: every encoder maps a batch to a flat feature vector (N, F) and
 exposes ``out_features`` = F. Images enter as float tensors (N, C, H, W) in
 [0, 1]; tabular rows as (N, D). :func:`build_encoder` picks one by name
-(``backbone``); :class:`ProjectionHead` is the SimCLR projection head;
+(``backbone``), including the pretrained ImageNet encoders of
+:mod:`skood.nn.pretrained` (:data:`PRETRAINED_BACKBONES`, or a user's own
+``nn.Module``); :class:`ProjectionHead` is the SimCLR projection head;
 :func:`block_modules` and :class:`capture_outputs` read the intermediate
 features of one forward pass (NSA's feature ensemble). DistillNeg's small
 Vision Transformer is with it (:class:`skood.detectors.dino.SmallViT`).
@@ -11,15 +13,19 @@ Vision Transformer is with it (:class:`skood.detectors.dino.SmallViT`).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 from torchvision.models import resnet18, resnet34
 
+from .pretrained import PRETRAINED_BACKBONES, PretrainedEncoder, load_pretrained
+
 __all__ = [
     "BACKBONES",
     "MLP",
+    "PRETRAINED_BACKBONES",
     "ProjectionHead",
     "SmallCNN",
     "SmallResNet",
@@ -207,17 +213,27 @@ class ProjectionHead(nn.Module):
         return nn.functional.normalize(z, dim=1) if self.normalize else z
 
 
+#: the encoders trained from scratch; the pretrained ImageNet encoders are
+#: :data:`PRETRAINED_BACKBONES` (``skood.nn.pretrained``)
 BACKBONES = ("auto", "mlp", "cnn", "resnet18", "resnet34")
 
 #: smallest image side, in pixels (for H and W alike), each backbone can take: the small CNN
 #: max-pools 2 x 2 twice and needs 4; the CIFAR-stem ResNets' strided 3 x 3 convolutions are
 #: padded and take 1 x 1 maps; the MLP flattens; DistillNeg's ViT picks its patch size from
-#: the image side
-MIN_IMAGE_SIDE: dict[str, int] = {"mlp": 1, "cnn": 4, "resnet18": 1, "resnet34": 1, "vit": 1}
+#: the image side; the pretrained encoders resize every image to their own resolution
+MIN_IMAGE_SIDE: dict[str, int] = {
+    "mlp": 1, "cnn": 4, "resnet18": 1, "resnet34": 1, "vit": 1,
+    **dict.fromkeys(PRETRAINED_BACKBONES, 1),
+}
+
+
+def _backbone_name(backbone: str | nn.Module) -> str:
+    """``repr`` of a backbone name, or ``<ClassName>`` of a module (for messages)."""
+    return repr(backbone) if isinstance(backbone, str) else f"<{type(backbone).__name__}>"
 
 
 def check_image_size(
-    backbone: str, image_shape: tuple[int, ...], owner: str, min_side: int = 1
+    backbone: str | nn.Module, image_shape: tuple[int, ...], owner: str, min_side: int = 1
 ) -> None:
     """Raise a ValueError when images of ``image_shape`` (C, H, W) are too small.
 
@@ -227,10 +243,12 @@ def check_image_size(
     the caller in the message.
     """
     bb = "cnn" if backbone == "auto" else backbone
-    m = max(MIN_IMAGE_SIDE.get(bb, 1), int(min_side))
+    # a user's module is wrapped in a PretrainedEncoder, which resizes: no minimum of its own
+    m = max(MIN_IMAGE_SIDE.get(bb, 1) if isinstance(bb, str) else 1, int(min_side))
     h, w = int(image_shape[-2]), int(image_shape[-1])
     if min(h, w) < m:
-        which = f"backbone={backbone!r}" + (" (the small CNN)" if backbone == "auto" else "")
+        which = f"backbone={_backbone_name(backbone)}" + (
+            " (the small CNN)" if backbone == "auto" else "")
         fits = [b for b in BACKBONES[2:] if max(MIN_IMAGE_SIDE[b], min_side) <= min(h, w)]
         hint = f", or backbone={' or '.join(map(repr, fits))}" if fits else ""
         raise ValueError(
@@ -240,7 +258,7 @@ def check_image_size(
 
 
 def build_encoder(
-    backbone: str,
+    backbone: str | nn.Module,
     input_shape: tuple[int, ...],
     activation: str = "relu",
     norm: str = "batch",
@@ -250,14 +268,25 @@ def build_encoder(
 
     Parameters
     ----------
-    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}
-        "auto" picks "mlp" for tabular rows (1-D shape) and "cnn" for images.
+    backbone : str or torch.nn.Module
+        "auto" picks "mlp" for tabular rows (1-D shape) and "cnn" for images;
+        "mlp", "cnn", "resnet18", "resnet34" are trained from scratch. A name
+        of :data:`PRETRAINED_BACKBONES` ("efficientnet_lite0",
+        "resnet18_imagenet", "resnet50_imagenet") is a frozen
+        :class:`~skood.nn.pretrained.PretrainedEncoder` from
+        :func:`~skood.nn.pretrained.load_pretrained` with its defaults. A
+        module is deep-copied (the one given is never changed) and, unless it
+        is a ``PretrainedEncoder`` already, wrapped in one with its defaults
+        (224 px, ImageNet normalisation, frozen). Pretrained encoders take
+        images with 1 or 3 channels only.
     input_shape : tuple of int
         ``(D,)`` for tabular data or ``(C, H, W)`` for images.
     activation, norm : str
-        Passed to the encoder (norm "batch" keeps running statistics).
+        Passed to the encoder (norm "batch" keeps running statistics); the
+        pretrained encoders ignore them.
     width : int, optional
-        Hidden width of the MLP (default 256) or base width of the CNN (default 32).
+        Hidden width of the MLP (default 256) or base width of the CNN (default
+        32); the pretrained encoders ignore it.
     """
     is_image = len(input_shape) == 3
     if backbone == "auto":
@@ -267,12 +296,27 @@ def build_encoder(
         w = width or 256
         return MLP(in_features, (w, w), activation=activation, norm=norm)
     if not is_image:
-        raise ValueError(f"backbone {backbone!r} needs images; tabular data takes 'mlp' or 'auto'")
+        raise ValueError(
+            f"backbone {_backbone_name(backbone)} needs images; tabular data takes 'mlp' or 'auto'"
+        )
+    if isinstance(backbone, nn.Module) or backbone in PRETRAINED_BACKBONES:
+        if input_shape[0] not in (1, 3):
+            raise ValueError(
+                f"backbone {_backbone_name(backbone)} (pretrained) takes images with 1 (grey) or "
+                f"3 (RGB) channels; got {input_shape[0]} channels"
+            )
+        if isinstance(backbone, str):
+            return load_pretrained(backbone)
+        enc = copy.deepcopy(backbone)
+        return enc if isinstance(enc, PretrainedEncoder) else PretrainedEncoder(enc)
     if backbone == "cnn":
         return SmallCNN(input_shape[0], width or 32, activation=activation, norm=norm)
     if backbone in ("resnet18", "resnet34"):
         return SmallResNet(input_shape[0], int(backbone[6:]), activation=activation, norm=norm)
-    raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+    raise ValueError(
+        f"backbone must be one of {BACKBONES + PRETRAINED_BACKBONES} or a torch.nn.Module, "
+        f"got {backbone!r}"
+    )
 
 
 def block_modules(module: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -337,21 +337,17 @@ def run_one(task: Task, detector: str, seed: int, budget: str, threads: int | No
 
 
 def _identity(detector: str, seed: int, budget: str, kind: str) -> dict:
-    """What else defines a run: the library version and the detector's non-default parameters.
+    """What else defines a run: the library version and every parameter of the detector.
 
-    Parameters left at their defaults are not part of the identity, so adding
-    a parameter to a detector (with a default that keeps its behaviour) does
-    not invalidate a sweep's cache; any parameter the run sets is.
+    All parameters count, defaults included, so that a changed default (a
+    new scorer, say) makes new keys and the sweep re-runs instead of reading
+    results the old default made. A change of behaviour that no parameter
+    shows needs a new ``skood.__version__``.
     """
-    import inspect
-
     import skood
 
     est = make_detector(detector, seed, budget, kind, n_features=1)
-    sig = inspect.signature(type(est).__init__).parameters
-    params = {k: repr(v) for k, v in est.get_params(deep=False).items()
-              if k not in sig or sig[k].default is inspect.Parameter.empty
-              or repr(sig[k].default) != repr(v)}
+    params = {k: repr(v) for k, v in sorted(est.get_params(deep=False).items())}
     return {"skood": skood.__version__, "params": params}
 
 

@@ -248,13 +248,16 @@ def test_claims_summary_reads_each_scripts_csv(tmp_path):
     assert (tmp_path / "claims.md").read_text() == text
 
 
-def test_cache_identity_holds_only_parameters_a_run_sets():
+def test_cache_identity_holds_every_parameter():
+    # defaults included: a changed default (SemSAD's scoring, say) must not read old results
     ident = _suite._identity("IsolationForest", 3, "cpu", "tabular")["params"]
-    assert ident == {"random_state": "3"}  # n_estimators etc. at their defaults: left out
+    assert ident["random_state"] == "3" and ident["n_estimators"] == "100"
+    semsad = _suite._identity("SemSAD", 0, "cpu", "tabular")["params"]
+    assert semsad["scoring"] == "'partners'" and semsad["n_neighbors"] == "4"
     smoke = _suite._identity("SemSAD", 0, "smoke", "tabular")["params"]
-    assert smoke["encoder_epochs"] == "1" and "n_neighbors" not in smoke
+    assert smoke["encoder_epochs"] == "1"
     variant = _suite._identity("SemSAD(n_neighbors=1)", 0, "cpu", "tabular")["params"]
-    assert variant["n_neighbors"] == "1"
+    assert variant == {**semsad, "n_neighbors": "1"}
 
 
 def test_scale_smoke_full_rows_and_bank_cap(tmp_path, data_home):

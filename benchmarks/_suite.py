@@ -588,11 +588,30 @@ def write_outputs(rows: list[dict], out: Path, meta: dict, metric: str = "auroc"
     table = markdown_table(rows_ordered, metric)
     other = "ap" if metric == "auroc" else "auroc"
     table += "\n\n" + markdown_table(rows_ordered, other, title=f"{other.upper()}:")
+    table += "\n\n" + cost_table(rows_ordered)
     (out / "table.md").write_text(table + "\n")
     if figure:
         _figure(rows_ordered, out / "figure.png", metric)
     (out / "meta.json").write_text(json.dumps({**environment(), **meta}, indent=2, default=str))
     return table
+
+
+def cost_table(rows: list[dict]) -> str:
+    """Per detector: mean fit and score seconds per run, largest peak memory, total CPU time."""
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        if not r.get("error"):
+            by.setdefault(r["detector"], []).append(r)
+    lines = ["Cost per run (mean over runs; peak = the largest; total = fit + score of all runs):",
+             "", "| detector | runs | fit s | score s | peak MiB | total min |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for det, rs in by.items():
+        fit = [float(r["fit_s"]) for r in rs]
+        score = [float(r["score_s"]) for r in rs]
+        peak = max(float(r["peak_mib"]) for r in rs)
+        lines.append(f"| {det} | {len(rs)} | {np.mean(fit):.1f} | {np.mean(score):.1f} | "
+                     f"{peak:.0f} | {(sum(fit) + sum(score)) / 60:.1f} |")
+    return "\n".join(lines)
 
 
 def _task_order(rows: list[dict], meta: dict) -> list[dict]:

@@ -33,7 +33,7 @@ def test_main_job_smoke(tmp_path):
                "--detectors", "SemSAD", "IsolationForest", "LOF", "--out", str(tmp_path)])
     table = (tmp_path / "table.md").read_text()
     for name in ("breast_cancer", "wine", "digits-0", "SemSAD", "IsolationForest", "LOF",
-                 "mean rank", "AP"):
+                 "mean rank", "AP", "Cost per run", "| SemSAD | 3 |"):
         assert name in table
     assert "**mean**" in out
     rows = read_rows(tmp_path / "runs.csv")

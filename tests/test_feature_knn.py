@@ -93,6 +93,13 @@ def test_pretrained_backbone_is_dn2(digit_images, tmp_path):
     det = FeatureKNNDetector(backbone="efficientnet_lite0", device="cpu", random_state=0)
     s = det.fit(X_train).score_samples(X_test)
     assert isinstance(det.encoder_, PretrainedEncoder) and det.bank_.shape == (30, 1280)
+    # the ImageNet BatchNorm statistics are kept: features equal the packaged encoder's
+    from skood.nn.pretrained import load_pretrained
+
+    ref = load_pretrained("efficientnet_lite0")
+    with torch.inference_mode():
+        x = torch.as_tensor(X_train[:4, None] / 255.0, dtype=torch.float32)
+        np.testing.assert_allclose(det.encoder_(x).numpy(), ref(x).numpy(), rtol=1e-5, atol=1e-6)
     other_seed = FeatureKNNDetector(backbone="efficientnet_lite0", device="cpu", random_state=1)
     np.testing.assert_array_equal(other_seed.fit(X_train).score_samples(X_test), s)  # no init
     det.save(tmp_path / "dn2.skood")

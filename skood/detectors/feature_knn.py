@@ -19,6 +19,7 @@ from torch import nn
 
 from ..base import BaseDeepDetector
 from ..nn.encoders import build_encoder
+from ..nn.pretrained import PretrainedEncoder
 from ..scoring import bank_subset, knn_loo
 from ..training import cumulative_batchnorm
 from ..utils import fit_rng, seed_stream
@@ -57,7 +58,8 @@ class FeatureKNNDetector(BaseDeepDetector):
     recalibrate_batchnorm : bool, default=True
         Replace the BatchNorm running statistics by the mean statistics of
         the training samples' batches (:func:`skood.training.cumulative_batchnorm`);
-        False keeps the initial ones (mean 0, variance 1: the identity).
+        False keeps the initial ones (mean 0, variance 1: the identity). A
+        pretrained encoder always keeps its own (ImageNet) statistics.
     backbone : str or nn.Module, default="auto"
         Encoder f, as in the other detectors ("auto": the small CNN for
         images, an MLP for tabular rows). A pretrained name such as
@@ -135,7 +137,7 @@ class FeatureKNNDetector(BaseDeepDetector):
     def _fit_store(self, Xs: torch.Tensor, y: Any, seed: int) -> None:
         with fit_rng():  # initial weights from the fit's generators
             self.encoder_ = self._build(tuple(Xs.shape[1:])).to(self.device_)
-        if self.recalibrate_batchnorm:
+        if self.recalibrate_batchnorm and not isinstance(self.encoder_, PretrainedEncoder):
             with cumulative_batchnorm(self.encoder_) as has_bn:
                 if has_bn:  # forward passes in training mode update the statistics only
                     self._map_batches(self.encoder_.train(), Xs, min_batch=2)

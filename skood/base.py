@@ -8,13 +8,36 @@ A detector subclasses :class:`BaseDeepDetector` and implements two methods:
 
 Everything else (validation of every input kind, device and seed resolution,
 ``offset_`` from the contamination, ``decision_function``/``predict``,
-batched inference, tags, pickling across devices) lives here.
+batched inference, tags, pickling across devices, the frozen-feature mode
+below) lives here.
 
 Store form: tabular rows are float32 ``(N, D)`` standardised with the
 training mean and standard deviation (learned in ``fit``; the caller's
 array is never modified); images are ``(N, C, H, W)`` tensors, uint8 when
 the input was uint8 (0-255), else float32 in [0, 1]; boolean images (masks)
 are the float images 0 (False) and 1 (True).
+
+Frozen-feature mode: a detector that sets ``_frozen_feature_mode = True``,
+fitted on images with a frozen pretrained backbone (a name of
+``PRETRAINED_BACKBONES``, a user's plain ``nn.Module``, which
+:func:`~skood.nn.encoders.build_encoder` wraps frozen, or a
+:class:`~skood.nn.pretrained.PretrainedEncoder` none of whose parameters
+requires a gradient), builds that encoder once (``feature_encoder_``, eval
+mode), maps the training images to feature vectors in batches and runs its
+own *tabular* algorithm on them. The store is then the feature rows,
+standardised like tabular rows (``feature_mean_``/``feature_scale_`` of the
+training features); every scoring call maps its images the same way. The
+detectors' internal image-or-tabular branches ask
+:attr:`BaseDeepDetector._trains_on_images` (False here) and build their
+networks from :attr:`BaseDeepDetector._net_backbone` ("auto": an MLP for the
+1-D features). ``input_kind_`` stays "image", and ``image_shape_`` and
+``n_features_in_`` describe the images the user passes. A trainable
+``PretrainedEncoder`` (``trainable="last"`` or ``"all"``) is not frozen: the
+detector trains on the images through it (fine-tuning, for a GPU).
+Cost: one encoder forward pass per image, at fit and per scoring call (about
+30-100 ms per image for EfficientNet-Lite0 at 160 px on one CPU core), in
+batches of ``max(batch_size, 256)``; the tabular training after it is as
+cheap as on tabular rows.
 """
 
 from __future__ import annotations
@@ -34,9 +57,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .nn.encoders import BACKBONES, PRETRAINED_BACKBONES, check_image_size
+from .nn.encoders import BACKBONES, PRETRAINED_BACKBONES, build_encoder, check_image_size
+from .nn.pretrained import PretrainedEncoder
 from .training import TrainingDivergedError
-from .utils import batch_slices, fit_generators, fit_seed, to_model_input
+from .utils import batch_slices, fit_generators, fit_rng, fit_seed, to_model_input
 
 __all__ = ["BaseDeepDetector", "resolve_device", "seeded"]
 
@@ -105,7 +129,10 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         "resnet18_imagenet", "resnet50_imagenet"), or a user's own
         ``torch.nn.Module`` (copied and wrapped in a
         :class:`~skood.nn.pretrained.PretrainedEncoder`), see
-        :func:`skood.nn.encoders.build_encoder`.
+        :func:`skood.nn.encoders.build_encoder`. A frozen pretrained encoder
+        maps the images once and the detector trains its tabular networks on
+        the features (frozen-feature mode, :mod:`skood.base`); a trainable
+        ``PretrainedEncoder`` is fine-tuned on the images.
     batch_size : int
         Training batch size (also the inference batch size).
     lr : float
@@ -142,12 +169,20 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     n_features_in_ : int
         Number of features (pixels times channels for images).
     input_kind_ : {"tabular", "image"}
+        The kind of input the detector was fitted on (and takes).
     image_shape_ : tuple of int or None
         ``(C, H, W)`` of the training images.
+    feature_mode_ : bool
+        Whether the fit ran in frozen-feature mode (images, frozen pretrained
+        backbone; see :mod:`skood.base`): the networks were trained on the
+        frozen encoder's standardised feature vectors.
+    feature_encoder_ : PretrainedEncoder
+        (Frozen-feature mode only; other fits remove it.) The frozen encoder,
+        in eval mode, that maps images to feature vectors.
     feature_mean_, feature_scale_ : ndarray of shape (n_features,)
-        (Tabular fits only; a fit on images removes them.) The training
-        columns' mean and standard deviation (1 for constant columns) that
-        standardise every row.
+        (Tabular fits and frozen-feature mode; other fits on images remove
+        them.) The training columns' (feature vectors') mean and standard
+        deviation (1 for constant columns) that standardise every row.
     device_ : str
         The device the networks were trained on.
     train_scores_ : ndarray of shape (n_samples,)
@@ -172,6 +207,8 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     #: smallest image side the detector's own augmentations take (the backbone's own minimum,
     #: ``skood.nn.encoders.MIN_IMAGE_SIDE``, is checked with it at fit)
     _min_image_side: ClassVar[int] = 1
+    #: whether images with a frozen pretrained backbone train on frozen features (module doc)
+    _frozen_feature_mode: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ API
     @classmethod
@@ -219,6 +256,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         """
         Xs = self._validate_input(X, reset=True)
         self.device_ = resolve_device(self.device)
+        Xs = self._fit_feature_mode(Xs)
         seed = fit_seed(self.random_state)
         with seeded(seed, self.device_):
             self._train(Xs, y, seed)
@@ -331,6 +369,75 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         """Fewest training samples the detector can work with."""
         return 2
 
+    # ------------------------------------------------------ frozen features
+    @property
+    def _trains_on_images(self) -> bool:
+        """Whether the detector's networks take images: fitted on images, not in feature mode.
+
+        The detectors branch on this (not on ``input_kind_``) between their image and
+        tabular algorithms; in frozen-feature mode the tabular one runs on feature vectors.
+        """
+        return (getattr(self, "input_kind_", "tabular") == "image"
+                and not getattr(self, "feature_mode_", False))
+
+    @property
+    def _net_backbone(self) -> str | torch.nn.Module:
+        """The ``backbone`` the detector's own networks are built from: "auto" (an MLP for
+        the 1-D feature vectors) in frozen-feature mode, else the ``backbone`` parameter."""
+        return "auto" if getattr(self, "feature_mode_", False) else self.backbone
+
+    def _backbone_is_frozen(self) -> bool:
+        """Whether ``backbone`` is a frozen pretrained encoder once built by ``build_encoder``.
+
+        A pretrained name is loaded frozen; a plain ``nn.Module`` is wrapped in a frozen
+        :class:`~skood.nn.pretrained.PretrainedEncoder`; a ``PretrainedEncoder`` is used as
+        it is (a copy), frozen when none of its parameters requires a gradient.
+        """
+        bb = self.backbone
+        if isinstance(bb, PretrainedEncoder):
+            return not any(p.requires_grad for p in bb.parameters())
+        return isinstance(bb, torch.nn.Module) or bb in PRETRAINED_BACKBONES
+
+    def _check_feature_mode(self) -> None:
+        """Hook: raise a ValueError when the parameters do not allow frozen-feature mode."""
+
+    def _build_feature_encoder(self) -> torch.nn.Module:
+        """The frozen encoder of ``backbone`` for the training images, in eval mode, on the CPU.
+
+        Built from generators of its own (a randomly initialised architecture whose
+        pretrained weights then replace the random ones draws neither from the fit's
+        random streams nor from torch's global RNG).
+        """
+        with fit_generators(0), fit_rng(), torch.device("cpu"):
+            return build_encoder(self.backbone, tuple(self.image_shape_)).eval()
+
+    def _fit_feature_mode(self, Xs: torch.Tensor) -> torch.Tensor:
+        """Enter or leave frozen-feature mode for the fit of ``Xs`` (the validated store).
+
+        Removes ``feature_encoder_`` of an earlier fit and sets ``feature_mode_``. In
+        frozen-feature mode, builds ``feature_encoder_`` and returns the standardised
+        training features (setting ``feature_mean_``/``feature_scale_``); else ``Xs``.
+        """
+        for attr in ("offset_", "train_scores_", "feature_encoder_"):  # a failure: unfitted
+            self.__dict__.pop(attr, None)
+        self.feature_mode_ = False
+        if (not self._frozen_feature_mode or self.input_kind_ != "image"
+                or not self._backbone_is_frozen()):
+            return Xs
+        self._check_feature_mode()
+        self.feature_encoder_ = self._build_feature_encoder().to(self.device_)
+        self.feature_mode_ = True
+        return self._feature_store(Xs, reset=True)
+
+    def _feature_store(self, imgs: torch.Tensor, reset: bool) -> torch.Tensor:
+        """Images in store form mapped by ``feature_encoder_`` (in batches of
+        ``max(batch_size, 256)``) to feature rows, standardised as tabular rows."""
+        bs = getattr(self, "batch_size", None)
+        bs = max(bs if isinstance(bs, Integral) else 0, 256)
+        self.feature_encoder_.eval()
+        feats = self._map_batches(self.feature_encoder_, imgs, batch_size=bs)
+        return self._tabular_store(feats.numpy(), reset)
+
     @property
     def _inference_device(self) -> str:
         dev = getattr(self, "device_", "cpu")
@@ -369,6 +476,9 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
             Xv = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
                                ensure_min_samples=1)
             Xv = self._check_samples(Xv, reset)
+            if reset:
+                self.input_kind_ = "tabular"
+                self.image_shape_ = None
             return self._tabular_store(Xv, reset)
         if not reset and self.input_kind_ == "tabular":
             raise ValueError(
@@ -394,7 +504,10 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
                 f"{name} was fitted on images of shape (C, H, W) = {self.image_shape_}; got "
                 f"images of shape {tuple(imgs.shape[1:])}"
             )
-        return self._image_store(imgs)
+        store = self._image_store(imgs)
+        if not reset and getattr(self, "feature_mode_", False):
+            return self._feature_store(store, reset=False)
+        return store
 
     def _check_samples(self, X: np.ndarray, reset: bool) -> np.ndarray:
         if reset and len(X) < self._min_samples():
@@ -488,9 +601,9 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         return torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.float32))
 
     def _tabular_store(self, X: np.ndarray, reset: bool) -> torch.Tensor:
+        """Rows (N, D) standardised with ``feature_mean_``/``feature_scale_`` (learned from
+        ``X`` when ``reset``), as float32."""
         if reset:
-            self.input_kind_ = "tabular"
-            self.image_shape_ = None
             with np.errstate(over="ignore", invalid="ignore"):
                 mean = X.mean(axis=0, dtype=np.float64)
                 scale = X.std(axis=0, dtype=np.float64)
@@ -607,6 +720,24 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         A detector that does not implement it cannot be saved.
         """
         raise NotImplementedError
+
+    def _network_skeletons(self) -> dict[str, torch.nn.Module]:
+        """``_module_skeletons`` of the store shape, with ``feature_encoder_`` in
+        frozen-feature mode (what :mod:`skood.persistence` rebuilds on ``load``).
+
+        The store shape is ``(D,)`` of the feature vectors in frozen-feature mode,
+        ``image_shape_`` for other image fits and ``(n_features_in_,)`` for tabular ones.
+        """
+        if getattr(self, "feature_mode_", False):
+            mods = self._module_skeletons((len(self.feature_mean_),))
+            from .nn.pretrained import pretrained_skeleton
+
+            bb = self.backbone
+            enc = (pretrained_skeleton(bb) if isinstance(bb, str)
+                   else build_encoder(bb, tuple(self.image_shape_)))
+            return {**mods, "feature_encoder_": enc.eval()}
+        shape = tuple(self.image_shape_) if self.input_kind_ == "image" else (self.n_features_in_,)
+        return self._module_skeletons(shape)
 
 
 def _on_device(v: Any, device: str) -> Any:

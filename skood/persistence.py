@@ -286,9 +286,8 @@ def _skeletons(det: Any) -> dict[str, nn.Module]:
     touching torch's global RNG."""
     from .utils import fit_generators, fit_rng
 
-    shape = tuple(det.image_shape_) if det.input_kind_ == "image" else (det.n_features_in_,)
     with fit_generators(0), fit_rng(), torch.device("cpu"):
-        return det._module_skeletons(shape)
+        return det._network_skeletons()
 
 
 def _split_modules(mods: dict[str, nn.Module]) -> tuple[list[str], dict[str, list[str]]]:

@@ -580,6 +580,17 @@ class DistillNegDetector(BaseDeepDetector):
     (skood's choice): global views resample 20% of the features (noise
     0.05), local views 50% (noise 0.1), see :class:`TabularViews`.
 
+    Frozen pretrained backbone (images with ``backbone`` a name of
+    ``skood.nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
+    frozen :class:`~skood.nn.pretrained.PretrainedEncoder`; frozen-feature
+    mode of :mod:`skood.base`): the frozen encoder (``feature_encoder_``)
+    maps every image once, at fit and at scoring, and DINO with
+    negatives runs on the standardised feature vectors: the MLP student and
+    teacher, the tabular views and the tabular negatives ("auto": "affine";
+    the image negatives cannot act on feature vectors and are refused; an
+    array of auxiliary images is mapped by the frozen encoder too). A
+    trainable ``PretrainedEncoder`` is fine-tuned on the images instead.
+
     Parameters
     ----------
     lam : float, default=1.0
@@ -591,11 +602,13 @@ class DistillNegDetector(BaseDeepDetector):
         data's number of features (tabular) or channels (images).
     max_epochs : int, default=4
         Training epochs (paper: 500).
-    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34", "vit"}, default="auto"
-        Encoder f. "auto" is an MLP for tabular rows and the small CNN for
-        images, which keeps the default budget small on a CPU; "resnet18" is
-        the small-image ResNet (3x3 stem, no max-pool; much slower on a
-        CPU), "vit" a
+    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34", "vit"}, pretrained name or \
+            nn.Module, default="auto"
+        Encoder f (a frozen pretrained encoder for images: see above).
+        "auto" is an MLP for tabular rows and the small CNN for images,
+        which keeps the default budget small on a CPU; "resnet18" is the
+        small-image ResNet (3x3 stem, no max-pool; much slower on a CPU),
+        "vit" a
         small ViT (:class:`skood.detectors.dino.SmallViT`; the paper uses ViT-S/16).
         The pretrained ImageNet encoders and a user's ``nn.Module`` are
         accepted as well (see :class:`skood.base.BaseDeepDetector`).
@@ -718,6 +731,7 @@ class DistillNegDetector(BaseDeepDetector):
         "kernel_temperature": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
     }
     _min_image_side: ClassVar[int] = 2  # the Gaussian blur reflects 1 pixel of border
+    _frozen_feature_mode: ClassVar[bool] = True  # see skood.base
     _presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {"backbone": "resnet18", **_PAPER_SETTINGS},
         "paper-vit": {"backbone": "vit", **_PAPER_SETTINGS},
@@ -793,8 +807,8 @@ class DistillNegDetector(BaseDeepDetector):
                 f"{name}: with n_global_crops={self.n_global_crops} the student needs at "
                 "least one local view to learn from the teacher; set n_local_crops >= 1"
             )
-        is_image = self.input_kind_ == "image"
-        if not is_image and self.backbone not in ("auto", "mlp"):
+        is_image = self._trains_on_images
+        if not is_image and self._net_backbone not in ("auto", "mlp"):
             raise ValueError(
                 f"backbone {self.backbone!r} needs images; tabular data takes 'mlp' or 'auto'"
             )
@@ -811,6 +825,13 @@ class DistillNegDetector(BaseDeepDetector):
                 f"negatives={kind!r} is for tabular data; images take 'rotation', 'perm-4', "
                 "'perm-16', 'pixel-perm' or an array of auxiliary images"
             )
+        if not is_image and kind in _IMAGE_NEGATIVES and self.feature_mode_:
+            raise ValueError(
+                f"negatives={kind!r} transforms images, but with the frozen pretrained backbone "
+                f"{self.backbone!r} {name} trains on the encoder's feature vectors (frozen-"
+                "feature mode); take 'auto' ('affine'), 'feature-perm', 'corruption' or an "
+                "array of auxiliary images"
+            )
         if not is_image and kind in _IMAGE_NEGATIVES:
             raise ValueError(
                 f"negatives={kind!r} needs images; tabular data takes 'affine', "
@@ -822,8 +843,10 @@ class DistillNegDetector(BaseDeepDetector):
                 raise ValueError(f"negatives={kind!r} needs images of at least {g} x {g} pixels")
         return kind
 
-    def _auxiliary_store(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """The auxiliary negatives array, validated and in the training data's store form."""
+    def _auxiliary_store(self) -> torch.Tensor:
+        """The auxiliary negatives array, validated and in the training data's store form
+        (auxiliary images resized to the training images' size; in frozen-feature mode then
+        mapped to standardised feature rows like the training images)."""
         name = type(self).__name__
         try:
             A = check_array(self.negatives, allow_nd=True, dtype=None, input_name="negatives")
@@ -847,6 +870,7 @@ class DistillNegDetector(BaseDeepDetector):
             imgs = self._to_nchw(A, reset=False)
         except ValueError as e:
             raise ValueError(f"{name}: negatives array: {e}") from None
+        shape = self.image_shape_  # (C, H, W) of the training images
         if imgs.shape[1] != shape[0]:
             raise ValueError(
                 f"{name}: the negatives array has {imgs.shape[1]} channel(s), the training "
@@ -857,19 +881,21 @@ class DistillNegDetector(BaseDeepDetector):
             store = F.interpolate(to_model_input(store, "cpu"), size=tuple(shape[1:]),
                                   mode="bilinear", antialias=True, align_corners=False)
             store = store.clamp_(0.0, 1.0)
+        if self.feature_mode_:  # the training rows' features, standardised alike
+            return self._feature_store(store, reset=False)
         return store
 
     # ------------------------------------------------------------------ fit
     def _build_encoder(self, shape: tuple[int, ...]) -> nn.Module:
         if self.backbone == "vit":
             return SmallViT(shape[0], (shape[1], shape[2]))
-        return build_encoder(self.backbone, shape)
+        return build_encoder(self._net_backbone, shape)
 
     def _fit_store(self, Xs: torch.Tensor, y: Any, seed: int) -> None:
         shape = tuple(Xs.shape[1:])
         kind = self._check_config(shape)
-        is_image = self.input_kind_ == "image"
-        aux = self._auxiliary_store(shape) if kind == "array" else None
+        is_image = self._trains_on_images
+        aux = self._auxiliary_store() if kind == "array" else None
         if is_image and kind in ("rotation", "array") and shape[1] != shape[2]:
             raise ValueError(
                 f"negatives={'an array' if aux is not None else repr(kind)} rotates images by "

@@ -210,6 +210,17 @@ class DUMDetector(BaseDeepDetector):
     of features resampled, Gaussian noise 0.05). Images: the SimCLR views
     serve both the encoder and the DUM sets.
 
+    Frozen pretrained backbone (images with ``backbone`` a name of
+    ``skood.nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
+    frozen :class:`~skood.nn.pretrained.PretrainedEncoder`; frozen-feature
+    mode of :mod:`skood.base`): the frozen encoder (``feature_encoder_``)
+    maps every image once, at fit and at scoring, and f1 is trained
+    on the frozen embeddings, as in the DUM paper (whose g is a fixed,
+    separately trained encoder): the feature vectors, standardised and lifted
+    as tabular rows (:class:`SphereLift`), with the tabular set augmentation
+    and batch size. ``encoder`` must then be None. A trainable
+    ``PretrainedEncoder`` is fine-tuned by SimCLR on the images instead.
+
     Notes
     -----
     The literal objective gives outliers large variances: the halves of a
@@ -265,8 +276,10 @@ class DUMDetector(BaseDeepDetector):
         Epochs of f1 training (paper: 100).
     encoder_epochs : int, default=10
         Epochs of SimCLR training, images only (paper: 200).
-    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, default="auto"
-        SimCLR encoder, images only (paper: ResNet-18/34).
+    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, pretrained name or nn.Module, \
+            default="auto"
+        SimCLR encoder, images only (paper: ResNet-18/34); a frozen
+        pretrained encoder: see above.
     batch_size : int or "auto", default="auto"
         Minibatch of the DUM phase (paper: 256; with the default set size
         one minibatch is one set). "auto": 256 for images (larger sets gave
@@ -338,6 +351,7 @@ class DUMDetector(BaseDeepDetector):
         "encoder_temperature": [Interval(Real, 0, None, closed="neither")],
         "projection_dim": [Interval(Integral, 1, None, closed="left")],
     }
+    _frozen_feature_mode: ClassVar[bool] = True  # see skood.base
     _presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {
             "hidden_width": 4096,
@@ -425,7 +439,7 @@ class DUMDetector(BaseDeepDetector):
         """``batch_size``, with "auto" resolved by the input kind (set in fit)."""
         if self.batch_size != "auto":
             return int(self.batch_size)
-        return 256 if getattr(self, "input_kind_", "tabular") == "image" else 64
+        return 256 if self._trains_on_images else 64
 
     def _check_batch(self, n: int) -> None:
         need = self._samples_per_batch()
@@ -439,13 +453,21 @@ class DUMDetector(BaseDeepDetector):
                 f"batch_size={bs} with {n} training samples gives {min(bs, n)}"
             )
 
+    def _check_feature_mode(self) -> None:
+        if self.encoder is not None:
+            raise ValueError(
+                "DUMDetector: encoder and a frozen pretrained backbone are two embeddings of "
+                f"the images; pass one of them (encoder=None with backbone={self.backbone!r}, "
+                "or the default backbone with the encoder)"
+            )
+
     # ------------------------------------------------------------------ fit
     def _fit_store(self, Xs: torch.Tensor, y: Any, seed: int) -> None:
         self._check_batch(len(Xs))
         dev = self.device_
         data = Xs.to(dev)
         self.history_ = {}
-        if self.input_kind_ == "image":
+        if self._trains_on_images:
             self.encoder_ = self._image_embedding(data, seed)
             augment = SimCLRAugment() if self.augment else None
         else:
@@ -516,7 +538,7 @@ class DUMDetector(BaseDeepDetector):
             return enc
         shape = tuple(data.shape[1:])
         with fit_rng():
-            model = ContrastiveModel(build_encoder(self.backbone, shape), self.projection_dim)
+            model = ContrastiveModel(build_encoder(self._net_backbone, shape), self.projection_dim)
         enc_net = ContrastiveNet(
             model,
             augment=SimCLRAugment(),
@@ -563,7 +585,7 @@ class DUMDetector(BaseDeepDetector):
         Tabular g is a :class:`SphereLift` whose buffers and radius the saved
         state fills in; a user ``encoder`` is copied (frozen) as in ``fit``.
         """
-        if self.input_kind_ == "tabular":
+        if not self._trains_on_images:
             d = shape[0]
             g: nn.Module = SphereLift(torch.zeros(d), torch.ones(d), torch.zeros(d), 1.0)
         elif self.encoder is not None:
@@ -571,7 +593,7 @@ class DUMDetector(BaseDeepDetector):
             for p in g.parameters():
                 p.requires_grad_(False)
         else:
-            model = ContrastiveModel(build_encoder(self.backbone, shape), self.projection_dim)
+            model = ContrastiveModel(build_encoder(self._net_backbone, shape), self.projection_dim)
             g = FeatureView(model) if self.embedding == "features" else model
         f1 = DUMVarianceMLP(self.embedding_dim_, self.hidden_width, self.n_layers,
                             self.max_log_var, isotropic=self.covariance == "isotropic")

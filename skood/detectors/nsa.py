@@ -117,6 +117,16 @@ class NSADetector(BaseDeepDetector):
     corruptions (30% of features resampled from the training marginals,
     Gaussian noise 0.1 on standardised features) and the encoder is an MLP.
 
+    Frozen pretrained backbone (images with ``backbone`` a name of
+    ``skood.nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
+    frozen :class:`~skood.nn.pretrained.PretrainedEncoder`; frozen-feature
+    mode of :mod:`skood.base`): the frozen encoder (``feature_encoder_``)
+    maps every image once, at fit and at scoring, and SimSiam or
+    SimCLR trains the MLP encoder on the standardised feature vectors with
+    the tabular corruption views, scored by the tabular default
+    (``scoring="auto"``: "ccos-mah"). A trainable ``PretrainedEncoder`` is
+    fine-tuned on the images with the SimCLR views instead.
+
     Parameters
     ----------
     method : {"simsiam", "simclr"}, default="simsiam"
@@ -142,8 +152,10 @@ class NSADetector(BaseDeepDetector):
         :func:`skood.scoring.fit_whitening`).
     max_epochs : int, default=12
         Epochs of self-supervised training (paper: 4000 SimSiam, 500 SimCLR).
-    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, default="auto"
-        Encoder f (paper: "resnet18").
+    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, pretrained name or nn.Module, \
+            default="auto"
+        Encoder f (paper: "resnet18"); a frozen pretrained encoder for
+        images: see above.
     batch_size : int, default=64
         Training batch size (paper: 512).
     lr : float, default=1e-3
@@ -213,6 +225,7 @@ class NSADetector(BaseDeepDetector):
         "projection_dim": [Interval(Integral, 1, None, closed="left"), None],
         "predictor_dim": [Interval(Integral, 1, None, closed="left"), None],
     }
+    _frozen_feature_mode: ClassVar[bool] = True  # see skood.base
     _presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {
             "method": "simsiam",
@@ -283,7 +296,7 @@ class NSADetector(BaseDeepDetector):
 
     # ------------------------------------------------------------------ fit
     def _build_model(self, shape: tuple[int, ...]) -> nn.Module:
-        encoder = build_encoder(self.backbone, shape)
+        encoder = build_encoder(self._net_backbone, shape)
         if self.method == "simsiam":
             p = self.projection_dim or 512
             return SimSiamModel(
@@ -298,7 +311,7 @@ class NSADetector(BaseDeepDetector):
     def _fit_store(self, Xs: torch.Tensor, y: Any, seed: int) -> None:
         dev = self.device_
         data = Xs.to(dev)
-        if self.input_kind_ == "image":
+        if self._trains_on_images:
             view = SimCLRAugment()
         else:
             view = BoundCorruption(TabularCorruption(frac=0.3, noise=0.1), data)
@@ -362,7 +375,7 @@ class NSADetector(BaseDeepDetector):
     def _resolved_scoring(self) -> str:
         if self.scoring != "auto":
             return self.scoring
-        return "kcos-mah" if self.input_kind_ == "image" else "ccos-mah"
+        return "kcos-mah" if self._trains_on_images else "ccos-mah"
 
     # ---------------------------------------------------------------- score
     def _layer_modules(self) -> list[nn.Module]:

@@ -263,6 +263,16 @@ class RotAuxMSPDetector(BaseDeepDetector):
     :class:`skood.augment.RandomAffineMaps`, map 0 the identity) and the
     classification step has no augmentation.
 
+    Frozen pretrained backbone (images with ``backbone`` a name of
+    ``skood.nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
+    frozen :class:`~skood.nn.pretrained.PretrainedEncoder`; frozen-feature
+    mode of :mod:`skood.base`): the frozen encoder (``feature_encoder_``)
+    maps every image once, at fit and at scoring, and rotations
+    cannot be applied to feature vectors, so the tabular random affine maps
+    of the standardised features (GOAD-style) are the transformation task of
+    an MLP trunk, with the class head when labels are given. A trainable
+    ``PretrainedEncoder`` is fine-tuned on the rotated images instead.
+
     Parameters
     ----------
     lam : float, default=0.5
@@ -290,8 +300,10 @@ class RotAuxMSPDetector(BaseDeepDetector):
         ``y`` holds the inlier/outlier labels for the scorer.
     max_epochs : int, default=8
         Training epochs (paper: 200).
-    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, default="auto"
-        Trunk (paper: WRN-28-10; "resnet18" is a network of that class).
+    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, pretrained name or nn.Module, \
+            default="auto"
+        Trunk (paper: WRN-28-10; "resnet18" is a network of that class); a
+        frozen pretrained encoder for images: see above.
     batch_size : int, default=128
         Classification batch B; the rotation step uses B/4 images x 4
         rotations (paper: 128 per GPU on 4 GPUs).
@@ -354,6 +366,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "padding": [StrOptions({"auto"}), Interval(Integral, 0, None, closed="left")],
     }
+    _frozen_feature_mode: ClassVar[bool] = True  # see skood.base
     _presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {
             "backbone": "resnet18",
@@ -486,7 +499,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
         self.scoring_ = self._resolve_scoring()
         dev = self.device_
         shape = tuple(Xs.shape[1:])
-        if self.input_kind_ == "image":
+        if self._trains_on_images:
             if shape[1] != shape[2]:
                 raise ValueError(
                     f"{type(self).__name__} predicts rotations, which need square images; got "
@@ -501,8 +514,8 @@ class RotAuxMSPDetector(BaseDeepDetector):
             transform, n_aux, augment = "affine", self.n_affine_maps, None
         n_classes = len(self.classes_) if targets is not None else 0
         with fit_rng():  # initial weights from the fit's generators
-            model = RotAuxModel(build_encoder(self.backbone, shape), n_classes, n_aux, transform,
-                                maps)
+            model = RotAuxModel(build_encoder(self._net_backbone, shape), n_classes, n_aux,
+                                transform, maps)
         callbacks = []
         if self.lr_schedule == "steps":
             callbacks.append(
@@ -594,11 +607,11 @@ class RotAuxMSPDetector(BaseDeepDetector):
     def _module_skeletons(self, shape: tuple[int, ...]) -> dict[str, nn.Module]:
         """Untrained trunk and heads of the fitted architecture (for ``load``; the saved
         state fills in the tabular affine maps)."""
-        if self.input_kind_ == "image":
+        if self._trains_on_images:
             transform, n_aux, maps = self.rotations, _N_ROTATIONS, None
         else:
             maps = RandomAffineMaps(self.n_affine_maps, shape[0])
             transform, n_aux = "affine", self.n_affine_maps
         n_classes = len(self.classes_) if self.supervised_ else 0
-        return {"model_": RotAuxModel(build_encoder(self.backbone, shape), n_classes, n_aux,
+        return {"model_": RotAuxModel(build_encoder(self._net_backbone, shape), n_classes, n_aux,
                                       transform, maps)}

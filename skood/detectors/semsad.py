@@ -199,6 +199,17 @@ class SemSADDetector(BaseDeepDetector):
     off the data's support, where test outliers lie: a discriminator that
     only saw in-support pairs extrapolates arbitrarily there.
 
+    Frozen pretrained backbone (images with ``backbone`` a name of
+    ``skood.nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
+    frozen :class:`~skood.nn.pretrained.PretrainedEncoder`; frozen-feature
+    mode of :mod:`skood.base`): the frozen encoder (``feature_encoder_``)
+    maps every image once, at fit and at scoring, and the tabular
+    algorithm above runs on the standardised feature vectors: the contrastive
+    MLP encoder with the corruption views, and the pair discriminator on
+    feature vectors ``[z, z', |z - z'|]`` with the corruption positives and
+    negatives (image transforms cannot act on feature vectors). A trainable
+    ``PretrainedEncoder`` is fine-tuned on the images instead.
+
     Parameters
     ----------
     n_neighbors : int, default=4
@@ -219,8 +230,10 @@ class SemSADDetector(BaseDeepDetector):
     discriminator_epochs : int, default=10
         Epochs of discriminator training (the paper does not state it; its
         learning-rate steps at 200 and 500 epochs suggest about 1000).
-    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, default="auto"
-        Encoder and discriminator family (paper: "resnet18").
+    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, pretrained name or nn.Module, \
+            default="auto"
+        Encoder and discriminator family (paper: "resnet18"); a frozen
+        pretrained encoder for images: see above.
     batch_size : int, default=32
         Encoder batch size (paper: 2048).
     discriminator_batch_size : int or None, default=None
@@ -302,6 +315,7 @@ class SemSADDetector(BaseDeepDetector):
         "lr_schedule": [StrOptions({"constant", "steps"})],
     }
     _min_image_side: ClassVar[int] = 2  # the Gaussian blur reflects 1 pixel of border
+    _frozen_feature_mode: ClassVar[bool] = True
     _presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {
             "backbone": "resnet18",
@@ -393,7 +407,7 @@ class SemSADDetector(BaseDeepDetector):
         dev = self.device_
         data = Xs.to(dev)
         shape = tuple(Xs.shape[1:])
-        is_image = self.input_kind_ == "image"
+        is_image = self._trains_on_images
         common = {"device": dev, "verbose": self.verbose,
                   "optimizer__weight_decay": self.weight_decay}
 
@@ -406,7 +420,7 @@ class SemSADDetector(BaseDeepDetector):
             pos = BoundCorruption(TabularCorruption(frac=0.15, noise=0.05), data)
             neg = BoundCorruption(TabularCorruption(frac=0.6, noise=2.0), data)
         with fit_rng():  # initial weights from the fit's generators
-            model = ContrastiveModel(build_encoder(self.backbone, shape), self.projection_dim)
+            model = ContrastiveModel(build_encoder(self._net_backbone, shape), self.projection_dim)
         enc_net = ContrastiveNet(
             model,
             augment=view,
@@ -432,7 +446,7 @@ class SemSADDetector(BaseDeepDetector):
         # 3. pair discriminator s
         d_epochs = self.discriminator_epochs
         with fit_rng():
-            discriminator = PairDiscriminator(shape, self.backbone, self.n_logits)
+            discriminator = PairDiscriminator(shape, self._net_backbone, self.n_logits)
         disc_net = SemSADPairNet(
             discriminator,
             data=data,
@@ -531,6 +545,7 @@ class SemSADDetector(BaseDeepDetector):
     def _module_skeletons(self, shape: tuple[int, ...]) -> dict[str, nn.Module]:
         """Untrained encoder and discriminator of the fitted architecture (for ``load``)."""
         return {
-            "encoder_": ContrastiveModel(build_encoder(self.backbone, shape), self.projection_dim),
-            "discriminator_": PairDiscriminator(shape, self.backbone, self.n_logits),
+            "encoder_": ContrastiveModel(build_encoder(self._net_backbone, shape),
+                                         self.projection_dim),
+            "discriminator_": PairDiscriminator(shape, self._net_backbone, self.n_logits),
         }

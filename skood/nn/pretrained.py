@@ -54,6 +54,7 @@ __all__ = [
     "PRETRAINED_BACKBONES",
     "PretrainedEncoder",
     "load_pretrained",
+    "pretrained_skeleton",
 ]
 
 #: the backbone names :func:`load_pretrained` (and ``backbone=``) take
@@ -468,3 +469,33 @@ def load_pretrained(
     net.fc = nn.Identity()
     return PretrainedEncoder(net, res, IMAGENET_MEAN, IMAGENET_STD, trainable,
                              out_features=_RESNET_FEATURES[name], tail=("layer4",))
+
+
+def pretrained_skeleton(name: str) -> PretrainedEncoder:
+    """``load_pretrained(name)`` with random weights, reading no weights file or cache.
+
+    The architecture :meth:`skood.base.BaseDeepDetector.load` rebuilds for a
+    saved frozen encoder before loading the saved weights into it, so a file
+    loads on a machine without torchvision's cached ImageNet weights
+    ("efficientnet_lite0" still needs its architecture package).
+
+    Parameters
+    ----------
+    name : {"efficientnet_lite0", "resnet18_imagenet", "resnet50_imagenet"}
+
+    Returns
+    -------
+    PretrainedEncoder
+        Frozen, at ``DEFAULT_RESOLUTION[name]``.
+    """
+    if name not in PRETRAINED_BACKBONES:
+        raise ValueError(f"pretrained backbone must be one of {PRETRAINED_BACKBONES}; got {name!r}")
+    if name == "efficientnet_lite0":
+        sd = _lite0_architecture(DEFAULT_RESOLUTION[name]).state_dict()
+    else:
+        import torchvision
+
+        arch = (torchvision.models.resnet18 if name == "resnet18_imagenet"
+                else torchvision.models.resnet50)
+        sd = arch(weights=None).state_dict()
+    return load_pretrained(name, weights=sd)

@@ -1,0 +1,179 @@
+"""Frozen-feature mode: images with a frozen pretrained backbone train the tabular algorithm
+on the frozen encoder's features, computed once (skood.base)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from conftest import DETECTORS, tiny
+from torch import nn
+
+from skood.nn.pretrained import PretrainedEncoder
+
+#: the detectors with the mode (FeatureKNN scores encoder features directly, without it)
+FEATURE_DETECTORS = [n for n in DETECTORS if n != "FeatureKNNDetector"]
+
+
+def small_backbone(trainable: str = "none") -> PretrainedEncoder:
+    """A tiny frozen "pretrained" encoder (8-d features at 16 px), the same weights every call."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return PretrainedEncoder(body, resolution=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                             trainable=trainable)
+
+
+@torch.inference_mode()
+def features(encoder: nn.Module, images: np.ndarray) -> np.ndarray:
+    """``encoder``'s float32 features of uint8 (N, H, W) images, in one batch."""
+    return encoder.eval()(torch.from_numpy(images)[:, None].float().div_(255.0)).numpy()
+
+
+@pytest.fixture(scope="module")
+def digit_features(digit_images):
+    enc = small_backbone()
+    return features(enc, digit_images[0]), features(enc, digit_images[1])
+
+
+@pytest.fixture(scope="module")
+def fitted_feature_mode(digit_images):
+    """``get(name)``: ``tiny(name, backbone=small_backbone())`` fitted on the digit images
+    (once a module; a test must not refit or modify it)."""
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = tiny(name, backbone=small_backbone()).fit(digit_images[0])
+        return cache[name]
+
+    return get
+
+
+# ------------------------------------------------ the tabular algorithm on frozen features
+@pytest.mark.parametrize("name", FEATURE_DETECTORS)
+def test_feature_mode_is_the_tabular_fit_on_the_features(name, fitted_feature_mode,
+                                                          digit_images, digit_features):
+    det = fitted_feature_mode(name)
+    assert det.feature_mode_ and isinstance(det.feature_encoder_, PretrainedEncoder)
+    assert not det.feature_encoder_.training
+    # the user-facing facts are the images'
+    assert det.input_kind_ == "image" and det.image_shape_ == (1, 8, 8)
+    assert det.n_features_in_ == 64 and det.feature_mean_.shape == (8,)
+    ref = tiny(name).fit(digit_features[0])  # default backbone: the tabular networks
+    assert ref.input_kind_ == "tabular"
+    np.testing.assert_array_equal(det.feature_mean_, ref.feature_mean_)
+    np.testing.assert_array_equal(det.train_scores_, ref.train_scores_)
+    assert det.offset_ == ref.offset_
+    np.testing.assert_array_equal(det.score_samples(digit_images[1]),
+                                  ref.score_samples(digit_features[1]))
+    np.testing.assert_array_equal(det.predict(digit_images[1]), ref.predict(digit_features[1]))
+    with pytest.raises(ValueError, match="images of shape"):
+        det.score_samples(np.zeros((3, 9, 9), np.uint8))
+
+
+def test_frozen_encoder_runs_once_per_image_and_never_changes(digit_images):
+    bb = small_backbone()
+    before = {k: v.clone() for k, v in bb.state_dict().items()}
+    rows = []
+    # build_encoder deep-copies the backbone; the copy keeps this hook (the same function)
+    bb.backbone.register_forward_hook(lambda _m, inp, _out: rows.append(len(inp[0])))
+    det = tiny("NSADetector", backbone=bb, batch_size=32).fit(digit_images[0])
+    assert sum(rows) == len(digit_images[0])  # once per training image, at fit
+    det.score_samples(digit_images[1])
+    assert sum(rows) == len(digit_images[0]) + len(digit_images[1])
+    assert len(rows) == 2  # each in one batch (max(batch_size, 256) rows)
+    for k, v in det.feature_encoder_.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0, msg=k)
+    for k, v in bb.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0, msg=k)
+    assert not any(p.requires_grad for p in det.feature_encoder_.parameters())
+
+
+def test_a_plain_module_is_frozen_features_too(digit_images):
+    body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    det = tiny("DUMDetector", backbone=body).fit(digit_images[0][:40])
+    assert det.feature_mode_ and det.feature_encoder_.out_features == 4
+    assert all(p.requires_grad for p in body.parameters())  # the user's module is not touched
+
+
+def test_a_trainable_pretrained_encoder_fine_tunes_on_the_images(digit_images):
+    det = tiny("NSADetector", backbone=small_backbone("all")).fit(digit_images[0])
+    assert det.feature_mode_ is False and det.input_kind_ == "image"
+    assert "feature_encoder_" not in vars(det) and "feature_mean_" not in vars(det)
+    assert isinstance(det.encoder_, PretrainedEncoder)  # the network trained on the images
+    assert np.isfinite(det.score_samples(digit_images[1])).all()
+
+
+# ------------------------------------------------------------------------ persistence
+@pytest.mark.parametrize("name", FEATURE_DETECTORS)
+def test_save_load_and_pickle_in_feature_mode(name, fitted_feature_mode, digit_images,
+                                              tmp_path):
+    det = fitted_feature_mode(name)
+    expected = det.score_samples(digit_images[1])
+    path = tmp_path / "det.skood"
+    det.save(path)
+    with pytest.raises(ValueError, match="backbone"):  # a user module is not stored as code
+        type(det).load(path)
+    det2 = type(det).load(path, backbone=small_backbone())
+    assert det2.feature_mode_ and list(vars(det2)) == list(vars(det))
+    assert not det2.feature_encoder_.training
+    assert not any(p.requires_grad for p in det2.feature_encoder_.parameters())
+    np.testing.assert_array_equal(det2.score_samples(digit_images[1]), expected)
+    np.testing.assert_array_equal(det2.predict(digit_images[1]), det.predict(digit_images[1]))
+    det3 = pickle.loads(pickle.dumps(det))
+    np.testing.assert_array_equal(det3.score_samples(digit_images[1]), expected)
+
+
+# ----------------------------------------------------------------------- the real encoder
+def test_efficientnet_lite0_features(digit_images, tmp_path):
+    X_train, X_test = digit_images[0][:30], digit_images[1][-20:]
+    det = tiny("DUMDetector", backbone="efficientnet_lite0").fit(X_train)
+    assert det.feature_mode_ and det.feature_encoder_.out_features == 1280
+    assert det.feature_encoder_.resolution == (160, 160) and det.embedding_dim_ == 1281
+    scores = det.score_samples(X_test)
+    assert scores.shape == (20,) and np.isfinite(scores).all()
+    det.save(tmp_path / "lite0.skood")
+    det2 = type(det).load(tmp_path / "lite0.skood")
+    np.testing.assert_array_equal(det2.score_samples(X_test), scores)
+
+
+# ----------------------------------------------------------------------------- refits
+@pytest.mark.parametrize("name", FEATURE_DETECTORS)
+def test_tabular_refit_after_feature_mode_drops_the_encoder(name, fitted_tiny, blobs,
+                                                            digit_images):
+    det = tiny(name, backbone=small_backbone()).fit(digit_images[0])
+    assert det.feature_mode_
+    det.set_params(backbone="auto").fit(blobs[0])
+    fresh = fitted_tiny(name)
+    assert det.feature_mode_ is False and "feature_encoder_" not in vars(det)
+    assert set(vars(det)) == set(vars(fresh))
+    np.testing.assert_array_equal(det.score_samples(blobs[1]), fresh.score_samples(blobs[1]))
+
+
+def test_image_refit_without_feature_mode_drops_the_feature_statistics(digit_images):
+    det = tiny("DUMDetector", backbone=small_backbone()).fit(digit_images[0])
+    det.set_params(backbone="auto").fit(digit_images[0])
+    assert det.feature_mode_ is False
+    assert not {"feature_encoder_", "feature_mean_", "feature_scale_"} & set(vars(det))
+
+
+# --------------------------------------------------------------- per-detector specifics
+def test_distillneg_auxiliary_images_become_features(digit_images, digit_features):
+    aux = digit_images[1][-30:]
+    det = tiny("DistillNegDetector", backbone=small_backbone(), negatives=aux)
+    det.fit(digit_images[0])
+    ref = tiny("DistillNegDetector", negatives=features(small_backbone(), aux))
+    ref.fit(digit_features[0])
+    np.testing.assert_array_equal(det.score_samples(digit_images[1]),
+                                  ref.score_samples(digit_features[1]))
+
+
+def test_image_only_options_are_clear_errors_in_feature_mode(digit_images):
+    with pytest.raises(ValueError, match="frozen-feature mode"):
+        tiny("DistillNegDetector", backbone=small_backbone(),
+             negatives="rotation").fit(digit_images[0])
+    with pytest.raises(ValueError, match="two embeddings"):
+        tiny("DUMDetector", backbone=small_backbone(), encoder=nn.Flatten()).fit(digit_images[0])

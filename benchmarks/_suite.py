@@ -702,12 +702,18 @@ def sweep(tasks: Sequence[Task], detectors: Sequence[str], args: Any, out: Path,
 
 
 def select(names: Iterable[str], wanted: Sequence[str] | None, what: str) -> list[str]:
-    """Filter ``names`` by exact name or substring; a filter matching nothing is an error."""
+    """Filter ``names`` by exact name or substring; a filter matching nothing is an error.
+
+    A filter that is a name itself selects that name only ("KNN" is not also
+    "FeatureKNN"); any other filter selects every name it is a substring of.
+    """
     names = list(names)
     if not wanted:
         return names
     plain = [w for w in wanted if "(" not in w]
-    out = [n for n in names if any(w == n or w.lower() in n.lower() for w in plain)]
+    exact = {w for w in plain if w in names}
+    loose = [w.lower() for w in plain if w not in exact]
+    out = [n for n in names if n in exact or any(w in n.lower() for w in loose)]
     for w in wanted:  # variants such as "SemSAD(n_neighbors=1)" of an available detector
         if "(" in w:
             if parse_variant(w)[0] not in names:

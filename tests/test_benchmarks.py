@@ -218,6 +218,10 @@ def test_detector_variants_by_name():
             _suite.parse_variant(bad)
     assert _suite.select(["SemSAD", "KNN"], ["KNN", "SemSAD(mu=0.5)"], "detector") == [
         "KNN", "SemSAD(mu=0.5)"]
+    # an exact name selects itself only; other filters are substrings
+    names = ["SemSAD", "KNN", "FeatureKNN"]
+    assert _suite.select(names, ["KNN"], "detector") == ["KNN"]
+    assert _suite.select(names, ["knn"], "detector") == ["KNN", "FeatureKNN"]
 
 
 def test_ablation_table_verdicts():

@@ -138,7 +138,7 @@ def test_image_suite_protocols(tmp_path, data_home):
 def test_image_suite_two_workers_equal_one(tmp_path):
     # the script's tasks must unpickle in joblib's worker processes
     common = ["benchmarks/image_suite.py", "--dataset", "digits", "--classes", "0", "1",
-              "--budget", "smoke", "--detectors", "RotAuxMSP", "IsolationForest"]
+              "--budget", "smoke", "--detectors", "FeatureKNN", "IsolationForest"]
     run([*common, "--out", str(tmp_path / "serial")])
     run([*common, "--n-jobs", "2", "--out", str(tmp_path / "two")])
     rows = {}

@@ -43,18 +43,35 @@ SUITES = [
      "the paper's score."),
     ("SemSAD scored against fixed random partners (its default), inductive protocol",
      "semsad_scoring/inductive/cpu",
-     "The tabular suite's protocol, seed 0, with SemSAD's default scoring='partners', "
-     "beside IsolationForest and KNN on the same splits. The SemSAD column of the "
+     "The tabular suite's protocol, seeds 0 1 2, with SemSAD's default "
+     "scoring='partners', beside IsolationForest, KNN and FeatureKNN (kNN with "
+     "Euclidean distance on the features of the untrained MLP encoder: the "
+     "untrained-encoder reference) on the same splits. The SemSAD column of the "
      "table above is the paper's scoring='nearest' (whose scores are bit-identical "
      "to the code that made it)."),
     ("Tabular suite: ADBench classical, clean protocol (normal-only training)",
      "semsad_scoring/clean/cpu",
-     "The inductive split with the anomalies removed from the training part; seed 0; "
-     "SemSAD (scoring='partners') against IsolationForest and KNN."),
+     "The inductive split with the anomalies removed from the training part; seeds "
+     "0 1 2; SemSAD (scoring='partners') against IsolationForest, KNN and FeatureKNN "
+     "(the untrained-MLP reference)."),
     ("One-class Fashion-MNIST", "images/fashion-one-class/cpu",
      "Train on the training images of class k, test on the test set (class k "
      "normal, the other classes anomalous); baselines on raw pixels. The SemSAD "
      "column is scoring='nearest' (made before the partners default)."),
+    ("One-class Fashion-MNIST: SemSAD scored against fixed random partners (its default)",
+     "semsad_scoring/images/fashion-one-class/cpu",
+     "The splits of the table above (seed 0) with SemSAD's default scoring='partners'; "
+     "the untrained-encoder reference row (FeatureKNN) on these splits is in the "
+     "table below."),
+    ("One-class Fashion-MNIST: the untrained-encoder reference", "reference/fashion-one-class/cpu",
+     "The same splits (seed 0). FeatureKNN: kNN cosine (k=2) on the features of the "
+     "small CNN that every image detector trains, with its random initial weights and "
+     "the BatchNorm statistics of the training images: the reference every image "
+     "detector's training must beat. Baselines on raw pixels."),
+    ("One-class CIFAR-10: the untrained-encoder reference and raw-pixel baselines",
+     "reference/cifar10-one-class/cpu",
+     "Train on 1,000 training images of class k, test on 2,000 test images (class k "
+     "normal), seed 0; rows as in the Fashion-MNIST table above."),
 ]
 
 #: (heading, markdown file relative to benchmarks/results, meta.json or None): tables

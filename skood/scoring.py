@@ -93,6 +93,15 @@ def bank_subset(n: int, max_bank: int | None, seed: int) -> torch.Tensor | None:
 # Cosine neighbours (SemSAD, NSA)
 
 
+def _merge_topk(
+    best: torch.Tensor, best_idx: torch.Tensor, vals: torch.Tensor, idx: torch.Tensor, k: int,
+    largest: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best of the running ``(best, best_idx)`` and a bank block's ``(vals, idx)``."""
+    merged, pos = torch.cat([best, vals], dim=1).topk(k, dim=1, largest=largest)
+    return merged, torch.cat([best_idx, idx], dim=1).gather(1, pos)
+
+
 @torch.inference_mode()
 def knn_cosine(
     query: np.ndarray | torch.Tensor,
@@ -140,10 +149,7 @@ def knn_cosine(
             sims = q @ blk.T
             kk = min(k, sims.shape[1])
             s, i = sims.topk(kk, dim=1)
-            cand_s = torch.cat([best_s, s], dim=1)
-            cand_i = torch.cat([best_i, i + b0], dim=1)
-            best_s, pos = cand_s.topk(k, dim=1)
-            best_i = cand_i.gather(1, pos)
+            best_s, best_i = _merge_topk(best_s, best_i, s, i + b0, k, largest=True)
         out_s[q0 : q0 + len(q)] = best_s.cpu()
         out_i[q0 : q0 + len(q)] = best_i.cpu()
     return out_s, out_i
@@ -256,10 +262,7 @@ def knn_euclidean(
         for b0 in range(0, n_bank, chunk_size):
             d = torch.cdist(q, bank_t[b0 : b0 + chunk_size])
             dd, ii = d.topk(min(k, d.shape[1]), dim=1, largest=False)
-            cand_d = torch.cat([best_d, dd], dim=1)
-            cand_i = torch.cat([best_i, ii + b0], dim=1)
-            best_d, pos = cand_d.topk(k, dim=1, largest=False)
-            best_i = cand_i.gather(1, pos)
+            best_d, best_i = _merge_topk(best_d, best_i, dd, ii + b0, k, largest=False)
         out_d[q0 : q0 + len(q)] = best_d.float().cpu()
         out_i[q0 : q0 + len(q)] = best_i.cpu()
     return out_d, out_i

@@ -57,6 +57,9 @@ BUDGETS = ("smoke", "cpu", "gpu")
 LABELLED = ("RotAuxMSP",)
 #: epochs of PyOD's deep baselines per budget
 _PYOD_EPOCHS = {"smoke": 1, "cpu": 20, "gpu": 100}
+#: where the frozen pretrained encoders of image runs keep each image's features
+#: (``PretrainedEncoder(cache_dir=...)``), shared by every sweep and worker; local, not committed
+FEATURE_CACHE = Path(__file__).resolve().parent / "cache" / "features"
 
 
 @dataclass(frozen=True)
@@ -310,6 +313,8 @@ def run_one(task: Task, detector: str, seed: int, budget: str, threads: int | No
         X_tr, X_te = _flat(X_tr), _flat(X_te)
     n_features = int(np.prod(np.shape(X_tr)[1:]))
     det = make_detector(detector, seed, budget, task.kind, n_features)
+    if task.kind == "image":
+        _cache_pretrained_features(det)
     row = {"dataset": task.name, "detector": detector, "seed": seed, "budget": budget,
            "n_train": len(X_tr), "n_test": len(X_te), "error": ""}
     try:
@@ -334,6 +339,86 @@ def run_one(task: Task, detector: str, seed: int, budget: str, threads: int | No
         cuda_peak_mib=mem.cuda_peak_mib,
     )
     return row
+
+
+def _cache_pretrained_features(det: Any) -> None:
+    """Give a detector whose ``backbone`` names a pretrained encoder that encoder with the
+    sweep's feature cache (:data:`FEATURE_CACHE`): the same frozen features, each image's
+    extracted once over all runs. The run's name and key keep the plain name."""
+    params = det.get_params(deep=False) if hasattr(det, "get_params") else {}
+    name = params.get("backbone")
+    if not isinstance(name, str):
+        return
+    from skood.nn.pretrained import PRETRAINED_BACKBONES, load_pretrained
+
+    if name in PRETRAINED_BACKBONES:
+        det.set_params(backbone=load_pretrained(name, cache_dir=FEATURE_CACHE))
+
+
+def pretrained_backbones(detectors: Iterable[str]) -> list[str]:
+    """The pretrained encoders named by ``backbone=`` in the detector variants, in order."""
+    from skood.nn.pretrained import PRETRAINED_BACKBONES
+
+    names: list[str] = []
+    for d in detectors:
+        bb = parse_variant(d)[1].get("backbone")
+        if isinstance(bb, str) and bb in PRETRAINED_BACKBONES and bb not in names:
+            names.append(bb)
+    return names
+
+
+def _extract_features(task: Task, seed: int, backbone: str,
+                      threads: int | None) -> tuple[int, float]:
+    """Pass one task's training and test images through ``backbone`` with the feature cache
+    (the images' path through a detector: fit, then score); returns (images, seconds)."""
+    import torch
+
+    from skood import FeatureKNNDetector
+    from skood.nn.pretrained import load_pretrained
+
+    if threads:
+        torch.set_num_threads(threads)
+    X_tr, _, X_te, _ = task.build(seed)
+    det = FeatureKNNDetector(backbone=load_pretrained(backbone, cache_dir=FEATURE_CACHE))
+    t0 = time.perf_counter()
+    det.fit(X_tr).score_samples(X_te)
+    return len(X_tr) + len(X_te), time.perf_counter() - t0
+
+
+def warm_feature_cache(tasks: Sequence[Task], detectors: Sequence[str], seeds: Sequence[int],
+                       n_jobs: int = 1) -> dict[str, dict]:
+    """Extract, before the runs, the features every pretrained-backbone run will read.
+
+    For each encoder of :func:`pretrained_backbones`, every task's images go
+    through it once (cached in :data:`FEATURE_CACHE`), so the runs' fit and
+    score times are the detectors' own and the extraction is measured on its
+    own. Returns per encoder: images passed, features computed (not cached
+    before), seconds (summed over workers) and milliseconds per computed image.
+    """
+    from joblib import Parallel, delayed
+
+    from skood.nn.pretrained import load_pretrained
+
+    threads = max(1, (os.cpu_count() or 1) // max(1, n_jobs)) if n_jobs != 1 else None
+    out = {}
+    for bb in pretrained_backbones(detectors):
+        folder = FEATURE_CACHE / load_pretrained(bb).fingerprint()
+        before = sum(1 for _ in folder.glob("*/*.npy")) if folder.exists() else 0
+        done = Parallel(n_jobs=n_jobs)(delayed(_extract_features)(t, s, bb, threads)
+                                       for t in tasks if t.kind == "image" for s in seeds)
+        computed = sum(1 for _ in folder.glob("*/*.npy")) - before if folder.exists() else 0
+        seconds = float(sum(t for _, t in done))
+        per_image = round(1000 * seconds / computed, 1) if computed else None
+        out[bb] = {"images_passed": int(sum(n for n, _ in done)), "features_computed": computed,
+                   "seconds": round(seconds, 1), "threads_per_worker": threads or torch_threads(),
+                   "ms_per_computed_image": per_image}
+    return out
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _identity(detector: str, seed: int, budget: str, kind: str) -> dict:

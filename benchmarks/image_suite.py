@@ -28,10 +28,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from _image_tasks import DATASETS, image_tasks
-from _suite import available_detectors, select, sweep, sweep_arguments
+from _suite import available_detectors, select, sweep, sweep_arguments, warm_feature_cache
 from tabular_suite import default_data_home
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,9 +56,24 @@ def main(argv=None) -> None:
     dets = select(available_detectors(), args.detectors, "detector")
     metric = args.metric or ("ap" if args.protocol == "holdout" else "auroc")
     out = args.out / f"{args.dataset}-{args.protocol}" / args.budget
+    if not args.report_only:
+        record_extraction(out, warm_feature_cache(tasks, dets, args.seeds, args.n_jobs))
     _, table = sweep(tasks, dets, args, out, "benchmarks/image_suite.py", argv, metric=metric)
     print(table)
     print(f"\nwritten to {out}")
+
+
+def record_extraction(out: Path, measured: dict) -> None:
+    """Keep in ``out/features.json`` the extraction cost of each pretrained encoder, as
+    measured by the last call that computed features (a fully cached re-run keeps it)."""
+    path = out / "features.json"
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    new = {bb: m for bb, m in measured.items() if m["features_computed"]}
+    if new:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**kept, **new}, indent=1) + "\n")
+    for bb, m in measured.items():
+        print(f"{bb}: {m['features_computed']} features computed, {m['seconds']} s", flush=True)
 
 
 if __name__ == "__main__":

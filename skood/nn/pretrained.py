@@ -47,6 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .feature_cache import FeatureCache, module_fingerprint
+
 __all__ = [
     "DEFAULT_RESOLUTION",
     "IMAGENET_MEAN",
@@ -155,6 +157,14 @@ class PretrainedEncoder(nn.Module):
         Names (as in ``backbone.named_modules()``) of the submodules
         ``trainable="last"`` unfreezes; by default the last direct child of
         ``backbone`` that holds parameters.
+    cache_dir : str or os.PathLike, optional
+        Keep the features of every image seen under this directory
+        (:class:`~skood.nn.feature_cache.FeatureCache`, keyed by the image's
+        bytes and a fingerprint of the encoder) and read them back instead of
+        recomputing them: a grid search or a benchmark sweep over detectors
+        with this frozen encoder then extracts each image's features once.
+        Used only while no parameter requires a gradient (frozen); a
+        trainable encoder computes its features every time.
 
     Attributes
     ----------
@@ -185,6 +195,7 @@ class PretrainedEncoder(nn.Module):
         trainable: str = "none",
         out_features: int | None = None,
         tail: Sequence[str] | None = None,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(backbone, nn.Module):
@@ -196,6 +207,7 @@ class PretrainedEncoder(nn.Module):
         self.register_buffer("mean", _channel_stats(mean, "mean"))
         self.register_buffer("std", _channel_stats(std, "std"))
         self.trainable = trainable
+        self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
         self.tail = self._resolve_tail(tail)
         self._set_requires_grad(trainable)
         self.train(self.training)
@@ -238,12 +250,16 @@ class PretrainedEncoder(nn.Module):
         return any(p.requires_grad for p in self.backbone.parameters())
 
     # ------------------------------------------------------------ forward
-    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _check_images(x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] not in (1, 3):
             raise ValueError(
                 "PretrainedEncoder takes images (N, C, H, W) with C = 1 (grey) or 3 (RGB); got "
                 f"a tensor of shape {tuple(x.shape)}"
             )
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_images(x)
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
         elif not x.is_floating_point():
@@ -269,10 +285,27 @@ class PretrainedEncoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features (N, ``out_features``) of images (N, C, H, W) in [0, 1]."""
+        """Pooled features (N, ``out_features``) of images (N, C, H, W) in [0, 1].
+
+        With ``cache_dir`` and a frozen backbone, the features of images seen
+        before are read from the cache (float32) and only the others computed.
+        """
+        self._check_images(x)
+        cache = getattr(self, "cache_dir", None)  # an encoder pickled before the cache existed
+        if cache is not None and not self._any_trainable():
+            return FeatureCache(cache).features(self.fingerprint(), x, self._features)
+        return self._features(x)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
         x = self._prepare(x)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self._any_trainable()):
             return self._pool(self.backbone(x))
+
+    def fingerprint(self) -> str:
+        """A hash of what decides the features: the backbone's class and weights (and
+        BatchNorm statistics), the resolution and the input normalisation."""
+        bb = type(self.backbone)
+        return module_fingerprint(self, f"{bb.__module__}.{bb.__qualname__}", self.resolution)
 
     def _infer_out_features(self) -> int:
         p = next(self.backbone.parameters(), None)
@@ -281,14 +314,16 @@ class PretrainedEncoder(nn.Module):
         self.eval()
         try:
             with torch.no_grad():
-                f = self.forward(torch.zeros(1, 3, *self.resolution, device=device))
+                f = self._features(torch.zeros(1, 3, *self.resolution, device=device))
         finally:
             self.train(was_training)
         return int(f.shape[1])
 
     def extra_repr(self) -> str:
+        cache = getattr(self, "cache_dir", None)
         return (f"resolution={self.resolution}, trainable={self.trainable!r}, "
-                f"out_features={getattr(self, 'out_features', None)}")
+                f"out_features={getattr(self, 'out_features', None)}"
+                + ("" if cache is None else f", cache_dir={cache!r}"))
 
 
 def _freeze_modes(module: nn.Module) -> None:
@@ -398,6 +433,7 @@ def load_pretrained(
     resolution: int | Sequence[int] | None = None,
     trainable: str = "none",
     weights: str | os.PathLike | Mapping[str, torch.Tensor] | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> PretrainedEncoder:
     """Build a :class:`PretrainedEncoder` of a named ImageNet backbone.
 
@@ -422,6 +458,10 @@ def load_pretrained(
         The backbone's ImageNet classifier state_dict (a file loaded with
         ``torch.load(weights_only=True)``, or a mapping) instead of the
         default source.
+    cache_dir : str or os.PathLike, optional
+        Directory where the frozen encoder keeps the features of the images it
+        has seen (see :class:`PretrainedEncoder`); pass the encoder as a
+        detector's ``backbone`` to extract each image once across many fits.
 
     Returns
     -------
@@ -459,7 +499,7 @@ def load_pretrained(
         body = _LiteFeatures(net)
         tail = (f"net._blocks.{len(net._blocks) - 1}", "net._conv_head", "net._bn1")
         return PretrainedEncoder(body, res, _LITE_MEAN, _LITE_STD, trainable,
-                                 out_features=1280, tail=tail)
+                                 out_features=1280, tail=tail, cache_dir=cache_dir)
     import torchvision
 
     sd = _torchvision_state_dict(name) if weights is None else _read_weights(weights)
@@ -468,7 +508,8 @@ def load_pretrained(
     _load_into(net, sd, name)
     net.fc = nn.Identity()
     return PretrainedEncoder(net, res, IMAGENET_MEAN, IMAGENET_STD, trainable,
-                             out_features=_RESNET_FEATURES[name], tail=("layer4",))
+                             out_features=_RESNET_FEATURES[name], tail=("layer4",),
+                             cache_dir=cache_dir)
 
 
 def pretrained_skeleton(name: str) -> PretrainedEncoder:

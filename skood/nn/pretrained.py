@@ -207,7 +207,7 @@ class PretrainedEncoder(nn.Module):
         self.register_buffer("mean", _channel_stats(mean, "mean"))
         self.register_buffer("std", _channel_stats(std, "std"))
         self.trainable = trainable
-        self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
+        self.cache_dir = None if cache_dir is None else os.path.expanduser(os.fspath(cache_dir))
         self.tail = self._resolve_tail(tail)
         self._set_requires_grad(trainable)
         self.train(self.training)

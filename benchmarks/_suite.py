@@ -395,6 +395,7 @@ def warm_feature_cache(tasks: Sequence[Task], detectors: Sequence[str], seeds: S
     own. Returns per encoder: images passed, features computed (not cached
     before), seconds (summed over workers) and milliseconds per computed image.
     """
+    import torch
     from joblib import Parallel, delayed
 
     from skood.nn.pretrained import load_pretrained
@@ -410,15 +411,10 @@ def warm_feature_cache(tasks: Sequence[Task], detectors: Sequence[str], seeds: S
         seconds = float(sum(t for _, t in done))
         per_image = round(1000 * seconds / computed, 1) if computed else None
         out[bb] = {"images_passed": int(sum(n for n, _ in done)), "features_computed": computed,
-                   "seconds": round(seconds, 1), "threads_per_worker": threads or torch_threads(),
+                   "seconds": round(seconds, 1),
+                   "threads_per_worker": threads or torch.get_num_threads(),
                    "ms_per_computed_image": per_image}
     return out
-
-
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def _identity(detector: str, seed: int, budget: str, kind: str) -> dict:

@@ -73,6 +73,10 @@ class TensorLoader:
     generator : torch.Generator, optional
         CPU generator for the permutation (reproducible data order, the same
         on every device).
+    min_batch : int, default=2
+        A last batch of fewer samples is dropped, unless it is the epoch's
+        only batch (BatchNorm cannot train on one sample; DUM's sets need
+        whole sets).
 
     Yields
     ------
@@ -80,7 +84,7 @@ class TensorLoader:
     on the device of ``dataset.X``. The epoch's permutation is drawn on the
     CPU and copied to that device once (asynchronously), so slicing a batch
     needs no host-device transfer.
-    A last batch of a single sample is dropped (BatchNorm cannot train on it).
+    A last batch smaller than ``min_batch`` is dropped.
     """
 
     def __init__(
@@ -89,12 +93,14 @@ class TensorLoader:
         batch_size: int = 128,
         shuffle: bool = False,
         generator: torch.Generator | None = None,
+        min_batch: int = 2,
         **_: Any,
     ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
+        self.min_batch = min_batch
 
     def _n(self) -> int:
         return len(self.dataset.X)
@@ -102,7 +108,9 @@ class TensorLoader:
     def __len__(self) -> int:
         n, b = self._n(), self.batch_size
         full, rest = divmod(n, b)
-        return full + (1 if rest >= 2 or (full == 0 and rest > 0) else 0)
+        if full == 0:
+            return 1 if rest > 0 else 0
+        return full + (1 if rest >= self.min_batch else 0)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         X = self.dataset.X
@@ -114,7 +122,7 @@ class TensorLoader:
         order = order.to(X.device, non_blocking=True)
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
-            if len(idx) < 2 and start > 0:
+            if start > 0 and len(idx) < self.min_batch:
                 break
             yield X[idx], idx
 

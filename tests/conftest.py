@@ -19,7 +19,7 @@ TINY: dict[str, dict] = {
     "NSADetector": {"max_epochs": 2},
     "DistillNegDetector": {"max_epochs": 1, "n_soft_classes": 64, "head_hidden_dim": 32,
                            "n_local_crops": 2, "batch_size": 32},
-    "DUMDetector": {"dum_epochs": 2, "encoder_epochs": 1},
+    "DUMDetector": {"dum_epochs": 10, "encoder_epochs": 1},
     "RotAuxMSPDetector": {"max_epochs": 2, "batch_size": 64},
     "FeatureKNNDetector": {},
 }

@@ -114,19 +114,40 @@ def test_variants_run(blobs, kw):
 
 
 def test_bad_parameters(blobs):
-    with pytest.raises(ValueError, match="needs at least 4 training samples; got n_samples = 3"):
-        tiny().fit(np.ones((3, 8)))  # a set of m = 2 and its anchor, twice
+    with pytest.raises(ValueError, match="needs at least 8 training samples; got n_samples = 3"):
+        tiny().fit(np.ones((3, 8)))  # one set of 2m with the default m = 4
+    tiny(set_size=None).fit(np.random.RandomState(0).rand(4, 8))  # m = 2: one set of 4
     X = blobs[0][:40]
     with pytest.raises(ValueError, match="set_size"):
         tiny(set_size=1).fit(X)  # m = 1 is trivial (paper section 3)
     with pytest.raises(ValueError, match="needs 32 samples per minibatch"):
-        tiny(objective="infonce", batch_size=16).fit(X)
+        tiny(objective="infonce", set_size=None, batch_size=16).fit(X)
     with pytest.raises(ValueError, match="needs 16 samples per minibatch"):
         tiny(set_size=8, batch_size=8).fit(X)
     with pytest.raises(ValueError, match="score_norm"):
         tiny(score_norm="max").fit(X)
     with pytest.raises(ValueError, match="encoder is for image input"):
         tiny(encoder=nn.Flatten()).fit(X)
+    for backbone in ("cnn", "mlp"):  # tabular g is the identity: no encoder to choose
+        with pytest.raises(ValueError, match=f"backbone='{backbone}' is for images"):
+            tiny(backbone=backbone).fit(X)
+
+
+def test_every_step_sees_whole_sets_of_one_size(blobs):
+    # 70 rows, batch 32, m = 4: batches of 32, 32 and 6 rows; the last holds no whole set of
+    # 2m = 8 and is dropped instead of being trained as a set of m = 3
+    det = tiny(batch_size=32, dum_epochs=2).fit(blobs[0][:70])
+    sizes = [[b["train_batch_size"] for b in e["batches"]] for e in det.history_["dum"]]
+    assert sizes == [[32, 32]] * 2
+    # a last batch of 14 rows trains its one whole set of 8
+    det = tiny(batch_size=32, dum_epochs=1).fit(blobs[0][:78])
+    assert [b["train_batch_size"] for b in det.history_["dum"][-1]["batches"]] == [32, 32, 14]
+    # set_size=None (one set per batch of 32, m = 16): a partial batch is dropped
+    det = tiny(batch_size=32, set_size=None, dum_epochs=1).fit(blobs[0][:78])
+    assert [b["train_batch_size"] for b in det.history_["dum"][-1]["batches"]] == [32, 32]
+    # fewer rows than a batch: one batch of them all
+    det = tiny(batch_size=64, dum_epochs=1, set_size=None).fit(blobs[0][:40])
+    assert [b["train_batch_size"] for b in det.history_["dum"][-1]["batches"]] == [40]
 
 
 def test_grid_search(one_class_folds):

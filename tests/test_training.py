@@ -51,6 +51,12 @@ def test_tensor_loader_draws_the_cpu_permutation_and_slices_on_the_data_device()
     # a last batch of one sample is dropped
     nine = TensorLoader(SimpleNamespace(X=X[:9]), batch_size=4)
     assert [len(i) for _, i in nine] == [4, 4] and len(nine) == 2
+    # min_batch: a shorter last batch is dropped, unless it is the only one
+    ten = TensorLoader(SimpleNamespace(X=X), batch_size=4, min_batch=3)
+    assert [len(i) for _, i in ten] == [4, 4] and len(ten) == 2
+    assert len(list(TensorLoader(SimpleNamespace(X=X[:7]), batch_size=4, min_batch=3))) == 2
+    three = TensorLoader(SimpleNamespace(X=X[:3]), batch_size=4, min_batch=4)
+    assert [len(i) for _, i in three] == [3] and len(three) == 1
 
 
 # --------------------------------------------------------------------------

@@ -129,8 +129,11 @@ class DUMNet(SkoodNet):
     frozen callable ``embed`` = g and cut into consecutive sets of 2m samples
     (m = ``set_size``; None: one set per batch for "literal"); f1
     (``module``) predicts the log-variances and
-    :func:`~skood.nn.losses.dum_set_loss` is the objective. A batch too small
-    for it (the last, partial batch of an epoch) contributes no gradient.
+    :func:`~skood.nn.losses.dum_set_loss` is the objective. m is fixed for the
+    whole fit (None: half of ``batch_size`` for "literal"): the last, partial
+    batch of an epoch trains the whole sets it holds, and is dropped when it
+    holds none (``iterator_train__min_batch``), so every optimiser step sees
+    sets of the same size.
     """
 
     def __init__(
@@ -145,6 +148,9 @@ class DUMNet(SkoodNet):
         normalize_means: bool = True,
         **kwargs: Any,
     ) -> None:
+        m = set_size or (kwargs.get("batch_size", 128) // 2 if objective == "literal"
+                         else _INFONCE_SET_SIZE)
+        kwargs.setdefault("iterator_train__min_batch", 2 * m * (1 if objective == "literal" else 2))
         super().__init__(module, *args, **kwargs)
         self.embed = embed
         self.augment = augment
@@ -153,10 +159,11 @@ class DUMNet(SkoodNet):
         self.temperature = temperature
         self.normalize_means = normalize_means
 
-    def set_size_for(self, batch: int) -> int:
+    def resolved_set_size(self) -> int:
+        """m: ``set_size``, or (None) half of ``batch_size`` for "literal", 8 for "infonce"."""
         if self.set_size is not None:
             return self.set_size
-        return batch // 2 if self.objective == "literal" else _INFONCE_SET_SIZE
+        return self.batch_size // 2 if self.objective == "literal" else _INFONCE_SET_SIZE
 
     def compute_loss(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         if self.augment is not None:
@@ -164,7 +171,7 @@ class DUMNet(SkoodNet):
         with torch.no_grad():
             z = self.embed(x)
         log_var = self.module_(z)
-        m = self.set_size_for(len(x))
+        m = self.resolved_set_size()
         need = 2 * m if self.objective == "literal" else 4 * m
         if m < 2 or len(x) < need:
             return (0.0 * log_var).sum()
@@ -232,24 +239,32 @@ class DUMDetector(BaseDeepDetector):
     but writes no InfoNCE, not as a detector.
 
     The defaults are skood's CPU budget; ``DUMDetector.from_preset("paper")``
-    gives the paper's (f1 of 3 x 4096 units, ResNet-18 SimCLR for images).
+    gives the paper's: diagonal covariances, the raw PoE means of its written
+    objective, set members not augmented (its tabular experiments fit f1 on
+    the rows themselves; pass ``augment=True`` for its image objective's
+    :math:`t_i`), f1 of 3 x 4096 units, batch 256, ResNet-18 SimCLR for
+    images.
 
     Parameters
     ----------
     objective : {"literal", "infonce"}, default="literal"
         The paper's written set objective, or InfoNCE over sets.
-    set_size : int or None, default=None
-        m, half a set (m >= 2). None: one set per minibatch for "literal",
-        8 for "infonce".
+    set_size : int or None, default=4
+        m, half a set (m >= 2); a minibatch holds ``batch_size / (2m)`` sets
+        (32 at the defaults). None: one set per minibatch for "literal" (the
+        paper's reading: m = 128 at its batch of 256), 8 for "infonce". Many
+        small sets per step give the variances a direction that holds across
+        seeds (``benchmarks/dum_orientation.py``); one set per minibatch
+        leaves the step's gradient to the chance of one split.
     temperature : float, default=0.07
         Temperature of the "infonce" objective (paper: 0.07).
     normalize_means : bool, default=True
         L2-normalise the PoE means before their dot product (skood's
         default; the paper's written objective has the raw means, ``False``).
-    covariance : {"isotropic", "diagonal"}, default="isotropic"
-        f1 predicts one variance per sample, :math:`\sigma^2(x) I`
-        (skood's default), or one per embedding dimension,
-        :math:`\mathrm{diag}\,\sigma^2(x)` (paper).
+    covariance : {"isotropic", "diagonal"}, default="diagonal"
+        f1 predicts one variance per embedding dimension,
+        :math:`\mathrm{diag}\,\sigma^2(x)` (paper), or one per sample,
+        :math:`\sigma^2(x) I`.
     hidden_width : int, default=256
         Width of f1's hidden layers (paper: 4096).
     n_layers : int, default=3
@@ -279,12 +294,12 @@ class DUMDetector(BaseDeepDetector):
     backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, pretrained name or nn.Module, \
             default="auto"
         SimCLR encoder, images only (paper: ResNet-18/34); a frozen
-        pretrained encoder: see above.
-    batch_size : int or "auto", default="auto"
-        Minibatch of the DUM phase (paper: 256; with the default set size
-        one minibatch is one set). "auto": 256 for images (larger sets gave
-        better variances there) and 64 for tabular rows (small tabular sets
-        take too few optimiser steps at 256 within a short budget).
+        pretrained encoder: see above. Tabular data takes only "auto" (g is
+        the identity there, no encoder is trained; another value raises a
+        ValueError).
+    batch_size : int, default=256
+        Minibatch of the DUM phase (paper: 256), cut into sets of 2m; a
+        training set smaller than a minibatch is one minibatch.
     encoder_batch_size : int, default=64
         SimCLR minibatch (paper: 128).
     lr : float, default=1e-3
@@ -330,7 +345,7 @@ class DUMDetector(BaseDeepDetector):
 
     _parameter_constraints: ClassVar[dict] = {
         **BaseDeepDetector._parameter_constraints,
-        "batch_size": [Interval(Integral, 2, None, closed="left"), StrOptions({"auto"})],
+        "batch_size": [Interval(Integral, 2, None, closed="left")],
         "objective": [StrOptions({"literal", "infonce"})],
         "set_size": [Interval(Integral, 2, None, closed="left"), None],
         "temperature": [Interval(Real, 0, None, closed="neither")],
@@ -354,6 +369,9 @@ class DUMDetector(BaseDeepDetector):
     _frozen_feature_mode: ClassVar[bool] = True  # see skood.base
     _presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {
+            "covariance": "diagonal",
+            "normalize_means": False,
+            "augment": False,
             "hidden_width": 4096,
             "n_layers": 3,
             "dum_epochs": 100,
@@ -370,10 +388,10 @@ class DUMDetector(BaseDeepDetector):
         self,
         *,
         objective: str = "literal",
-        set_size: int | None = None,
+        set_size: int | None = 4,
         temperature: float = 0.07,
         normalize_means: bool = True,
-        covariance: str = "isotropic",
+        covariance: str = "diagonal",
         hidden_width: int = 256,
         n_layers: int = 3,
         max_log_var: float = 5.0,
@@ -385,7 +403,7 @@ class DUMDetector(BaseDeepDetector):
         dum_epochs: int = 100,
         encoder_epochs: int = 10,
         backbone: str = "auto",
-        batch_size: int | str = "auto",
+        batch_size: int = 256,
         encoder_batch_size: int = 64,
         lr: float = 1e-3,
         encoder_lr: float = 1e-3,
@@ -435,15 +453,9 @@ class DUMDetector(BaseDeepDetector):
     def _min_samples(self) -> int:
         return self._samples_per_batch()
 
-    def _dum_batch_size(self) -> int:
-        """``batch_size``, with "auto" resolved by the input kind (set in fit)."""
-        if self.batch_size != "auto":
-            return int(self.batch_size)
-        return 256 if self._trains_on_images else 64
-
     def _check_batch(self, n: int) -> None:
         need = self._samples_per_batch()
-        bs = self._dum_batch_size()
+        bs = self.batch_size
         if min(bs, n) < need:
             m = self.set_size or (_INFONCE_SET_SIZE if self.objective == "infonce" else 2)
             raise ValueError(
@@ -471,6 +483,12 @@ class DUMDetector(BaseDeepDetector):
             self.encoder_ = self._image_embedding(data, seed)
             augment = SimCLRAugment() if self.augment else None
         else:
+            if self._net_backbone != "auto":
+                raise ValueError(
+                    f"DUMDetector trains no encoder for tabular data (g is the identity on the "
+                    f"scaled features, lifted onto the sphere); backbone={self.backbone!r} is for "
+                    "images. Pass backbone='auto' for tabular data."
+                )
             if self.encoder is not None:
                 raise ValueError(
                     "encoder is for image input (an nn.Module mapping (N, C, H, W) images "
@@ -494,7 +512,8 @@ class DUMDetector(BaseDeepDetector):
             objective=self.objective,
             temperature=self.temperature,
             normalize_means=self.normalize_means,
-            name="DUM", max_epochs=self.dum_epochs, batch_size=self._dum_batch_size(),
+            name="DUM", max_epochs=self.dum_epochs,
+            batch_size=min(self.batch_size, len(Xs)),
             lr=self.lr, device=dev, seed=seed_stream(seed, "dum_variance_net"),
             verbose=self.verbose,
         )
@@ -560,7 +579,7 @@ class DUMDetector(BaseDeepDetector):
         """Predicted log-variances :math:`\\log\\sigma^2(x)` of f1, shape (n, d)."""
         embed = _UnitEmbedding(self.encoder_)
         return self._map_batches(lambda x: self.variance_net_(embed(x)), Xs,
-                                 batch_size=max(self._dum_batch_size(), 256))
+                                 batch_size=max(self.batch_size, 256))
 
     def _score_store(self, Xs: torch.Tensor) -> np.ndarray:
         return -variance_norm(self._log_variance(Xs), self.score_norm).numpy()

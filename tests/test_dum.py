@@ -212,3 +212,11 @@ def test_transductive_wbc_beats_chance(data_home):
     auroc = roc_auc_score(y, -det.train_scores_)  # y: 1 = anomaly
     assert auroc > 0.8, auroc  # chance is 0.5
 
+
+
+def test_covariance_auto_is_diagonal_on_tables_and_isotropic_on_images(fitted_tiny, blobs,
+                                                                        digit_images):
+    var = fitted_tiny("DUMDetector").predict_variance(blobs[1][:20])
+    assert var.shape == (20, 9) and not np.allclose(var, var[:, :1])  # one per dimension
+    var = fitted_tiny("DUMDetector", "images").predict_variance(digit_images[1][:20])
+    assert np.allclose(var, var[:, :1])  # one per sample

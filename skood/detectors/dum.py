@@ -233,7 +233,14 @@ class DUMDetector(BaseDeepDetector):
     The literal objective gives outliers large variances: the halves of a
     set are random, so f1 can only make the PoE mean of *any* half point
     where the whole set's mean points, i.e. weight rows near the common
-    direction. The InfoNCE variant rewards the opposite (a random set is told
+    direction. In expectation over the split, :math:`\lVert\mu_{1:m} -
+    \mu_{1:2m}\rVert^2` is, to first order, the variance of a weighted mean
+    (the normalised means' dot product is 1 minus half of it), smallest for
+    the inverse-variance weights :math:`w_i \propto 1 / \lVert z_i - c
+    \rVert^2` (c the set's centre): the optimum ranks rows by their distance
+    to the centre of the embeddings. One split per step estimates that
+    expectation poorly; many small sets per step (``set_size=4``) estimate
+    it well. The InfoNCE variant rewards the opposite (a random set is told
     apart from others by its most unusual members), so its score comes out
     inverted: it is offered because the paper quotes a temperature of 0.07
     but writes no InfoNCE, not as a detector.
@@ -261,10 +268,15 @@ class DUMDetector(BaseDeepDetector):
     normalize_means : bool, default=True
         L2-normalise the PoE means before their dot product (skood's
         default; the paper's written objective has the raw means, ``False``).
-    covariance : {"isotropic", "diagonal"}, default="diagonal"
+    covariance : {"auto", "isotropic", "diagonal"}, default="auto"
         f1 predicts one variance per embedding dimension,
         :math:`\mathrm{diag}\,\sigma^2(x)` (paper), or one per sample,
-        :math:`\sigma^2(x) I`.
+        :math:`\sigma^2(x) I`. "auto": diagonal for tabular rows (g the
+        identity on the features, as in the paper's tabular experiments),
+        isotropic for images, whose embeddings (the trained encoder's, or
+        a pretrained encoder's hundreds of features) give noisy
+        per-dimension variances from a few thousand training images (README,
+        DUMDetector).
     hidden_width : int, default=256
         Width of f1's hidden layers (paper: 4096).
     n_layers : int, default=3
@@ -350,7 +362,7 @@ class DUMDetector(BaseDeepDetector):
         "set_size": [Interval(Integral, 2, None, closed="left"), None],
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "normalize_means": ["boolean"],
-        "covariance": [StrOptions({"isotropic", "diagonal"})],
+        "covariance": [StrOptions({"auto", "isotropic", "diagonal"})],
         "hidden_width": [Interval(Integral, 1, None, closed="left")],
         "n_layers": [Interval(Integral, 0, None, closed="left")],
         "max_log_var": [Interval(Real, 0, None, closed="neither")],
@@ -391,7 +403,7 @@ class DUMDetector(BaseDeepDetector):
         set_size: int | None = 4,
         temperature: float = 0.07,
         normalize_means: bool = True,
-        covariance: str = "diagonal",
+        covariance: str = "auto",
         hidden_width: int = 256,
         n_layers: int = 3,
         max_log_var: float = 5.0,
@@ -453,6 +465,12 @@ class DUMDetector(BaseDeepDetector):
     def _min_samples(self) -> int:
         return self._samples_per_batch()
 
+    def _isotropic(self) -> bool:
+        """Whether f1 predicts one variance per sample ("auto" resolved by the input kind)."""
+        if self.covariance == "auto":
+            return getattr(self, "input_kind_", "tabular") == "image"
+        return self.covariance == "isotropic"
+
     def _check_batch(self, n: int) -> None:
         need = self._samples_per_batch()
         bs = self.batch_size
@@ -503,7 +521,7 @@ class DUMDetector(BaseDeepDetector):
         self.embedding_dim_ = int(dim)
         with fit_rng():  # initial weights from the fit's generators
             f1 = DUMVarianceMLP(dim, self.hidden_width, self.n_layers, self.max_log_var,
-                                isotropic=self.covariance == "isotropic")
+                                isotropic=self._isotropic())
         net = DUMNet(
             f1,
             embed=_UnitEmbedding(self.encoder_),
@@ -615,5 +633,5 @@ class DUMDetector(BaseDeepDetector):
             model = ContrastiveModel(build_encoder(self._net_backbone, shape), self.projection_dim)
             g = FeatureView(model) if self.embedding == "features" else model
         f1 = DUMVarianceMLP(self.embedding_dim_, self.hidden_width, self.n_layers,
-                            self.max_log_var, isotropic=self.covariance == "isotropic")
+                            self.max_log_var, isotropic=self._isotropic())
         return {"encoder_": g, "variance_net_": f1}

@@ -93,6 +93,7 @@ SUITES = [
 #: a script writes whole; a file without meta.json names its own command
 TABLES = [
     ("DUM vs IsolationForest and LOF: the paper's tabular table", "dum_tabular.md", None),
+    ("DUM: score orientation across seeds", "dum_orientation/table.md", None),
     ("RotAuxMSP: hold-one-class-out Fashion-MNIST", "rotaux_holdout/table.md", None),
     ("Speed and memory", "speed/cpu/speed.md", "speed/cpu/meta.json"),
     ("Scale: the largest ADBench files, all rows (fit and score minutes, peak memory)",

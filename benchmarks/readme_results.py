@@ -49,6 +49,12 @@ SUITES = [
      "untrained-encoder reference) on the same splits. The SemSAD column of the "
      "table above is the paper's scoring='nearest' (whose scores are bit-identical "
      "to the code that made it)."),
+    ("DUM with many small sets per step (its defaults since 5265f4a), inductive protocol",
+     "dum_quality/inductive/cpu",
+     "The tabular suite's protocol, seeds 0 1 2, with DUM's current defaults (sets of "
+     "m = 4, 32 per minibatch of 256, diagonal covariances on tabular rows) beside "
+     "IsolationForest and KNN on the same splits. The DUM column of the suite's table "
+     "above is the old default (one set per minibatch of 64, isotropic)."),
     ("Tabular suite: ADBench classical, clean protocol (normal-only training)",
      "semsad_scoring/clean/cpu",
      "The inductive split with the anomalies removed from the training part; seeds "

@@ -69,6 +69,12 @@ SUITES = [
      "The splits of the table above (seed 0) with SemSAD's default scoring='partners'; "
      "the untrained-encoder reference row (FeatureKNN) on these splits is in the "
      "table below."),
+    ("One-class Fashion-MNIST: DUM with many small sets per step (its defaults since 5265f4a)",
+     "dum_quality/fashion-one-class/cpu",
+     "The splits of the table above (seed 0) with DUM's current defaults (sets of "
+     "m = 4, 32 per minibatch of 256, isotropic covariances on image embeddings). The "
+     "DUM column of the first one-class table is the old default (one set per "
+     "minibatch of 64)."),
     ("One-class Fashion-MNIST: the untrained-encoder reference", "reference/fashion-one-class/cpu",
      "The same splits (seed 0). FeatureKNN: kNN cosine (k=2) on the features of the "
      "small CNN that every image detector trains, with its random initial weights and "

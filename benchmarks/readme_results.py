@@ -60,6 +60,11 @@ SUITES = [
      "The inductive split with the anomalies removed from the training part; seeds "
      "0 1 2; SemSAD (scoring='partners') against IsolationForest, KNN and FeatureKNN "
      "(the untrained-MLP reference)."),
+    ("DUM with many small sets per step (its defaults since 5265f4a), clean protocol",
+     "dum_quality/clean/cpu",
+     "The clean protocol's splits (seeds 0 1 2) with DUM's current defaults (sets of "
+     "m = 4, 32 per minibatch of 256, diagonal covariances on tabular rows) beside "
+     "IsolationForest and KNN."),
     ("One-class Fashion-MNIST", "images/fashion-one-class/cpu",
      "Train on the training images of class k, test on the test set (class k "
      "normal, the other classes anomalous); baselines on raw pixels. The SemSAD "

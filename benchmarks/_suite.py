@@ -23,6 +23,7 @@ detectors' ``decision_function`` is negated.
 
 from __future__ import annotations
 
+import gc
 import glob
 import hashlib
 import json
@@ -217,7 +218,9 @@ class PeakMemory:
     Samples ``/proc/self/statm`` every ``interval`` seconds in a thread (Linux;
     elsewhere falls back to ``resource``'s lifetime peak, reported as NaN
     when it cannot be attributed to the block). On CUDA the peak allocated
-    device memory is reported too.
+    device memory is reported too. Memory that the allocator kept resident
+    after an earlier free and hands out again does not raise the resident
+    level, so it does not show.
     """
 
     def __init__(self, interval: float = 0.01) -> None:
@@ -240,6 +243,9 @@ class PeakMemory:
                 self._peak = max(self._peak, rss)
 
     def __enter__(self) -> PeakMemory:
+        # garbage left by earlier work, freed by a collection inside the block,
+        # would lower the resident level below the baseline and hide the peak
+        gc.collect()
         self._base = self._rss()
         self._peak = self._base or 0.0
         self._stop = threading.Event()

@@ -9,6 +9,7 @@
   of torch's process-wide RNG, so fits in threads neither share nor change it.
 * :func:`to_model_input`: a stored batch (uint8 images or float rows) as the
   float32 input every network and scorer sees.
+* :func:`check_range_pair`: a ``(low, high)`` parameter, validated.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import secrets
 import threading
 from collections.abc import Iterator
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,7 @@ __all__ = [
     "fit_seed",
     "seed_stream",
     "batch_slices",
+    "check_range_pair",
     "to_model_input",
 ]
 
@@ -49,6 +52,33 @@ SEED_STREAMS: dict[str, int] = {
     "distillneg_affine": 5,  # DistillNeg: the random affine maps of tabular negatives
     "rotaux_affine": 7,  # RotAuxMSP: the random affine maps of its tabular auxiliary task
 }
+
+
+def check_range_pair(
+    name: str, value: Any, high_max: float | None = None
+) -> tuple[float, float]:
+    """``value`` as ``(low, high)`` floats with ``0 < low <= high`` (``<= high_max``).
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter ``name`` and the value given, when ``value`` is not
+        two finite numbers in that order and range.
+    """
+    try:
+        pair = tuple(value)
+    except TypeError:
+        pair = ()
+    bound = "" if high_max is None else f" <= {high_max:g}"
+    if (len(pair) != 2
+            or not all(isinstance(v, Real) and not isinstance(v, bool) and np.isfinite(v)
+                       for v in pair)
+            or not 0 < pair[0] <= pair[1]
+            or (high_max is not None and pair[1] > high_max)):
+        raise ValueError(
+            f"{name} must be two finite numbers 0 < low <= high{bound}, got {value!r}"
+        )
+    return float(pair[0]), float(pair[1])
 
 
 def batch_slices(n: int, batch_size: int, min_size: int = 1) -> list[slice]:

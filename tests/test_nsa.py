@@ -14,6 +14,7 @@ from sklearn.model_selection import GridSearchCV
 from skood.detectors.nsa import NSADetector
 from skood.nn.losses import simsiam_loss
 from skood.scoring import covariance_chunked, fit_whitening, minmax_ensemble, nearest_cosine, whiten
+from skood.utils import to_model_input
 
 tiny = partial(conftest.tiny, "NSADetector")
 
@@ -73,12 +74,43 @@ def test_normalisation_switches_reach_the_model(blobs):
     assert clr.model_.normalize_features and not hasattr(clr.model_, "predictor")
 
 
+def test_auto_method_and_scorer_follow_the_data(fitted, fitted_tiny):
+    # tabular rows: the paper's SimSiam (a predictor), scored by the angle to the centre
+    assert fitted._resolved_method() == "simsiam" and hasattr(fitted.model_, "predictor")
+    assert fitted.terms_ == [(0, "ccos-mah")]
+    # images: SimCLR (no predictor), k-Cos without whitening
+    img = fitted_tiny("NSADetector", "images")
+    assert img._resolved_method() == "simclr" and not hasattr(img.model_, "predictor")
+    assert img.terms_ == [(0, "kcos")] and img.whitening_ == [None]
+
+
+def test_paper_presets_keep_the_paper_setting():
+    for name, method in (("paper", "simsiam"), ("paper-simclr", "simclr")):
+        p = NSADetector.from_preset(name).get_params()
+        assert (p["method"], p["scoring"], tuple(p["crop_scale"])) == (method, "kcos-mah",
+                                                                     (0.08, 1.0))
+
+
+@pytest.mark.parametrize("method", ["simclr", "simsiam"])
+def test_batchnorm_statistics_are_those_of_clean_samples(digit_images, method):
+    # 120 images in batches of 40: the mean of the batch means is the mean over all
+    train = digit_images[0]
+    det = tiny(method=method, batch_size=40).fit(train)
+    x = to_model_input(torch.as_tensor(train)[:, None], "cpu")
+    with torch.no_grad():
+        h = det.encoder_.features[0](x)  # the first convolution, before its BatchNorm
+    bn = det.encoder_.features[1]
+    torch.testing.assert_close(bn.running_mean, h.mean((0, 2, 3)), atol=1e-5, rtol=1e-4)
+
+
 def test_ensemble_terms_and_ranges(fitted_images, digit_images):
     det = fitted_images
     enc = [n for n in det.layer_names_ if n.startswith("encoder.")]
     head = [n for n in det.layer_names_ if n.startswith("projector.")]
-    assert len(enc) == 3 and len(head) == 3  # three CNN stages, three projector layers
-    assert len(det.terms_) == 12
+    # three CNN stages; SimCLR's head (the default on images): ReLU and the last Linear
+    assert det._resolved_method() == "simclr"
+    assert len(enc) == 3 and len(head) == 2
+    assert len(det.terms_) == 10
     for i, t in det.terms_:
         assert t in (("kcos", "kcos-mah") if i < 3 else ("ccos", "ccos-mah"))
     # training terms span [0, 1] each, so -train_scores_ lie in [0, n_terms]
@@ -91,7 +123,12 @@ def test_bad_parameters():
     X = np.random.RandomState(0).normal(size=(20, 3))
     for kw, match in [({"method": "byol"}, "method"), ({"scoring": "gde"}, "scoring"),
                       ({"temperature": 0.0}, "temperature"),
-                      ({"normalize_features": "yes"}, "normalize_features")]:
+                      ({"normalize_features": "yes"}, "normalize_features"),
+                      ({"crop_scale": (0.5, 1.5)}, "crop_scale must be two finite numbers"),
+                      ({"crop_scale": (0.0, 1.0)}, "crop_scale"),
+                      ({"crop_scale": (0.9, 0.5)}, "crop_scale"),
+                      ({"crop_scale": (0.5,)}, "crop_scale"),
+                      ({"crop_scale": [0.5, float("nan")]}, "crop_scale")]:
         with pytest.raises(ValueError, match=match):
             tiny(**kw).fit(X)
 

@@ -31,7 +31,7 @@ from ..training import (
     SkoodNet,
     piecewise_lr,
 )
-from ..utils import batch_slices, fit_rng, seed_stream, to_model_input
+from ..utils import batch_slices, check_range_pair, fit_rng, seed_stream, to_model_input
 
 __all__ = ["SemSADDetector", "PairDiscriminator", "SemSADPairNet", "semantic_neighbourhoods"]
 
@@ -388,18 +388,9 @@ class SemSADDetector(BaseDeepDetector):
     def _min_samples(self) -> int:
         return self.n_neighbors + 1
 
-    def _check_gamma_range(self) -> tuple[float, float]:
-        gr = tuple(self.gamma_range)
-        if (len(gr) != 2 or not all(isinstance(g, Real) and np.isfinite(g) for g in gr)
-                or not 0 < gr[0] <= gr[1]):
-            raise ValueError(
-                f"gamma_range must be two finite numbers 0 < low <= high, got {self.gamma_range!r}"
-            )
-        return float(gr[0]), float(gr[1])
-
     # ------------------------------------------------------------------ fit
     def _fit_store(self, Xs: torch.Tensor, y: Any, seed: int) -> None:
-        gamma_range = self._check_gamma_range()
+        gamma_range = check_range_pair("gamma_range", self.gamma_range)
         if self.pool_size <= self.n_neighbors and len(Xs) > self.pool_size:
             raise ValueError(
                 f"pool_size={self.pool_size} must exceed n_neighbors={self.n_neighbors}"

@@ -55,6 +55,13 @@ SUITES = [
      "m = 4, 32 per minibatch of 256, diagonal covariances on tabular rows) beside "
      "IsolationForest and KNN on the same splits. The DUM column of the suite's table "
      "above is the old default (one set per minibatch of 64, isotropic)."),
+    ("NSA with its CPU-budget defaults (since 844a584), inductive protocol",
+     "nsa_quality/inductive/cpu",
+     "The tabular suite's protocol, seeds 0 1 2: NSA (SimSiam, ccos-mah, BatchNorm "
+     "statistics of clean rows) beside IsolationForest and KNN on the same splits."),
+    ("NSA with its CPU-budget defaults (since 844a584), clean protocol",
+     "nsa_quality/clean/cpu",
+     "The clean protocol's splits, seeds 0 1 2: NSA beside IsolationForest and KNN."),
     ("Tabular suite: ADBench classical, clean protocol (normal-only training)",
      "semsad_scoring/clean/cpu",
      "The inductive split with the anomalies removed from the training part; seeds "
@@ -80,6 +87,10 @@ SUITES = [
      "m = 4, 32 per minibatch of 256, isotropic covariances on image embeddings). The "
      "DUM column of the first one-class table is the old default (one set per "
      "minibatch of 64)."),
+    ("One-class Fashion-MNIST: NSA with its CPU-budget defaults (since 844a584)",
+     "nsa_quality/fashion-one-class/cpu",
+     "The splits of the first one-class table (seed 0): NSA with SimCLR, crops of "
+     "50-100% and k-Cos scoring, beside IsolationForest and KNN on raw pixels."),
     ("One-class Fashion-MNIST: the untrained-encoder reference", "reference/fashion-one-class/cpu",
      "The same splits (seed 0). FeatureKNN: kNN cosine (k=2) on the features of the "
      "small CNN that every image detector trains, with its random initial weights and "

@@ -51,6 +51,7 @@ SEED_STREAMS: dict[str, int] = {
     "bank": 4,  # the subsample of the training set kept as the scoring bank (``max_bank``)
     "distillneg_affine": 5,  # DistillNeg: the random affine maps of tabular negatives
     "rotaux_affine": 7,  # RotAuxMSP: the random affine maps of its tabular auxiliary task
+    "distillneg_kernel": 9,  # DistillNeg: the bank rows that set the adaptive kernel temperature
 }
 
 

@@ -31,6 +31,7 @@ from skood.detectors.dino import (
 from skood.detectors.distillneg import (
     feature_permutation,
     kernel_cosine,
+    nearest_cosine_gap,
     patch_permutation,
     pixel_permutation,
     row_fingerprints,
@@ -248,6 +249,45 @@ def test_kernel_cosine_keys_leave_rows_out():
         kernel_cosine(b, b, temperature=0.0)
 
 
+def _brute_force_gap(f: torch.Tensor, keys: torch.Tensor) -> float:
+    u = F.normalize(f.double(), dim=1)
+    sim = (u @ u.T).masked_fill(keys[:, None] == keys[None, :], -2.0)
+    return float((1 - sim.max(dim=1).values).median())
+
+
+def test_nearest_cosine_gap_matches_brute_force():
+    x = torch.randn(300, 6, generator=_gen())
+    keys = torch.arange(300)
+    expected = _brute_force_gap(x, keys)
+    assert nearest_cosine_gap(x, chunk_size=64) == pytest.approx(expected, abs=1e-6)
+    # exact copies (equal keys) are not neighbours; without keys they are
+    twice, twice_keys = torch.cat([x, x]), torch.cat([keys, keys])
+    assert nearest_cosine_gap(twice, twice_keys, chunk_size=64) == pytest.approx(expected, abs=1e-6)
+    assert nearest_cosine_gap(twice.numpy(), chunk_size=64) == 0.0
+    # a subsample of queries: seeded, and close to the full median on a big bank
+    big = torch.randn(3000, 6, generator=_gen(1))
+    sub = nearest_cosine_gap(big, max_queries=1000, seed=3)
+    assert sub == nearest_cosine_gap(big, max_queries=1000, seed=3)
+    assert sub == pytest.approx(_brute_force_gap(big, torch.arange(3000)), rel=0.1)
+    with pytest.raises(ValueError, match="at least 2"):
+        nearest_cosine_gap(x[:1])
+
+
+def test_auto_kernel_temperature_scales_with_the_features(digit_images):
+    X = digit_images[0]
+    det = tiny(random_state=0).fit(X)
+    # images: a quarter of the bank's median nearest-neighbour cosine distance
+    # (copies of a training image left out); this bank is under 2,048 rows: every row a query
+    gap = _brute_force_gap(det.bank_, det.bank_keys_)
+    assert det.kernel_temperature_ == pytest.approx(0.25 * gap, rel=1e-5)
+    assert det.kernel_temperature_ < 0.04  # the paper's kernel would be wider than the features
+    assert tiny(kernel_temperature=0.04).fit(X).kernel_temperature_ == 0.04
+    for preset in ("paper", "paper-vit"):
+        assert DistillNegDetector.from_preset(preset).kernel_temperature == 0.04
+    # tabular rows keep a fixed kernel over the lifted features
+    assert tiny().fit(np.random.RandomState(0).normal(size=(60, 3))).kernel_temperature_ == 0.2
+
+
 def test_row_fingerprints():
     X = torch.tensor(np.random.RandomState(0).randint(0, 256, (6, 1, 4, 4)), dtype=torch.uint8)
     k = row_fingerprints(X)
@@ -382,6 +422,27 @@ def test_small_vit_any_input_size():
 def test_one_class_fashion_mnist_beats_chance(fashion_auroc):
     auroc = fashion_auroc(DistillNegDetector(max_epochs=2, random_state=0, device="cpu"), 300)
     assert auroc > 0.8, auroc
+
+
+def test_auto_kernel_temperature_beats_the_papers_on_a_briefly_trained_cnn(data_home):
+    """One fit, two kernels: on Fashion-MNIST T-shirts after a few steps the features lie
+    within a few hundredths in cosine; the paper's tau = 0.04 then weighs the whole bank
+    nearly alike, the adaptive tau keeps the score local."""
+    from skood.datasets import load_fashion_mnist
+
+    X_tr, y_tr = load_fashion_mnist("train", data_home=data_home)
+    X_te, y_te = load_fashion_mnist("test", data_home=data_home)
+    rng = np.random.RandomState(0)
+    train = rng.permutation(np.flatnonzero(y_tr == 0))[:300]
+    test = rng.permutation(len(X_te))[:600]
+    det = DistillNegDetector(max_epochs=1, batch_size=64, random_state=0, device="cpu")
+    det.fit(X_tr[train])
+    y = y_te[test] == 0
+    auto = roc_auc_score(y, det.score_samples(X_te[test]))
+    feats = det._features(det._validate_input(X_te[test], reset=False))
+    paper = roc_auc_score(y, kernel_cosine(feats, det.bank_, 0.04, normalized=True).numpy())
+    assert det.kernel_temperature_ < 0.02
+    assert auto > paper + 0.03, (auto, paper)
 
 
 def test_negatives_benchmark_smoke(data_home, tmp_path):

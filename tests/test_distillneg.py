@@ -51,24 +51,43 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 
 # ------------------------------------------------------------------ the method
-def test_auto_negatives_and_score_range(fitted, blobs):
+def test_auto_negatives_and_two_kernels_on_rows(fitted, blobs):
     assert fitted.negatives_ == "affine"  # "auto" on tabular rows
-    # log of a mean of exp(cos / tau): within [-1/tau, 1/tau]
-    tau = fitted.kernel_temperature_
-    assert (np.abs(fitted.score_samples(blobs[1])) <= 1 / tau + 1e-6).all()
+    wide, narrow = fitted.kernel_temperature_  # "auto" on tabular rows: two kernels
+    assert wide == 0.2
+    f = fitted.bank_.double()
+    assert narrow == pytest.approx(_brute_force_gap(f, fitted.bank_keys_), rel=1e-5)
+    # one kernel (a float temperature): a log of a mean of exp(cos / tau), within +-1/tau
+    one = tiny(kernel_temperature=0.3).fit(blobs[0])
+    assert one.kernel_standardization_ is None
+    assert (np.abs(one.score_samples(blobs[1])) <= 1 / 0.3 + 1e-6).all()
+
+
+def _loo_kernel(f: torch.Tensor, tau: float) -> np.ndarray:
+    """log mean over the *other* rows of exp(cos / tau), computed directly."""
+    logits = (f @ f.T) / tau
+    logits.fill_diagonal_(float("-inf"))
+    return (torch.logsumexp(logits, dim=1) - math.log(len(f) - 1)).numpy()
 
 
 def test_training_scores_are_leave_one_out(fitted, blobs):
     X_train = blobs[0]
     np.testing.assert_allclose(fitted.score_samples(X_train), fitted.train_scores_)
-    # direct computation: log mean over the *other* training samples
+    # direct computation: each kernel over the *other* training samples, standardised by the
+    # median and interquartile range of those leave-one-out scores, summed
     f = fitted.bank_.double()  # lifted and normalised teacher features
-    logits = (f @ f.T) / fitted.kernel_temperature_
-    logits.fill_diagonal_(float("-inf"))
-    expected = (torch.logsumexp(logits, dim=1) - math.log(len(f) - 1)).numpy()
-    np.testing.assert_allclose(fitted.train_scores_, expected, rtol=1e-5, atol=1e-4)
-    # with the sample itself the kernel sum would be dominated by exp(1 / tau)
-    assert (fitted.train_scores_ < 1 / fitted.kernel_temperature_ - 1).all()
+    expected = 0.0
+    for tau, (loc, scale) in zip(fitted.kernel_temperature_, fitted.kernel_standardization_,
+                                 strict=True):
+        loo = _loo_kernel(f, tau)
+        q25, q50, q75 = np.quantile(loo, [0.25, 0.5, 0.75])
+        assert (loc, scale) == pytest.approx((q50, q75 - q25), rel=1e-5, abs=1e-6)
+        expected = expected + (loo - q50) / (q75 - q25)
+    np.testing.assert_allclose(fitted.train_scores_, expected, rtol=1e-4, atol=1e-4)
+    # one kernel (a float temperature): the leave-one-out log kernel sum itself
+    one = tiny(kernel_temperature=0.3).fit(X_train)
+    np.testing.assert_allclose(one.train_scores_, _loo_kernel(one.bank_.double(), 0.3),
+                               rtol=1e-5, atol=1e-4)
 
 
 def test_teacher_is_an_ema_of_the_student(fitted):
@@ -284,8 +303,10 @@ def test_auto_kernel_temperature_scales_with_the_features(digit_images):
     assert tiny(kernel_temperature=0.04).fit(X).kernel_temperature_ == 0.04
     for preset in ("paper", "paper-vit"):
         assert DistillNegDetector.from_preset(preset).kernel_temperature == 0.04
-    # tabular rows keep a fixed kernel over the lifted features
-    assert tiny().fit(np.random.RandomState(0).normal(size=(60, 3))).kernel_temperature_ == 0.2
+    # tabular rows: two kernels, 0.2 and the median nearest-neighbour distance itself
+    rows = tiny().fit(np.random.RandomState(0).normal(size=(60, 3)))
+    assert rows.kernel_temperature_ == pytest.approx(
+        (0.2, _brute_force_gap(rows.bank_, rows.bank_keys_)), rel=1e-5)
 
 
 def test_row_fingerprints():
@@ -443,6 +464,21 @@ def test_auto_kernel_temperature_beats_the_papers_on_a_briefly_trained_cnn(data_
     paper = roc_auc_score(y, kernel_cosine(feats, det.bank_, 0.04, normalized=True).numpy())
     assert det.kernel_temperature_ < 0.02
     assert auto > paper + 0.03, (auto, paper)
+
+
+def test_two_kernels_find_local_anomalies_on_contaminated_rows(data_home):
+    """ADBench vowels, contaminated (inductive) split: its anomalies lie between normal
+    clusters, where the single wide kernel (tau = 0.2) ranks them as normal; the standardised
+    sum with the narrow kernel finds them. Both scores from one fit."""
+    from skood.datasets import load_adbench, tabular_split
+
+    X, y = load_adbench("vowels", data_home)
+    X_tr, X_te, _, y_te = tabular_split(X, y, protocol="inductive", random_state=0)
+    det = DistillNegDetector(random_state=0, device="cpu").fit(X_tr)
+    both = roc_auc_score(y_te, -det.score_samples(X_te))
+    feats = det._features(det._validate_input(X_te, reset=False))
+    wide = roc_auc_score(y_te, -kernel_cosine(feats, det.bank_, 0.2, normalized=True).numpy())
+    assert both > 0.9 and both > wide + 0.1, (both, wide)
 
 
 def test_negatives_benchmark_smoke(data_home, tmp_path):

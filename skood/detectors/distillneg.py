@@ -561,6 +561,19 @@ def nearest_cosine_gap(
     return float((1.0 - top.double()).clamp(min=0.0).median())
 
 
+def _robust_location_scale(scores: torch.Tensor) -> tuple[float, float]:
+    """Median and interquartile range of ``scores`` (the standard deviation, else 1, when the
+    range is 0), to put kernel scores of different temperatures on one scale."""
+    s = scores.double()
+    q25, q50, q75 = (float(v) for v in torch.quantile(s, torch.tensor([0.25, 0.5, 0.75],
+                                                                      dtype=torch.float64)))
+    scale = q75 - q25
+    if not scale > 0:
+        sd = float(s.std()) if len(s) > 1 else 0.0
+        scale = sd if sd > 0 else 1.0
+    return q50, scale
+
+
 class DistillNegDetector(BaseDeepDetector):
     r"""Self-distillation (DINO) with negatives, scored by a kernel sum over the training set.
 
@@ -616,7 +629,20 @@ class DistillNegDetector(BaseDeepDetector):
     positively homogeneous far from the data). The features are therefore
     lifted, :math:`f \mapsto (f, c)` with c the median norm of the training
     features, before normalisation, so the cosine falls with the distance
-    of the norms too.
+    of the norms too. With ``kernel_temperature="auto"`` a row's score is
+    the sum of two kernel scores, each standardised by the median and
+    interquartile range of the training samples' leave-one-out scores
+    (``kernel_standardization_``):
+
+    .. math::  \texttt{score\_samples}(x) = \sum_{\tau \in \{0.2,\ \delta\}}
+       \frac{s_\tau(x) - \operatorname{med}_\tau}{\operatorname{IQR}_\tau}
+
+    with :math:`s_\tau` the log kernel sum above and :math:`\delta` the
+    bank's median nearest-neighbour cosine distance
+    (:func:`nearest_cosine_gap`): the wide kernel is a global density that
+    a cluster of anomalies inside contaminated training data does not fool,
+    the narrow one finds anomalies that lie between normal clusters (both
+    kinds occur among the ADBench sets).
 
     Negatives (``negatives``): "rotation" (images rotated by 90/180/270
     degrees, the paper's "Rot. In-Dist"), "perm-4" / "perm-16" (2 x 2 / 4 x 4
@@ -724,8 +750,8 @@ class DistillNegDetector(BaseDeepDetector):
         features, while a briefly trained CNN's features lie within a few
         hundredths of each other in cosine, where 0.04 weighs the whole bank
         nearly alike and the score becomes a global density. For tabular
-        rows 0.2 (a wider kernel over the lifted tabular features, see
-        above).
+        rows (and frozen pretrained features) two kernels, 0.2 and that
+        median distance, standardised and summed (see above).
     max_bank : int or None, default=None
         Largest number of training samples kept as the scorer's reference
         bank: a uniform random subset (drawn from ``random_state``) when the
@@ -745,8 +771,12 @@ class DistillNegDetector(BaseDeepDetector):
         Tabular data: the constant c appended to the features before
         normalisation (the median norm of the training features); None for
         images.
-    kernel_temperature_ : float
-        The resolved :math:`\tau` (for "auto" on images, at least 1e-4).
+    kernel_temperature_ : float or tuple of two floats
+        The resolved :math:`\tau` (for "auto" on images, at least 1e-4); for
+        "auto" on tabular rows the pair (0.2, :math:`\delta`).
+    kernel_standardization_ : tuple of two (median, scale) pairs or None
+        With two kernels, the median and interquartile range of each
+        kernel's leave-one-out scores of the bank; None with one kernel.
     bank_keys_ : LongTensor of shape (n_samples,)
         Fingerprints of the training samples (leave-one-out scoring).
     negatives_ : str
@@ -1017,19 +1047,34 @@ class DistillNegDetector(BaseDeepDetector):
         self.bank_ = self._features(bank_rows)
         self.bank_keys_ = row_fingerprints(bank_rows)
         self.kernel_temperature_ = self._resolve_kernel_temperature(is_image, seed)
+        self.kernel_standardization_ = None
+        if isinstance(self.kernel_temperature_, tuple):  # tabular "auto": two kernels
+            train = self._kernel_scores(self.bank_, self.bank_keys_)
+            self.kernel_standardization_ = tuple(_robust_location_scale(c) for c in train)
 
-    def _resolve_kernel_temperature(self, is_image: bool, seed: int) -> float:
-        """The kernel's :math:`\\tau`: the given float, else (images) ``_KERNEL_GAP_SCALE``
-        times the bank's median nearest-neighbour cosine distance, or (tabular) 0.2."""
+    def _resolve_kernel_temperature(self, is_image: bool, seed: int) -> float | tuple:
+        """The kernel's :math:`\\tau`: the given float; else for images ``_KERNEL_GAP_SCALE``
+        times the bank's median nearest-neighbour cosine distance, for tabular rows the pair
+        (``_TABULAR_KERNEL_TEMPERATURE``, that distance)."""
         if self.kernel_temperature != "auto":
             return float(self.kernel_temperature)
-        if not is_image or len(self.bank_) < 2:
+        if len(self.bank_) < 2:
             return _TABULAR_KERNEL_TEMPERATURE
         gap = nearest_cosine_gap(self.bank_, self.bank_keys_,
                                  seed=seed_stream(seed, "distillneg_kernel"),
                                  chunk_size=self._chunk_size, device=self._inference_device,
                                  normalized=True)
-        return max(_KERNEL_GAP_SCALE * gap, _MIN_KERNEL_TEMPERATURE)
+        if is_image:
+            return max(_KERNEL_GAP_SCALE * gap, _MIN_KERNEL_TEMPERATURE)
+        return (_TABULAR_KERNEL_TEMPERATURE, max(gap, _MIN_KERNEL_TEMPERATURE))
+
+    def _kernel_scores(self, feats: torch.Tensor, keys: torch.Tensor) -> list[torch.Tensor]:
+        """:func:`kernel_cosine` of ``feats`` against the bank at each resolved temperature."""
+        taus = self.kernel_temperature_
+        return [kernel_cosine(feats, self.bank_, temperature=t, chunk_size=self._chunk_size,
+                              device=self._inference_device, normalized=True,
+                              query_keys=keys, bank_keys=self.bank_keys_)
+                for t in (taus if isinstance(taus, tuple) else (taus,))]
 
     # ---------------------------------------------------------------- score
     def _features(self, Xs: torch.Tensor) -> torch.Tensor:
@@ -1042,17 +1087,11 @@ class DistillNegDetector(BaseDeepDetector):
 
     @torch.inference_mode()
     def _score_store(self, Xs: torch.Tensor) -> np.ndarray:
-        scores = kernel_cosine(
-            self._features(Xs),
-            self.bank_,
-            temperature=self.kernel_temperature_,
-            chunk_size=self._chunk_size,
-            device=self._inference_device,
-            normalized=True,
-            query_keys=row_fingerprints(Xs),
-            bank_keys=self.bank_keys_,
-        )
-        return scores.numpy()
+        scores = self._kernel_scores(self._features(Xs), row_fingerprints(Xs))
+        if self.kernel_standardization_ is None:
+            return scores[0].numpy()
+        return sum((c - loc) / scale for c, (loc, scale)
+                   in zip(scores, self.kernel_standardization_, strict=True)).numpy()
 
     # ---------------------------------------------------------- persistence
     def _module_skeletons(self, shape: tuple[int, ...]) -> dict[str, nn.Module]:

@@ -62,6 +62,17 @@ SUITES = [
     ("NSA with its CPU-budget defaults (since 844a584), clean protocol",
      "nsa_quality/clean/cpu",
      "The clean protocol's splits, seeds 0 1 2: NSA beside IsolationForest and KNN."),
+    ("DistillNeg with its adaptive kernel (since 08c9197), inductive protocol",
+     "distillneg_quality/inductive/cpu",
+     "The tabular suite's protocol with DistillNeg's default kernel_temperature='auto' "
+     "(two standardised kernel scores, tau = 0.2 and the training features' median "
+     "nearest-neighbour cosine distance) beside IsolationForest, KNN and FeatureKNN (the "
+     "untrained-MLP reference) on the same splits. The DistillNeg column of the suite's "
+     "table above is the old single kernel, tau = 0.2."),
+    ("DistillNeg with its adaptive kernel (since 08c9197), clean protocol",
+     "distillneg_quality/clean/cpu",
+     "The clean protocol's splits: DistillNeg (kernel_temperature='auto') beside "
+     "IsolationForest, KNN and FeatureKNN."),
     ("Tabular suite: ADBench classical, clean protocol (normal-only training)",
      "semsad_scoring/clean/cpu",
      "The inductive split with the anomalies removed from the training part; seeds "
@@ -91,6 +102,13 @@ SUITES = [
      "nsa_quality/fashion-one-class/cpu",
      "The splits of the first one-class table (seed 0): NSA with SimCLR, crops of "
      "50-100% and k-Cos scoring, beside IsolationForest and KNN on raw pixels."),
+    ("One-class Fashion-MNIST: DistillNeg with its adaptive kernel (since 41fac2d)",
+     "distillneg_quality/fashion-one-class/cpu",
+     "The splits of the first one-class table (seed 0): DistillNeg with "
+     "kernel_temperature='auto' (a quarter of the training features' median "
+     "nearest-neighbour cosine distance; the same training as the first table's column, "
+     "which scored with the paper's 0.04), beside FeatureKNN (the untrained-CNN "
+     "reference), IsolationForest and KNN on raw pixels."),
     ("One-class Fashion-MNIST: the untrained-encoder reference", "reference/fashion-one-class/cpu",
      "The same splits (seed 0). FeatureKNN: kNN cosine (k=2) on the features of the "
      "small CNN that every image detector trains, with its random initial weights and "

@@ -68,10 +68,9 @@ _N_AFFINE_MAPS = 8
 #: DINO's crop scales (global 0.4-1, local 0.15-0.4)
 _GLOBAL_SCALE = (0.4, 1.0)
 _LOCAL_SCALE = (0.15, 0.4)
-#: kernel_temperature="auto": tau for tabular rows (over lifted features), and for images
-#: the factor on the bank's median nearest-neighbour cosine distance, with a floor
-_TABULAR_KERNEL_TEMPERATURE = 0.2
-_KERNEL_GAP_SCALE = 0.25
+#: kernel_temperature="auto": the wide kernel's tau (images: the paper's; tabular rows, over
+#: lifted features: skood's), and the floor of the narrow kernel's
+_WIDE_KERNEL_TEMPERATURE = {"image": 0.04, "tabular": 0.2}
 _MIN_KERNEL_TEMPERATURE = 1e-4
 #: final learning rate of the cosine schedule (DINO's min_lr)
 _MIN_LR = 1e-6
@@ -621,7 +620,25 @@ class DistillNegDetector(BaseDeepDetector):
     (:func:`kernel_cosine`), so it neither overflows nor holds
     an n_test x n_train matrix. A sample identical to a training sample is
     scored without that training sample, so the training scores (and
-    ``offset_``) are leave-one-out.
+    ``offset_``) are leave-one-out. That is the score with a float
+    ``kernel_temperature`` (the paper's is 0.04). The default "auto"
+    (skood's choice) sums two such kernel scores, each standardised by the
+    median and interquartile range of the bank's leave-one-out scores
+    (``kernel_standardization_``):
+
+    .. math::  \texttt{score\_samples}(x) = \sum_{\tau \in \{\tau_w,\ \delta\}}
+       \frac{s_\tau(x) - \operatorname{med}_\tau}{\operatorname{IQR}_\tau}
+
+    with :math:`s_\tau` the log kernel sum above, a wide kernel
+    :math:`\tau_w` (images: the paper's 0.04; tabular rows: 0.2) and a
+    narrow one, :math:`\delta` the bank's median cosine distance from a
+    feature to its nearest other bank feature (:func:`nearest_cosine_gap`).
+    A briefly trained network's features lie within a few hundredths of
+    each other in cosine, where a fixed 0.04 weighs the whole bank nearly
+    alike: the wide kernel is then a global density (which a cluster of
+    anomalies inside contaminated training data does not fool), the narrow
+    one, on the scale of the features actually learnt, finds anomalies that
+    lie between normal clusters. Neither alone is best on every data set.
 
     Tabular rows (skood's choice, not in the paper): an angle between
     features of a ReLU network cannot tell a row far out along some
@@ -629,20 +646,7 @@ class DistillNegDetector(BaseDeepDetector):
     positively homogeneous far from the data). The features are therefore
     lifted, :math:`f \mapsto (f, c)` with c the median norm of the training
     features, before normalisation, so the cosine falls with the distance
-    of the norms too. With ``kernel_temperature="auto"`` a row's score is
-    the sum of two kernel scores, each standardised by the median and
-    interquartile range of the training samples' leave-one-out scores
-    (``kernel_standardization_``):
-
-    .. math::  \texttt{score\_samples}(x) = \sum_{\tau \in \{0.2,\ \delta\}}
-       \frac{s_\tau(x) - \operatorname{med}_\tau}{\operatorname{IQR}_\tau}
-
-    with :math:`s_\tau` the log kernel sum above and :math:`\delta` the
-    bank's median nearest-neighbour cosine distance
-    (:func:`nearest_cosine_gap`): the wide kernel is a global density that
-    a cluster of anomalies inside contaminated training data does not fool,
-    the narrow one finds anomalies that lie between normal clusters (both
-    kinds occur among the ADBench sets).
+    of the norms too.
 
     Negatives (``negatives``): "rotation" (images rotated by 90/180/270
     degrees, the paper's "Rot. In-Dist"), "perm-4" / "perm-16" (2 x 2 / 4 x 4
@@ -740,18 +744,11 @@ class DistillNegDetector(BaseDeepDetector):
         Maximum gradient norm per parameter tensor (0 disables clipping).
     kernel_temperature : "auto" or float, default="auto"
         :math:`\tau` of the scoring kernel (paper: 0.04, the "paper"
-        presets' value). "auto" (skood's choice): for images
-        :math:`\tau = \tfrac14\,\operatorname{median}_m (1 - \cos(f_m,
-        f_{nn(m)}))`, a quarter of the bank's median cosine distance from a
-        feature to its nearest other bank feature
-        (:func:`nearest_cosine_gap`, over at most 2,048 bank rows), so that
-        the kernel is local on the scale of the features actually learnt;
-        the paper's fixed 0.04 suits the spread of a long-trained ViT's
-        features, while a briefly trained CNN's features lie within a few
-        hundredths of each other in cosine, where 0.04 weighs the whole bank
-        nearly alike and the score becomes a global density. For tabular
-        rows (and frozen pretrained features) two kernels, 0.2 and that
-        median distance, standardised and summed (see above).
+        presets' value). "auto": two kernels, standardised and summed (see
+        above), :math:`\tau_w` = 0.04 for images and 0.2 for tabular rows
+        (and frozen pretrained features), and :math:`\delta` the bank's
+        median nearest-neighbour cosine distance (over at most 2,048 bank
+        rows, at least 1e-4).
     max_bank : int or None, default=None
         Largest number of training samples kept as the scorer's reference
         bank: a uniform random subset (drawn from ``random_state``) when the
@@ -772,8 +769,8 @@ class DistillNegDetector(BaseDeepDetector):
         normalisation (the median norm of the training features); None for
         images.
     kernel_temperature_ : float or tuple of two floats
-        The resolved :math:`\tau` (for "auto" on images, at least 1e-4); for
-        "auto" on tabular rows the pair (0.2, :math:`\delta`).
+        The resolved :math:`\tau`; for "auto" the pair
+        (:math:`\tau_w`, :math:`\delta`).
     kernel_standardization_ : tuple of two (median, scale) pairs or None
         With two kernels, the median and interquartile range of each
         kernel's leave-one-out scores of the bank; None with one kernel.
@@ -1048,25 +1045,23 @@ class DistillNegDetector(BaseDeepDetector):
         self.bank_keys_ = row_fingerprints(bank_rows)
         self.kernel_temperature_ = self._resolve_kernel_temperature(is_image, seed)
         self.kernel_standardization_ = None
-        if isinstance(self.kernel_temperature_, tuple):  # tabular "auto": two kernels
+        if isinstance(self.kernel_temperature_, tuple):  # "auto": two kernels
             train = self._kernel_scores(self.bank_, self.bank_keys_)
             self.kernel_standardization_ = tuple(_robust_location_scale(c) for c in train)
 
     def _resolve_kernel_temperature(self, is_image: bool, seed: int) -> float | tuple:
-        """The kernel's :math:`\\tau`: the given float; else for images ``_KERNEL_GAP_SCALE``
-        times the bank's median nearest-neighbour cosine distance, for tabular rows the pair
-        (``_TABULAR_KERNEL_TEMPERATURE``, that distance)."""
+        """The kernel's :math:`\\tau`: the given float; for "auto" the pair (wide, narrow):
+        the wide kernel's fixed tau and the bank's median nearest-neighbour cosine distance."""
         if self.kernel_temperature != "auto":
             return float(self.kernel_temperature)
+        wide = _WIDE_KERNEL_TEMPERATURE["image" if is_image else "tabular"]
         if len(self.bank_) < 2:
-            return _TABULAR_KERNEL_TEMPERATURE
+            return wide
         gap = nearest_cosine_gap(self.bank_, self.bank_keys_,
                                  seed=seed_stream(seed, "distillneg_kernel"),
                                  chunk_size=self._chunk_size, device=self._inference_device,
                                  normalized=True)
-        if is_image:
-            return max(_KERNEL_GAP_SCALE * gap, _MIN_KERNEL_TEMPERATURE)
-        return (_TABULAR_KERNEL_TEMPERATURE, max(gap, _MIN_KERNEL_TEMPERATURE))
+        return (wide, max(gap, _MIN_KERNEL_TEMPERATURE))
 
     def _kernel_scores(self, feats: torch.Tensor, keys: torch.Tensor) -> list[torch.Tensor]:
         """:func:`kernel_cosine` of ``feats`` against the bank at each resolved temperature."""

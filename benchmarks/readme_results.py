@@ -62,14 +62,14 @@ SUITES = [
     ("NSA with its CPU-budget defaults (since 844a584), clean protocol",
      "nsa_quality/clean/cpu",
      "The clean protocol's splits, seeds 0 1 2: NSA beside IsolationForest and KNN."),
-    ("DistillNeg with its adaptive kernel (since 08c9197), inductive protocol",
+    ("DistillNeg with its two-kernel score (since 08c9197), inductive protocol",
      "distillneg_quality/inductive/cpu",
      "The tabular suite's protocol with DistillNeg's default kernel_temperature='auto' "
      "(two standardised kernel scores, tau = 0.2 and the training features' median "
      "nearest-neighbour cosine distance) beside IsolationForest, KNN and FeatureKNN (the "
      "untrained-MLP reference) on the same splits. The DistillNeg column of the suite's "
      "table above is the old single kernel, tau = 0.2."),
-    ("DistillNeg with its adaptive kernel (since 08c9197), clean protocol",
+    ("DistillNeg with its two-kernel score (since 08c9197), clean protocol",
      "distillneg_quality/clean/cpu",
      "The clean protocol's splits: DistillNeg (kernel_temperature='auto') beside "
      "IsolationForest, KNN and FeatureKNN."),
@@ -102,7 +102,7 @@ SUITES = [
      "nsa_quality/fashion-one-class/cpu",
      "The splits of the first one-class table (seed 0): NSA with SimCLR, crops of "
      "50-100% and k-Cos scoring, beside IsolationForest and KNN on raw pixels."),
-    ("One-class Fashion-MNIST: DistillNeg with its adaptive kernel (since 41fac2d)",
+    ("One-class Fashion-MNIST: DistillNeg with its adaptive kernel",
      "distillneg_quality/fashion-one-class/cpu",
      "The splits of the first one-class table (seed 0): DistillNeg with "
      "kernel_temperature='auto' (a quarter of the training features' median "

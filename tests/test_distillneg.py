@@ -295,12 +295,11 @@ def test_nearest_cosine_gap_matches_brute_force():
 def test_auto_kernel_temperature_scales_with_the_features(digit_images):
     X = digit_images[0]
     det = tiny(random_state=0).fit(X)
-    # images: the paper's kernel and one at the bank's median nearest-neighbour cosine
-    # distance (copies of a training image left out); this bank is under 2,048 rows: every
-    # row is a query
-    wide, narrow = det.kernel_temperature_
-    assert wide == 0.04
-    assert narrow == pytest.approx(_brute_force_gap(det.bank_, det.bank_keys_), rel=1e-5)
+    # images: a quarter of the bank's median nearest-neighbour cosine distance (copies of a
+    # training image left out); this bank is under 2,048 rows: every row is a query
+    assert det.kernel_standardization_ is None
+    gap = _brute_force_gap(det.bank_, det.bank_keys_)
+    assert det.kernel_temperature_ == pytest.approx(0.25 * gap, rel=1e-5)
     assert tiny(kernel_temperature=0.04).fit(X).kernel_temperature_ == 0.04
     for preset in ("paper", "paper-vit"):
         assert DistillNegDetector.from_preset(preset).kernel_temperature == 0.04
@@ -448,8 +447,8 @@ def test_one_class_fashion_mnist_beats_chance(fashion_auroc):
 
 def test_auto_kernel_beats_the_papers_on_a_briefly_trained_cnn(data_home):
     """One fit, two scores: on Fashion-MNIST T-shirts after a few steps the features lie
-    within a few hundredths in cosine; the paper's tau = 0.04 alone then weighs the whole bank
-    nearly alike, the narrow kernel added by "auto" keeps the score local."""
+    within a few hundredths in cosine; the paper's tau = 0.04 then weighs the whole bank nearly
+    alike, the adaptive tau keeps the score local."""
     from skood.datasets import load_fashion_mnist
 
     X_tr, y_tr = load_fashion_mnist("train", data_home=data_home)
@@ -463,7 +462,7 @@ def test_auto_kernel_beats_the_papers_on_a_briefly_trained_cnn(data_home):
     auto = roc_auc_score(y, det.score_samples(X_te[test]))
     feats = det._features(det._validate_input(X_te[test], reset=False))
     paper = roc_auc_score(y, kernel_cosine(feats, det.bank_, 0.04, normalized=True).numpy())
-    assert det.kernel_temperature_[1] < 0.02
+    assert det.kernel_temperature_ < 0.01
     assert auto > paper + 0.03, (auto, paper)
 
 

@@ -68,9 +68,11 @@ _N_AFFINE_MAPS = 8
 #: DINO's crop scales (global 0.4-1, local 0.15-0.4)
 _GLOBAL_SCALE = (0.4, 1.0)
 _LOCAL_SCALE = (0.15, 0.4)
-#: kernel_temperature="auto": the wide kernel's tau (images: the paper's; tabular rows, over
-#: lifted features: skood's), and the floor of the narrow kernel's
-_WIDE_KERNEL_TEMPERATURE = {"image": 0.04, "tabular": 0.2}
+#: kernel_temperature="auto": images' tau is _IMAGE_GAP_SCALE times the bank's median
+#: nearest-neighbour cosine distance; tabular rows add a wide kernel of fixed tau (over lifted
+#: features); the floor of an adaptive tau
+_IMAGE_GAP_SCALE = 0.25
+_TABULAR_WIDE_TEMPERATURE = 0.2
 _MIN_KERNEL_TEMPERATURE = 1e-4
 #: final learning rate of the cosine schedule (DINO's min_lr)
 _MIN_LR = 1e-6
@@ -620,25 +622,27 @@ class DistillNegDetector(BaseDeepDetector):
     (:func:`kernel_cosine`), so it neither overflows nor holds
     an n_test x n_train matrix. A sample identical to a training sample is
     scored without that training sample, so the training scores (and
-    ``offset_``) are leave-one-out. That is the score with a float
-    ``kernel_temperature`` (the paper's is 0.04). The default "auto"
-    (skood's choice) sums two such kernel scores, each standardised by the
-    median and interquartile range of the bank's leave-one-out scores
-    (``kernel_standardization_``):
+    ``offset_``) are leave-one-out.
 
-    .. math::  \texttt{score\_samples}(x) = \sum_{\tau \in \{\tau_w,\ \delta\}}
+    The temperature (``kernel_temperature``; the paper's is 0.04): the
+    default "auto" (skood's choice) is, for images,
+    :math:`\tau = \tfrac14\,\delta` with :math:`\delta` the bank's median
+    cosine distance from a feature to its nearest other bank feature
+    (:func:`nearest_cosine_gap`). A briefly trained network's features lie
+    within a few hundredths of each other in cosine, where a fixed 0.04
+    weighs the whole bank nearly alike and the score becomes a global
+    density; the adaptive :math:`\tau` keeps the kernel local on the scale
+    of the features actually learnt. For tabular rows "auto" sums two
+    kernel scores, each standardised by the median and interquartile range
+    of the bank's leave-one-out scores (``kernel_standardization_``):
+
+    .. math::  \texttt{score\_samples}(x) = \sum_{\tau \in \{0.2,\ \delta\}}
        \frac{s_\tau(x) - \operatorname{med}_\tau}{\operatorname{IQR}_\tau}
 
-    with :math:`s_\tau` the log kernel sum above, a wide kernel
-    :math:`\tau_w` (images: the paper's 0.04; tabular rows: 0.2) and a
-    narrow one, :math:`\delta` the bank's median cosine distance from a
-    feature to its nearest other bank feature (:func:`nearest_cosine_gap`).
-    A briefly trained network's features lie within a few hundredths of
-    each other in cosine, where a fixed 0.04 weighs the whole bank nearly
-    alike: the wide kernel is then a global density (which a cluster of
-    anomalies inside contaminated training data does not fool), the narrow
-    one, on the scale of the features actually learnt, finds anomalies that
-    lie between normal clusters. Neither alone is best on every data set.
+    with :math:`s_\tau` the log kernel sum above: the wide kernel is a
+    global density, which a cluster of anomalies inside contaminated
+    training data does not fool; the narrow one finds anomalies that lie
+    between normal clusters (both kinds occur among the ADBench sets).
 
     Tabular rows (skood's choice, not in the paper): an angle between
     features of a ReLU network cannot tell a row far out along some
@@ -744,11 +748,12 @@ class DistillNegDetector(BaseDeepDetector):
         Maximum gradient norm per parameter tensor (0 disables clipping).
     kernel_temperature : "auto" or float, default="auto"
         :math:`\tau` of the scoring kernel (paper: 0.04, the "paper"
-        presets' value). "auto": two kernels, standardised and summed (see
-        above), :math:`\tau_w` = 0.04 for images and 0.2 for tabular rows
-        (and frozen pretrained features), and :math:`\delta` the bank's
-        median nearest-neighbour cosine distance (over at most 2,048 bank
-        rows, at least 1e-4).
+        presets' value). "auto" (see above): for images a quarter of the
+        bank's median nearest-neighbour cosine distance :math:`\delta`; for
+        tabular rows (and frozen pretrained features) two kernels, 0.2 and
+        :math:`\delta`, standardised and summed. :math:`\delta` is measured
+        over at most 2,048 bank rows; an adaptive :math:`\tau` is at least
+        1e-4.
     max_bank : int or None, default=None
         Largest number of training samples kept as the scorer's reference
         bank: a uniform random subset (drawn from ``random_state``) when the
@@ -769,8 +774,8 @@ class DistillNegDetector(BaseDeepDetector):
         normalisation (the median norm of the training features); None for
         images.
     kernel_temperature_ : float or tuple of two floats
-        The resolved :math:`\tau`; for "auto" the pair
-        (:math:`\tau_w`, :math:`\delta`).
+        The resolved :math:`\tau`; for "auto" on tabular rows the pair
+        (0.2, :math:`\delta`).
     kernel_standardization_ : tuple of two (median, scale) pairs or None
         With two kernels, the median and interquartile range of each
         kernel's leave-one-out scores of the bank; None with one kernel.
@@ -1045,23 +1050,25 @@ class DistillNegDetector(BaseDeepDetector):
         self.bank_keys_ = row_fingerprints(bank_rows)
         self.kernel_temperature_ = self._resolve_kernel_temperature(is_image, seed)
         self.kernel_standardization_ = None
-        if isinstance(self.kernel_temperature_, tuple):  # "auto": two kernels
+        if isinstance(self.kernel_temperature_, tuple):  # "auto" on rows: two kernels
             train = self._kernel_scores(self.bank_, self.bank_keys_)
             self.kernel_standardization_ = tuple(_robust_location_scale(c) for c in train)
 
     def _resolve_kernel_temperature(self, is_image: bool, seed: int) -> float | tuple:
-        """The kernel's :math:`\\tau`: the given float; for "auto" the pair (wide, narrow):
-        the wide kernel's fixed tau and the bank's median nearest-neighbour cosine distance."""
+        """The kernel's :math:`\\tau`: the given float; for "auto" on images a quarter of the
+        bank's median nearest-neighbour cosine distance, on tabular rows the pair (wide, narrow)
+        of ``_TABULAR_WIDE_TEMPERATURE`` and that distance."""
         if self.kernel_temperature != "auto":
             return float(self.kernel_temperature)
-        wide = _WIDE_KERNEL_TEMPERATURE["image" if is_image else "tabular"]
         if len(self.bank_) < 2:
-            return wide
+            return 0.04 if is_image else _TABULAR_WIDE_TEMPERATURE
         gap = nearest_cosine_gap(self.bank_, self.bank_keys_,
                                  seed=seed_stream(seed, "distillneg_kernel"),
                                  chunk_size=self._chunk_size, device=self._inference_device,
                                  normalized=True)
-        return (wide, max(gap, _MIN_KERNEL_TEMPERATURE))
+        if is_image:
+            return max(_IMAGE_GAP_SCALE * gap, _MIN_KERNEL_TEMPERATURE)
+        return (_TABULAR_WIDE_TEMPERATURE, max(gap, _MIN_KERNEL_TEMPERATURE))
 
     def _kernel_scores(self, feats: torch.Tensor, keys: torch.Tensor) -> list[torch.Tensor]:
         """:func:`kernel_cosine` of ``feats`` against the bank at each resolved temperature."""

@@ -125,14 +125,16 @@ SUITES = [
      "mode), FeatureKNN on the same features (DN2: kNN cosine, k=2) and raw-pixel "
      "baselines. The features of the 12,000 distinct images were extracted once before "
      "the runs (features.json: 820 s on one core, 68 ms per image); the fit and score "
-     "seconds below are the detectors' own on the cached features."),
+     "seconds below are the detectors' own on the cached features. The DistillNeg and NSA "
+     "rows predate their current defaults (DistillNeg's two-kernel score on frozen "
+     "features, 08c9197; NSA's clean BatchNorm statistics, 844a584): not re-run yet."),
     ("One-class CIFAR-10 with the pretrained encoder (EfficientNet-Lite0)",
      "pretrained/cifar10-one-class/cpu",
      "The splits of the CIFAR-10 reference table above (seed 0), rows as in the "
      "pretrained Fashion-MNIST table. The features of the 12,000 distinct images were "
      "extracted once before the runs (features.json: 747 s on one core, 62 ms per "
      "image); the fit and score seconds below are the detectors' own on the cached "
-     "features."),
+     "features. The DistillNeg and NSA rows predate their current defaults (as above)."),
 ]
 
 #: (heading, markdown file relative to benchmarks/results, meta.json or None): tables

@@ -106,8 +106,8 @@ SUITES = [
      "distillneg_quality/fashion-one-class/cpu",
      "The splits of the first one-class table (seed 0): DistillNeg with "
      "kernel_temperature='auto' (a quarter of the training features' median "
-     "nearest-neighbour cosine distance; the same training as the first table's column, "
-     "which scored with the paper's 0.04), beside FeatureKNN (the untrained-CNN "
+     "nearest-neighbour cosine distance; the first table's DistillNeg column, with the same "
+     "training settings, scored with the paper's 0.04), beside FeatureKNN (the untrained-CNN "
      "reference), IsolationForest and KNN on raw pixels."),
     ("One-class Fashion-MNIST: the untrained-encoder reference", "reference/fashion-one-class/cpu",
      "The same splits (seed 0). FeatureKNN: kNN cosine (k=2) on the features of the "

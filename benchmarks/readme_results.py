@@ -73,6 +73,11 @@ SUITES = [
      "distillneg_quality/clean/cpu",
      "The clean protocol's splits: DistillNeg (kernel_temperature='auto') beside "
      "IsolationForest, KNN and FeatureKNN."),
+    ("RotAuxMSP (unlabelled: random affine maps as the auxiliary task), clean protocol",
+     "rotaux_quality/clean/cpu",
+     "The clean protocol's splits, seeds 0 1 2: RotAuxMSP without labels (the tabular "
+     "auxiliary task: which of its random affine maps was applied) beside "
+     "IsolationForest and KNN."),
     ("Tabular suite: ADBench classical, clean protocol (normal-only training)",
      "semsad_scoring/clean/cpu",
      "The inductive split with the anomalies removed from the training part; seeds "

@@ -71,7 +71,7 @@ SUITES = [
      "table above is the old single kernel, tau = 0.2."),
     ("DistillNeg with its two-kernel score (since 08c9197), clean protocol",
      "distillneg_quality/clean/cpu",
-     "The clean protocol's splits: DistillNeg (kernel_temperature='auto') beside "
+     "The clean protocol's splits, seeds 0 1 2: DistillNeg (kernel_temperature='auto') beside "
      "IsolationForest, KNN and FeatureKNN."),
     ("RotAuxMSP (unlabelled: random affine maps as the auxiliary task), clean protocol",
      "rotaux_quality/clean/cpu",

@@ -185,8 +185,9 @@ class DUMDetector(BaseDeepDetector):
 
     Fit (Wu & Goodman, section 3):
 
-    1. embedding g: for tabular rows the min-max-scaled features (the
-       paper's) lifted onto the unit sphere by :class:`SphereLift`; for
+    1. embedding g: for tabular rows the standardised features (the
+       paper's min-max scaling is ``tabular_scaling="minmax"``) lifted onto
+       the unit sphere by :class:`SphereLift`; for
        images a SimCLR encoder trained here (or a frozen user ``encoder``);
     2. f1 (:class:`DUMVarianceMLP`) maps an embedding to
        :math:`N(g(x), \mathrm{diag}\,\sigma^2(x))`, mean fixed;
@@ -212,7 +213,11 @@ class DUMDetector(BaseDeepDetector):
 
     Tabular data (skood's choice): the lift keeps g injective, and without
     it the objective, which compares directions of set means, cannot see how
-    far a min-max row (all coordinates >= 0) lies from the data. Set members
+    far a row lies from the data. Rows are standardised, not min-max scaled
+    as in the paper: one extreme training value squeezes a min-max feature
+    into a corner of [0, 1], and the trained variances follow the distance
+    to the training centre (README, DUMDetector), which ranks anomalies
+    better on standardised rows (``benchmarks/dum_orientation.py``). Set members
     are augmented by a SCARF-style corruption of the standardised row (10%
     of features resampled, Gaussian noise 0.05). Images: the SimCLR views
     serve both the encoder and the DUM sets.
@@ -246,11 +251,11 @@ class DUMDetector(BaseDeepDetector):
     but writes no InfoNCE, not as a detector.
 
     The defaults are skood's CPU budget; ``DUMDetector.from_preset("paper")``
-    gives the paper's: diagonal covariances, the raw PoE means of its written
-    objective, set members not augmented (its tabular experiments fit f1 on
-    the rows themselves; pass ``augment=True`` for its image objective's
-    :math:`t_i`), f1 of 3 x 4096 units, batch 256, ResNet-18 SimCLR for
-    images.
+    gives the paper's: min-max-scaled rows, diagonal covariances, the raw PoE
+    means of its written objective, set members not augmented (its tabular
+    experiments fit f1 on the rows themselves; pass ``augment=True`` for its
+    image objective's :math:`t_i`), f1 of 3 x 4096 units, batch 256,
+    ResNet-18 SimCLR for images.
 
     Parameters
     ----------
@@ -288,9 +293,10 @@ class DUMDetector(BaseDeepDetector):
         (:func:`skood.scoring.variance_norm`).
     augment : bool, default=True
         Augment the set members (paper); False uses the plain embeddings.
-    tabular_scaling : {"minmax", "standard"}, default="minmax"
-        Tabular g: identity on min-max-scaled features (paper) or on the
-        standardised features.
+    tabular_scaling : {"standard", "minmax"}, default="standard"
+        Tabular g: identity on the standardised features (zero mean, unit
+        variance on the training rows), or on min-max-scaled features (the
+        paper's, and the ``"paper"`` preset's), before the lift.
     encoder : torch.nn.Module or None, default=None
         Images only: a frozen encoder of float images (N, C, H, W) in [0, 1]
         to (N, d), deep-copied at fit and never trained; its output is
@@ -384,6 +390,7 @@ class DUMDetector(BaseDeepDetector):
             "covariance": "diagonal",
             "normalize_means": False,
             "augment": False,
+            "tabular_scaling": "minmax",
             "hidden_width": 4096,
             "n_layers": 3,
             "dum_epochs": 100,
@@ -409,7 +416,7 @@ class DUMDetector(BaseDeepDetector):
         max_log_var: float = 5.0,
         score_norm: str = "l2",
         augment: bool = True,
-        tabular_scaling: str = "minmax",
+        tabular_scaling: str = "standard",
         encoder: nn.Module | None = None,
         embedding: str = "features",
         dum_epochs: int = 100,
@@ -510,7 +517,7 @@ class DUMDetector(BaseDeepDetector):
             if self.encoder is not None:
                 raise ValueError(
                     "encoder is for image input (an nn.Module mapping (N, C, H, W) images "
-                    "to (N, d)); tabular rows use the identity on their min-max-scaled "
+                    "to (N, d)); tabular rows use the identity on their scaled "
                     "features. Pass encoder=None for tabular data."
                 )
             self.encoder_ = self._tabular_embedding(Xs).to(dev).eval()

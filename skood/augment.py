@@ -442,27 +442,41 @@ class RandomAffineMaps(torch.nn.Module):
     r"""A fixed set of random affine maps of tabular rows, as auxiliary classes (GOAD-style).
 
     Map m sends a standardised row x to :math:`T_m(x) = x W_m + b_m` with
-    :math:`W_m` entries :math:`\sim N(0, 1/D)` and :math:`b_m \sim N(0, I)`,
+    :math:`W_m \in \mathbb{R}^{D \times r}` entries :math:`\sim N(0, 1/D)`
+    and :math:`b_m \sim N(0, I_r)` (or :math:`b_m = 0` with ``bias=False``),
     drawn once from ``seed``; with ``identity_first`` map 0 is the identity (as
-    rotation 0 is among the rotations). A network trained to tell which map
-    was applied learns the geometry of the normal rows (GOAD: Bergman &
-    Hoshen 2020, "Classification-Based Anomaly Detection for General Data").
-    The maps are buffers, so they move and pickle with the module.
+    rotation 0 is among the rotations; needs ``r = D``). A network trained to
+    tell which map was applied learns the geometry of the normal rows (GOAD:
+    Bergman & Hoshen 2020, "Classification-Based Anomaly Detection for General
+    Data", whose tabular maps are linear, :math:`D \to r` with r = 32 or 64,
+    and without bias). The maps are buffers, so they move and pickle with the
+    module.
 
     Parameters
     ----------
     n_maps : int
     dim : int
-        Row dimension D (maps are D -> D, so one encoder takes raw and mapped rows).
+        Row dimension D.
     seed : int
     identity_first : bool
+    out_dim : int, optional
+        Output dimension r of every map (default D: one encoder takes raw and
+        mapped rows).
+    bias : bool, default=True
+        Random offsets :math:`b_m`; without them the maps differ only in
+        :math:`W_m`, so a classifier must use the rows' geometry, not their
+        location, to tell the maps apart.
     """
 
-    def __init__(self, n_maps: int, dim: int, seed: int = 0, identity_first: bool = True) -> None:
+    def __init__(self, n_maps: int, dim: int, seed: int = 0, identity_first: bool = True,
+                 out_dim: int | None = None, bias: bool = True) -> None:
         super().__init__()
+        out_dim = dim if out_dim is None else int(out_dim)
+        if identity_first and out_dim != dim:
+            raise ValueError(f"identity_first needs out_dim == dim ({dim}); got out_dim={out_dim}")
         g = torch.Generator().manual_seed(int(seed))
-        W = torch.randn(n_maps, dim, dim, generator=g) / math.sqrt(dim)
-        b = torch.randn(n_maps, dim, generator=g)
+        W = torch.randn(n_maps, dim, out_dim, generator=g) / math.sqrt(dim)
+        b = torch.randn(n_maps, out_dim, generator=g) if bias else torch.zeros(n_maps, out_dim)
         if identity_first:
             W[0] = torch.eye(dim)
             b[0] = 0.0
@@ -488,3 +502,9 @@ class RandomAffineMaps(torch.nn.Module):
         every = (x @ self.weight.permute(1, 0, 2).reshape(d, m * e)).view(len(x), m, e)
         rows = torch.arange(len(x), device=x.device)
         return every[rows, k] + self.bias[k]
+
+    def all_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """Every map of every row in one matrix product: shape ``(M, n, r)``, ``[m] = T_m(x)``."""
+        m, d, e = self.weight.shape
+        every = (x @ self.weight.permute(1, 0, 2).reshape(d, m * e)).view(len(x), m, e)
+        return every.transpose(0, 1) + self.bias[:, None]

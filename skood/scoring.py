@@ -26,6 +26,7 @@ DistillNeg's kernel score lives with the detector
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -51,6 +52,7 @@ __all__ = [
     "odin",
     "skip_self_matches",
     "transformation_confidence",
+    "transformation_log_likelihood",
     "unit_row_blocks",
     "variance_norm",
     "whiten",
@@ -645,5 +647,50 @@ def transformation_confidence(logits: torch.Tensor) -> torch.Tensor:
     p = torch.softmax(logits.float(), dim=2)
     idx = torch.arange(K, device=p.device)
     return p[idx, :, idx].mean(dim=0)
+
+
+def transformation_log_likelihood(logits: torch.Tensor) -> torch.Tensor:
+    r"""Log-likelihood of the correct transformations (GOAD's score), without saturation.
+
+    GOAD (Bergman & Hoshen 2020, "Classification-Based Anomaly Detection for
+    General Data", eq. 6) scores a sample by the log-likelihood of the K
+    transformations it was given, :math:`\sum_k \log P(k \mid T_k x)`. When
+    the classifier is confident, :math:`\log P(k \mid T_k x) =
+    -\log\big(1 + \sum_{j \ne k} e^{\ell_{kj} - \ell_{kk}}\big)` rounds to 0
+    in floating point for most normal samples (a tie at the top of the ranking).
+    This function returns the same ranking from a monotone transform that
+    keeps the tiny terms:
+
+    .. math::  s(x) = -\log\Big(-\frac{1}{K}\sum_{k=1}^{K} \log P(k \mid T_k x)\Big),
+       \qquad -\log P(k \mid T_k x) = \operatorname{softplus}(L_k),\;
+       L_k = \log\sum_{j \ne k} e^{\ell_{kj} - \ell_{kk}},
+
+    computed in float64 as :math:`-\operatorname{logsumexp}_k \log\operatorname{softplus}(L_k)
+    + \log K` with :math:`\log\operatorname{softplus}(L) = L` for
+    :math:`L < -30`. Higher = more normal; it grows with
+    :math:`\sum_k \log P(k \mid T_k x)`.
+
+    Parameters
+    ----------
+    logits : Tensor of shape (K, n, K)
+        ``logits[k, i, j]``: the score :math:`\ell_{kj}` of transformation j
+        for the k-th transformed copy of sample i (a classifier's logits, or
+        GOAD's negative squared distances to the per-transformation centres).
+
+    Returns
+    -------
+    Tensor of shape (n,), float64.
+    """
+    K = logits.shape[0]
+    if logits.dim() != 3 or logits.shape[2] != K:
+        raise ValueError(f"logits must have shape (K, n, K), got {tuple(logits.shape)}")
+    lg = logits.double()
+    idx = torch.arange(K, device=lg.device)
+    own = lg[idx, :, idx]  # (K, n): the correct transformation's logit
+    other = (lg - own[..., None]).masked_fill(
+        torch.eye(K, dtype=torch.bool, device=lg.device)[:, None, :], float("-inf"))
+    L = torch.logsumexp(other, dim=2)  # (K, n)
+    log_nll = torch.where(L < -30, L, torch.log(F.softplus(L.clamp_min(-30))))
+    return -(torch.logsumexp(log_nll, dim=0) - math.log(K))
 
 

@@ -108,8 +108,10 @@ def test_scorers_match_their_definitions(fitted_images, digits_holdout):
     x = _x(X_test)
     with torch.no_grad():
         p = torch.softmax(model(x), 1)
-        rot = torch.stack([torch.softmax(model.aux_head(model.trunk(rotate90(x, k))), 1)[:, k]
-                           for k in range(4)]).mean(0)
+        p_rot = torch.stack([torch.softmax(model.aux_head(model.trunk(rotate90(x, k))), 1)[:, k]
+                             for k in range(4)])
+        rot = p_rot.mean(0)
+        geo = p_rot.double().log().mean(0).exp()  # geometric mean of P(k | rho_k x)
     scores = {}
     for scoring in ("msp", "odin", "rotation", "msp*rotation"):
         scores[scoring] = fitted_images.score_samples_by(X_test, scoring)
@@ -120,8 +122,7 @@ def test_scorers_match_their_definitions(fitted_images, digits_holdout):
         fitted_images.score_samples_by(X_test, "energy")
     np.testing.assert_allclose(scores["msp"], p.max(1).values.numpy(), rtol=1e-5)
     np.testing.assert_allclose(scores["rotation"], rot.numpy(), rtol=1e-5)
-    np.testing.assert_allclose(scores["msp*rotation"], scores["msp"] * scores["rotation"],
-                               rtol=1e-5)
+    np.testing.assert_allclose(scores["msp*rotation"], scores["msp"] * geo.numpy(), rtol=1e-5)
     np.testing.assert_allclose(scores["odin"], odin(model, x, 1000.0, 5e-5).numpy(), rtol=1e-6)
     # ODIN is temperature-scaled MSP of a nudged input: eps = 0 gives MSP at T
     np.testing.assert_allclose(odin(model, x, 1000.0, 0.0).numpy(),
@@ -223,7 +224,7 @@ def test_image_rotation_options(digits_holdout, rotations):
 def test_unlabelled_fit_is_the_rotation_detector(fitted_tiny, labelled, digits_holdout):
     X, _, X_test, y_test = labelled
     det = fitted_tiny("RotAuxMSPDetector")
-    assert not det.supervised_ and det.scoring_ == "rotation"
+    assert not det.supervised_ and det.scoring_ == "rotation-centres"  # tabular "auto"
     assert not hasattr(det, "classes_") and det.model_.class_head is None
     assert roc_auc_score(y_test, det.score_samples(X_test)) > 0.9
     assert "loss_class" not in det.history_[-1, "batches", -1]
@@ -249,7 +250,7 @@ def test_supervised_parameter_and_tags(fitted_tiny, labelled):
     assert not get_tags(tiny(supervised=False)).target_tags.required
     assert get_tags(tiny(supervised=True)).target_tags.required
     ignored = tiny(supervised=False).fit(X, y)
-    assert not ignored.supervised_ and ignored.scoring_ == "rotation"
+    assert not ignored.supervised_ and ignored.scoring_ == "rotation-centres"
     np.testing.assert_array_equal(ignored.score_samples(X_test),
                                   fitted_tiny("RotAuxMSPDetector").score_samples(X_test))
     with pytest.raises(ValueError, match="requires y to be passed"):
@@ -361,7 +362,7 @@ def test_unseen_digits_are_less_confident(fitted_images, digits_holdout):
 
 def test_tabular_affine_maps_are_seeded_and_pickled(fitted, labelled):
     maps = fitted.model_.affine_maps
-    assert maps.n_maps == 8 and torch.equal(maps.weight[0], torch.eye(8))
+    assert maps.n_maps == 64 and torch.equal(maps.weight[0], torch.eye(8))
     again = pickle.loads(pickle.dumps(fitted))  # with its class head
     torch.testing.assert_close(again.model_.affine_maps.weight, maps.weight)
     X, y, X_test, _ = labelled
@@ -399,3 +400,127 @@ def test_holdout_benchmark_smoke(data_home, tmp_path):
     assert len(rows) == 2 * 5 and {r["held_out"] for r in rows} == {"8"}
     assert all(0 <= float(r["ap"]) <= 1 and 0 <= float(r["auroc"]) <= 1 for r in rows)
     assert "lam=0 MSP (reference)" in table and "AP x 100" in table
+
+
+# ------------------------------------------------------------------ tabular (GOAD) defaults
+def test_transformation_log_likelihood_is_goads_score_without_saturation():
+    from skood.scoring import transformation_log_likelihood
+
+    gen = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(5, 7, 5, generator=gen)
+    logp = torch.log_softmax(logits.double(), dim=2)
+    idx = torch.arange(5)
+    goad = logp[idx, :, idx].mean(0)  # (1/K) sum_k log P(k | T_k x)
+    torch.testing.assert_close(transformation_log_likelihood(logits), -torch.log(-goad))
+    # confident samples: log-softmax rounds to 0 for both, the score still ranks them
+    sure = torch.zeros(3, 2, 3)
+    sure[:, 0] = 100 * torch.eye(3)
+    sure[:, 1] = 50 * torch.eye(3)
+    assert torch.equal(torch.log_softmax(sure, 2)[idx[:3], :, idx[:3]].sum(0), torch.zeros(2))
+    s = transformation_log_likelihood(sure)
+    assert s[0] > s[1] + 40
+    with pytest.raises(ValueError, match="shape"):
+        transformation_log_likelihood(torch.zeros(3, 2, 4))
+
+
+def test_goad_affine_maps():
+    maps = RandomAffineMaps(6, 5, seed=0, identity_first=False, out_dim=3, bias=False)
+    assert maps.weight.shape == (6, 5, 3) and torch.equal(maps.bias, torch.zeros(6, 3))
+    x = torch.randn(4, 5)
+    every = maps.all_maps(x)
+    assert every.shape == (6, 4, 3)
+    for k in range(6):
+        torch.testing.assert_close(every[k], maps(x, k))
+        torch.testing.assert_close(every[k], x @ maps.weight[k])
+    # the default draw is unchanged (DistillNeg's and the "shifted" family's maps)
+    old = RandomAffineMaps(4, 5, seed=3)
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(4, 5, 5, generator=g) / 5 ** 0.5
+    b = torch.randn(4, 5, generator=g)
+    torch.testing.assert_close(old.weight[1:], W[1:])
+    torch.testing.assert_close(old.bias[1:], b[1:])
+    with pytest.raises(ValueError, match="identity_first"):
+        RandomAffineMaps(2, 5, out_dim=3)
+
+
+def test_unlabelled_tabular_default_is_goads_score(blobs):
+    X, X_test, y_test = blobs
+    det = tiny().fit(X)
+    maps = det.model_.affine_maps
+    assert det.scoring_ == "rotation-centres"
+    assert maps.weight.shape == (64, 8, 8) and torch.equal(maps.weight[0], torch.eye(8))
+    assert det.model_.trunk.out_features == 64
+    # the centres are the training rows' mean features per map; the score is GOAD's
+    model = det.model_
+    Xs = torch.from_numpy(((X - det.feature_mean_) / det.feature_scale_).astype(np.float32))
+    with torch.no_grad():
+        z = model.aux_features_all(Xs)
+        torch.testing.assert_close(model.centres, z.mean(1), rtol=1e-4, atol=1e-4)
+        Zt = torch.from_numpy(((X_test - det.feature_mean_) / det.feature_scale_)
+                              .astype(np.float32))
+        zt = model.aux_features_all(Zt)
+        d = ((zt[:, :, None] - model.centres[None, None]) ** 2).sum(-1)  # (K, n, K)
+        logp = torch.log_softmax(-d.double(), dim=2)
+        idx = torch.arange(64)
+        goad = logp[idx, :, idx].mean(0)
+    s = det.score_samples(X_test)
+    assert roc_auc_score(y_test, s) > 0.9
+    # the same ranking as GOAD's sum of log-probabilities wherever that does not round to 0
+    ok = goad.numpy() < -1e-6
+    assert ok.sum() > 20
+    assert stats_spearman(s[ok], goad.numpy()[ok]) > 0.99
+    # the other scorers of the same network
+    for scoring in ("rotation", "rotation-loglik"):
+        assert det.score_samples_by(X_test, scoring).shape == (240,)
+
+
+def stats_spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def test_old_and_goad_settings_are_reachable(blobs):
+    X, X_test, _ = blobs
+    old = tiny(n_affine_maps=8, mlp_width=256, scoring="rotation").fit(X)  # skood 0.1's
+    maps = old.model_.affine_maps
+    assert old.scoring_ == "rotation" and maps.weight.shape == (8, 8, 8)
+    assert old.model_.trunk.out_features == 256
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in old.model_.modules())
+    goad = tiny(affine_family="goad", affine_dim=16, n_affine_maps=32).fit(X)  # GOAD's
+    maps = goad.model_.affine_maps
+    assert maps.weight.shape == (32, 8, 16) and not maps.bias.any()
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in goad.model_.modules())
+    for det in (old, goad):
+        again = pickle.loads(pickle.dumps(det))
+        np.testing.assert_array_equal(again.score_samples(X_test), det.score_samples(X_test))
+
+
+@pytest.mark.parametrize("seed", [0])
+def test_adbench_cardio_unlabelled(data_home, seed):
+    """Contaminated training rows (the T-ind protocol): 64 maps and GOAD's centre score find
+    the anomalies that skood 0.1's 8 maps and mean confidence missed (AUROC 57 there)."""
+    from skood.datasets import load_adbench, tabular_split
+
+    X, y = load_adbench("6_cardio", data_home)
+    X_tr, X_te, _, y_te = tabular_split(X, y, protocol="inductive", random_state=seed)
+    s = RotAuxMSPDetector(device="cpu", random_state=seed).fit(X_tr).score_samples(X_te)
+    assert roc_auc_score(y_te, -s) > 0.85
+
+
+def test_wide_rows_get_projected_shifted_maps():
+    X = np.random.RandomState(0).normal(size=(40, 300))
+    det = tiny(max_epochs=1).fit(X)
+    maps = det.model_.affine_maps
+    assert maps.weight.shape == (64, 300, 256) and maps.bias.any()
+    assert np.isfinite(det.score_samples(X[:5])).all()
+
+
+def test_dropout_before_the_heads(labelled):
+    X, y, X_test, _ = labelled
+    det = tiny(dropout=0.3).fit(X, y)
+    assert isinstance(det.model_.dropout, torch.nn.Dropout) and det.model_.dropout.p == 0.3
+    np.testing.assert_array_equal(det.score_samples(X_test), det.score_samples(X_test))
+    assert isinstance(tiny().fit(X, y).model_.dropout, torch.nn.Identity)
+    with pytest.raises(ValueError, match="dropout"):
+        tiny(dropout=1.0).fit(X, y)

@@ -6,9 +6,9 @@ AUROC is below 0.5 ranks the anomalies as the most certain rows (its score is
 a few ADBench sets, over several seeds, and reports the mean AUROC and the
 flip rate (runs with AUROC < 0.5) of each, beside the distance of a row to the
 centre of the training rows (its angle to the pole of the default's
-:class:`~skood.detectors.dum.SphereLift`, on standardised rows): the ranking
-that the objective's optimum, inverse-variance weighting of the set members,
-approaches.
+:func:`~skood.detectors.dum.whitening_lift`, i.e. its shrunk Mahalanobis
+distance): the ranking that the objective's optimum, inverse-variance
+weighting of the set members, approaches.
 
 Protocol: the tabular suite's inductive split (``skood.datasets.tabular_split``,
 stratified subsample to ``--max-samples`` rows, 70/30 split, MinMax scaling on
@@ -47,11 +47,11 @@ VARIANTS = {
          "tabular_scaling": "minmax"},
     "one set per batch of 256 (m = 128), diagonal, min-max":
         {"set_size": None, "tabular_scaling": "minmax"},
-    "sets of m = 4, isotropic, min-max": {"covariance": "isotropic", "tabular_scaling": "minmax"},
     "sets of m = 4, diagonal, min-max (the previous default)": {"tabular_scaling": "minmax"},
-    "sets of m = 4, diagonal, standardised (default)": {},
+    "sets of m = 4, diagonal, standardised": {"tabular_scaling": "standard"},
+    "sets of m = 4, diagonal, whitened (default)": {},
 }
-ANCHOR = "distance to the training centre (standardised rows)"
+ANCHOR = "Mahalanobis distance to the training centre"
 
 
 def centre_distance(det: DUMDetector, X: np.ndarray) -> np.ndarray:
@@ -114,8 +114,8 @@ def main(argv=None) -> None:
         f"AUROC x 100, mean +- sd over seeds {args.seeds} (in brackets: runs with "
         "AUROC < 50, i.e. a flipped score); inductive split, at most "
         f"{args.max_samples} rows per data set. The last column ranks test rows by their "
-        "distance to the centre of the standardised training rows (the angle to the pole "
-        "of the default's sphere lift).\n\n" + table(rows, args.datasets, args.seeds)
+        "Mahalanobis distance to the centre of the training rows (the angle to the pole "
+        "of the default's whitening lift).\n\n" + table(rows, args.datasets, args.seeds)
         + f"\n\nCommand: `{cmd}`; wall time {time.perf_counter() - t_start:.0f} s.\n"
     )
     (args.out / "table.md").write_text(md)

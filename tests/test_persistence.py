@@ -112,7 +112,7 @@ _VARIANTS = [
     ("DistillNegDetector", _TAB, {"negatives": "feature-perm", "head_bn": False,
                                   "max_bank": 100}),
     ("DUMDetector", _TAB, {"covariance": "diagonal", "tabular_scaling": "standard"}),
-    ("DUMDetector", _TAB, {"objective": "infonce", "set_size": 2}),
+    ("DUMDetector", _TAB, {"objective": "infonce", "set_size": 2, "tabular_scaling": "minmax"}),
     ("DUMDetector", _IMG, {"covariance": "diagonal", "embedding": "projection"}),
     ("DUMDetector", _IMG, {"objective": "infonce", "set_size": 2}),
     ("RotAuxMSPDetector", _TAB, {"n_affine_maps": 4}),

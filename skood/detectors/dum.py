@@ -26,12 +26,15 @@ from ..scoring import variance_norm
 from ..training import ContrastiveNet, SkoodNet
 from ..utils import fit_rng, seed_stream, to_model_input
 
-__all__ = ["DUMDetector", "DUMVarianceMLP", "DUMNet", "SphereLift", "FeatureView"]
+__all__ = ["DUMDetector", "DUMVarianceMLP", "DUMNet", "SphereLift", "FeatureView",
+           "whitening_lift"]
 
 #: m when ``set_size=None`` and ``objective="infonce"``
 _INFONCE_SET_SIZE = 8
 #: tabular augmentation t of the set members (skood's choice): SCARF-style corruption
 _TABULAR_FRAC, _TABULAR_NOISE = 0.1, 0.05
+#: epsilon of :func:`whitening_lift`: eigenvalues shrunk by epsilon x their mean
+_WHITEN_SHRINKAGE = 0.1
 
 
 class DUMVarianceMLP(nn.Module):
@@ -94,6 +97,54 @@ class SphereLift(nn.Module):
         u = (x - self.low) / self.scale - self.center
         lifted = torch.cat([u, torch.full_like(u[:, :1], self.radius)], dim=1)
         return F.normalize(lifted, dim=1)
+
+
+def whitening_lift(features: torch.Tensor, shrinkage: float = _WHITEN_SHRINKAGE) -> nn.Sequential:
+    r"""g's last step: whiten the training embeddings, then :class:`SphereLift` them.
+
+    With :math:`\bar f` the mean and :math:`C = V \Lambda V^\top` the
+    covariance of ``features`` (n, d),
+
+    .. math::  u = W (f - \bar f), \qquad
+       W = V (\Lambda + \epsilon \bar\lambda I)^{-1/2} V^\top,
+
+    :math:`\bar\lambda` the mean eigenvalue and :math:`\epsilon` =
+    ``shrinkage`` (it keeps W finite for rank-deficient C, e.g. more
+    features than rows); then u is lifted with centre 0 and radius the
+    root-mean-square norm of the training u. A row's angle to the pole is
+    then monotone in its (shrunk) Mahalanobis distance to the training mean,
+    the ranking that DUM's trained variances approach (Notes of
+    :class:`DUMDetector`).
+
+    Returns ``nn.Sequential(Linear(d, d), SphereLift)``, frozen.
+    """
+    f = features.detach().double().cpu()
+    mean = f.mean(dim=0)
+    d = f.shape[1]
+    if len(f) > 1:
+        cov = torch.cov((f - mean).T).reshape(d, d)
+    else:
+        cov = torch.zeros(d, d, dtype=f.dtype)
+    ev, V = torch.linalg.eigh(cov)
+    ev = ev.clamp_min(0)
+    ev = ev + shrinkage * (float(ev.mean()) if float(ev.mean()) > 1e-12 else 1.0)
+    W = (V / ev.sqrt()) @ V.T
+    lin = nn.Linear(d, d)
+    with torch.no_grad():
+        lin.weight.copy_(W.float())
+        lin.bias.copy_((-(W @ mean)).float())
+    lin.requires_grad_(False)
+    u = (f - mean) @ W.T
+    radius = float(u.square().sum(dim=1).mean().sqrt())
+    lift = SphereLift(torch.zeros(d), torch.ones(d), torch.zeros(d),
+                      radius if radius > 1e-12 else 1.0)
+    return nn.Sequential(lin, lift).eval()
+
+
+def whitening_lift_skeleton(d: int) -> nn.Sequential:
+    """An unfitted :func:`whitening_lift` of d features (for loading saved detectors)."""
+    return nn.Sequential(nn.Linear(d, d).requires_grad_(False),
+                         SphereLift(torch.zeros(d), torch.ones(d), torch.zeros(d), 1.0))
 
 
 class FeatureView(nn.Module):
@@ -185,10 +236,11 @@ class DUMDetector(BaseDeepDetector):
 
     Fit (Wu & Goodman, section 3):
 
-    1. embedding g: for tabular rows the standardised features (the
-       paper's min-max scaling is ``tabular_scaling="minmax"``) lifted onto
-       the unit sphere by :class:`SphereLift`; for
-       images a SimCLR encoder trained here (or a frozen user ``encoder``);
+    1. embedding g: for tabular rows the whitened features (the paper's
+       min-max scaling is ``tabular_scaling="minmax"``) lifted onto the unit
+       sphere by :class:`SphereLift` (:func:`whitening_lift`); for images a
+       SimCLR encoder trained here, its features whitened and lifted the same
+       way (or a frozen user ``encoder``);
     2. f1 (:class:`DUMVarianceMLP`) maps an embedding to
        :math:`N(g(x), \mathrm{diag}\,\sigma^2(x))`, mean fixed;
     3. f2: product of experts over a set, precisions :math:`w_i = 1/\sigma_i^2`,
@@ -213,11 +265,13 @@ class DUMDetector(BaseDeepDetector):
 
     Tabular data (skood's choice): the lift keeps g injective, and without
     it the objective, which compares directions of set means, cannot see how
-    far a row lies from the data. Rows are standardised, not min-max scaled
-    as in the paper: one extreme training value squeezes a min-max feature
-    into a corner of [0, 1], and the trained variances follow the distance
-    to the training centre (README, DUMDetector), which ranks anomalies
-    better on standardised rows (``benchmarks/dum_orientation.py``). Set members
+    far a row lies from the data. Rows are whitened, not min-max scaled as
+    in the paper: the trained variances follow a row's distance to the
+    centre of the embeddings (Notes), and after whitening that distance is
+    the Mahalanobis distance to the training mean, blind to how the
+    features happen to be scaled and correlated. On min-max rows, variances
+    fitted on normal rows alone gave the anomalies of some data sets the
+    smallest variances of all (README, DUMDetector). Set members
     are augmented by a SCARF-style corruption of the standardised row (10%
     of features resampled, Gaussian noise 0.05). Images: the SimCLR views
     serve both the encoder and the DUM sets.
@@ -228,8 +282,8 @@ class DUMDetector(BaseDeepDetector):
     mode of :mod:`skood.base`): the frozen encoder (``feature_encoder_``)
     maps every image once, at fit and at scoring, and f1 is trained
     on the frozen embeddings, as in the DUM paper (whose g is a fixed,
-    separately trained encoder): the feature vectors, standardised and lifted
-    as tabular rows (:class:`SphereLift`), with the tabular set augmentation
+    separately trained encoder): the feature vectors, standardised, whitened
+    and lifted as tabular rows (``tabular_scaling``), with the tabular set augmentation
     and batch size. ``encoder`` must then be None. A trainable
     ``PretrainedEncoder`` is fine-tuned by SimCLR on the images instead.
 
@@ -293,18 +347,29 @@ class DUMDetector(BaseDeepDetector):
         (:func:`skood.scoring.variance_norm`).
     augment : bool, default=True
         Augment the set members (paper); False uses the plain embeddings.
-    tabular_scaling : {"standard", "minmax"}, default="standard"
-        Tabular g: identity on the standardised features (zero mean, unit
-        variance on the training rows), or on min-max-scaled features (the
-        paper's, and the ``"paper"`` preset's), before the lift.
+    tabular_scaling : {"whiten", "standard", "minmax"}, default="whiten"
+        Tabular g before the lift: the standardised features whitened with the
+        training rows' shrunk covariance (:func:`whitening_lift`), the
+        standardised features (zero mean, unit variance on the training rows),
+        or min-max-scaled features (the paper's, and the ``"paper"``
+        preset's).
     encoder : torch.nn.Module or None, default=None
         Images only: a frozen encoder of float images (N, C, H, W) in [0, 1]
         to (N, d), deep-copied at fit and never trained; its output is
         L2-normalised. None: train SimCLR.
-    embedding : {"features", "projection"}, default="features"
-        g of the trained SimCLR encoder: its pooled representation before the
-        projection head (as the paper's ImageNet model) or the L2-normalised
-        projection. Ignored with a user ``encoder`` and for tabular data.
+    embedding : {"whitened", "features", "projection"}, default="whitened"
+        g of the trained SimCLR encoder. "features": its pooled representation
+        before the projection head (as the paper's ImageNet model),
+        L2-normalised; "projection": the L2-normalised projection;
+        "whitened" (skood's default): the pooled representation whitened
+        with the training images' shrunk covariance and lifted onto the sphere
+        (:func:`whitening_lift`), as tabular rows are. The trained variances
+        follow the distance to the centre of the embeddings (Notes); a
+        contrastive embedding spreads the images evenly over the sphere, so
+        the cosine to the centre of the plain features hardly ranks
+        anomalies, while after whitening it is their Mahalanobis distance
+        (README, DUMDetector). Ignored with a user ``encoder`` and for
+        tabular data.
     dum_epochs : int, default=100
         Epochs of f1 training (paper: 100).
     encoder_epochs : int, default=10
@@ -374,9 +439,9 @@ class DUMDetector(BaseDeepDetector):
         "max_log_var": [Interval(Real, 0, None, closed="neither")],
         "score_norm": [StrOptions({"l2", "trace", "logdet"})],
         "augment": ["boolean"],
-        "tabular_scaling": [StrOptions({"minmax", "standard"})],
+        "tabular_scaling": [StrOptions({"whiten", "standard", "minmax"})],
         "encoder": [nn.Module, None],
-        "embedding": [StrOptions({"features", "projection"})],
+        "embedding": [StrOptions({"whitened", "features", "projection"})],
         "dum_epochs": [Interval(Integral, 1, None, closed="left")],
         "encoder_epochs": [Interval(Integral, 1, None, closed="left")],
         "encoder_batch_size": [Interval(Integral, 2, None, closed="left")],
@@ -416,9 +481,9 @@ class DUMDetector(BaseDeepDetector):
         max_log_var: float = 5.0,
         score_norm: str = "l2",
         augment: bool = True,
-        tabular_scaling: str = "standard",
+        tabular_scaling: str = "whiten",
         encoder: nn.Module | None = None,
-        embedding: str = "features",
+        embedding: str = "whitened",
         dum_epochs: int = 100,
         encoder_epochs: int = 10,
         backbone: str = "auto",
@@ -520,7 +585,8 @@ class DUMDetector(BaseDeepDetector):
                     "to (N, d)); tabular rows use the identity on their scaled "
                     "features. Pass encoder=None for tabular data."
                 )
-            self.encoder_ = self._tabular_embedding(Xs).to(dev).eval()
+            self.encoder_ = (whitening_lift(Xs) if self.tabular_scaling == "whiten"
+                             else self._tabular_embedding(Xs)).to(dev).eval()
             augment = (BoundCorruption(TabularCorruption(_TABULAR_FRAC, _TABULAR_NOISE), data)
                        if self.augment else None)
         with torch.no_grad():
@@ -597,7 +663,13 @@ class DUMDetector(BaseDeepDetector):
         model = enc_net.module_.eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        return FeatureView(model) if self.embedding == "features" else model
+        if self.embedding == "projection":
+            return model
+        if self.embedding == "features":
+            return FeatureView(model)
+        with torch.no_grad():
+            feats = self._map_batches(FeatureView(model), data).float()
+        return nn.Sequential(FeatureView(model), whitening_lift(feats)).to(dev).eval()
 
     # ---------------------------------------------------------------- score
     def _log_variance(self, Xs: torch.Tensor) -> torch.Tensor:
@@ -626,19 +698,23 @@ class DUMDetector(BaseDeepDetector):
     def _module_skeletons(self, shape: tuple[int, ...]) -> dict[str, nn.Module]:
         """Untrained g and f1 of the fitted architecture (for ``load``).
 
-        Tabular g is a :class:`SphereLift` whose buffers and radius the saved
-        state fills in; a user ``encoder`` is copied (frozen) as in ``fit``.
+        Tabular g is a :class:`SphereLift` (after a whitening ``Linear``) whose
+        buffers, weights and radius the saved state fills in; a user
+        ``encoder`` is copied (frozen) as in ``fit``.
         """
         if not self._trains_on_images:
             d = shape[0]
-            g: nn.Module = SphereLift(torch.zeros(d), torch.ones(d), torch.zeros(d), 1.0)
+            g: nn.Module = (whitening_lift_skeleton(d) if self.tabular_scaling == "whiten" else
+                            SphereLift(torch.zeros(d), torch.ones(d), torch.zeros(d), 1.0))
         elif self.encoder is not None:
             g = copy.deepcopy(self.encoder).cpu().eval()
             for p in g.parameters():
                 p.requires_grad_(False)
         else:
             model = ContrastiveModel(build_encoder(self._net_backbone, shape), self.projection_dim)
-            g = FeatureView(model) if self.embedding == "features" else model
+            g = model if self.embedding == "projection" else FeatureView(model)
+            if self.embedding == "whitened":
+                g = nn.Sequential(g, whitening_lift_skeleton(self.embedding_dim_ - 1))
         f1 = DUMVarianceMLP(self.embedding_dim_, self.hidden_width, self.n_layers,
                             self.max_log_var, isotropic=self._isotropic())
         return {"encoder_": g, "variance_net_": f1}

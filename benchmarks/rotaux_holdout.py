@@ -17,11 +17,22 @@ table gives the mean ± std over seeds of the mean over held-out classes, and
 the difference to "lam=0 MSP" paired by seed, with "no effect" when its mean
 is not larger than its spread.
 
-Budget: by default held-out classes 0 (T-shirt), 5 (sandal) and 8 (bag), 100
-training images per kept class (900), 1,000 test images (stratified), 4
-epochs of the small CNN, batch 128, on the CPU. The paper
-trains a WRN-28-10 for 200 epochs on all 45,000 images (``--n-train 6000
---epochs 200 --backbone resnet18 --device cuda`` is the way there).
+Budget: by default held-out class 6 (shirt), 1,000 training images per kept
+class (9,000), 1,000 test images (stratified), 10 epochs of the small CNN with
+dropout 0.3 before the heads (the paper's WRN uses 0.3), batch 128, on one CPU
+thread: 187 s per lam=0 fit and 447 s per lam=0.5 fit, 1,949 s for three
+seeds. At this budget the classifier is 92.4% (lam=0) and 91.7% (lam=0.5)
+accurate on the kept classes (mean over seeds 0-2; the table records it;
+the paper's: 96% on CIFAR-10). The earlier budget (100 images per class, 4
+epochs: 32 SGD steps, 8 of them at lr 0.1) gave 55-64% on held-out classes
+0, 5 and 8; 200 images per class for 8 epochs gave 78% with the shirt held
+out. The shirt was chosen because it is the class Fashion-MNIST classifiers
+confuse most (with T-shirts, pullovers and coats), so the kept classes give
+the budget its best chance of 90%; held-out T-shirt, sandal or bag
+(``--held-out 0 5 8``) were not run at this budget. The paper trains a
+WRN-28-10 for 200 epochs on all 45,000 images
+(``--n-train 6000 --epochs 200 --backbone resnet18 --device cuda`` is the way
+there).
 
 Usage::
 
@@ -83,7 +94,7 @@ def run_one(data, held_out: int, seed: int, lam: float, args) -> list[dict]:
     X_tr, y_tr, X_te, y_out, y_te = split(data, held_out, args.n_train, args.n_test, seed)
     det = RotAuxMSPDetector(lam=lam, scoring="msp", max_epochs=args.epochs,
                             batch_size=args.batch_size, backbone=args.backbone,
-                            device=args.device, random_state=seed)
+                            dropout=args.dropout, device=args.device, random_state=seed)
     t0 = time.perf_counter()
     det.fit(X_tr, y_tr)
     fit_s = time.perf_counter() - t0
@@ -112,14 +123,22 @@ def tables(rows: list[dict], args) -> str:
     per = [{"dataset": f"holdout-{r['held_out']}", "detector": r["variant"],
             "seed": r["seed"], "ap": r["ap"], "auroc": r["auroc"]} for r in rows]
     variants = list(dict.fromkeys(r["variant"] for r in rows))
+
+    def accuracy(arm: str) -> float:
+        return float(np.mean([r["accuracy"] for r in rows if r["variant"] == f"{arm} MSP"]))
+
     held = list(dict.fromkeys(r["held_out"] for r in rows))
     lines = [
         "# RotAuxMSP: hold-one-class-out on Fashion-MNIST",
         "",
         f"Train {args.n_train} images per kept class, test {args.n_test or 'all'} images "
         f"(held-out class = anomaly, random AP = 0.1); small CNN backbone={args.backbone}, "
-        f"{args.epochs} epochs, batch {args.batch_size}; seeds {args.seeds}; "
-        f"held-out classes {held}.",
+        f"{args.epochs} epochs, batch {args.batch_size}, dropout {args.dropout:g}; "
+        f"seeds {args.seeds}; held-out classes {held}.",
+        "",
+        "Classifier test accuracy on the kept classes (mean over held-out classes and seeds): "
+        + ", ".join(f"{p} {100 * accuracy(p):.1f}%" for p in ("lam=0", f"lam={args.lam:g}"))
+        + ".",
         "",
         "## Average precision (held-out class positive): the paper's claim",
         "",
@@ -155,14 +174,16 @@ def main(argv=None) -> str:
                     help="folder with images/fashion_mnist "
                          "(default: $SKOOD_DATA, else ../shared/data)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--held-out", type=int, nargs="+", default=[0, 5, 8],
+    ap.add_argument("--held-out", type=int, nargs="+", default=[6],
                     help="Fashion-MNIST classes to hold out, one run each")
-    ap.add_argument("--n-train", type=int, default=100, help="training images per kept class")
+    ap.add_argument("--n-train", type=int, default=1000, help="training images per kept class")
     ap.add_argument("--n-test", type=int, default=1000,
                     help="stratified test images (0: the whole test set)")
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--lam", type=float, default=0.5, help="rotation weight of the treated arm")
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--dropout", type=float, default=0.3,
+                    help="dropout before the heads (the paper's WRN: 0.3)")
     ap.add_argument("--backbone", default="auto")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/rotaux_holdout")

@@ -49,12 +49,13 @@ SUITES = [
      "untrained-encoder reference) on the same splits. The SemSAD column of the "
      "table above is the paper's scoring='nearest' (whose scores are bit-identical "
      "to the code that made it)."),
-    ("DUM with many small sets per step (its defaults since 5265f4a), inductive protocol",
+    ("DUM with its whitened embedding (since 1664de8), inductive protocol",
      "dum_quality/inductive/cpu",
-     "The tabular suite's protocol, seeds 0 1 2, with DUM's current defaults (sets of "
-     "m = 4, 32 per minibatch of 256, diagonal covariances on tabular rows) beside "
-     "IsolationForest and KNN on the same splits. The DUM column of the suite's table "
-     "above is the old default (one set per minibatch of 64, isotropic)."),
+     "The tabular suite's protocol, seeds 0 1 2, with DUM's current defaults (rows "
+     "whitened before the sphere lift, sets of m = 4, 32 per minibatch of 256, diagonal "
+     "covariances on tabular rows) beside IsolationForest and KNN on the same splits. The "
+     "DUM column of the suite's table above is the first default (min-max rows, one set "
+     "per minibatch of 64, isotropic)."),
     ("NSA with its CPU-budget defaults (since 844a584), inductive protocol",
      "nsa_quality/inductive/cpu",
      "The tabular suite's protocol, seeds 0 1 2: NSA (SimSiam, ccos-mah, BatchNorm "
@@ -73,21 +74,27 @@ SUITES = [
      "distillneg_quality/clean/cpu",
      "The clean protocol's splits, seeds 0 1 2: DistillNeg (kernel_temperature='auto') beside "
      "IsolationForest, KNN and FeatureKNN."),
-    ("RotAuxMSP (unlabelled: random affine maps as the auxiliary task), clean protocol",
+    ("RotAuxMSP with its GOAD-style tabular default (since 7b08820), inductive protocol",
+     "rotaux_quality/inductive/cpu",
+     "The tabular suite's protocol, seeds 0 1 2: RotAuxMSP without labels (64 random "
+     "affine maps as the auxiliary task, a width-64 MLP, GOAD's centre score) beside "
+     "IsolationForest and KNN. The RotAuxMSP column of the suite's table above is the "
+     "old setting (8 maps, the mean confidence of a width-256 MLP)."),
+    ("RotAuxMSP with its GOAD-style tabular default (since 7b08820), clean protocol",
      "rotaux_quality/clean/cpu",
      "The clean protocol's splits, seeds 0 1 2: RotAuxMSP without labels (the tabular "
-     "auxiliary task: which of its random affine maps was applied) beside "
+     "auxiliary task: which of its 64 random affine maps was applied) beside "
      "IsolationForest and KNN."),
     ("Tabular suite: ADBench classical, clean protocol (normal-only training)",
      "semsad_scoring/clean/cpu",
      "The inductive split with the anomalies removed from the training part; seeds "
      "0 1 2; SemSAD (scoring='partners') against IsolationForest, KNN and FeatureKNN "
      "(the untrained-MLP reference)."),
-    ("DUM with many small sets per step (its defaults since 5265f4a), clean protocol",
+    ("DUM with its whitened embedding (since 1664de8), clean protocol",
      "dum_quality/clean/cpu",
-     "The clean protocol's splits (seeds 0 1 2) with DUM's current defaults (sets of "
-     "m = 4, 32 per minibatch of 256, diagonal covariances on tabular rows) beside "
-     "IsolationForest and KNN."),
+     "The clean protocol's splits (seeds 0 1 2) with DUM's current defaults (rows "
+     "whitened before the sphere lift, sets of m = 4, 32 per minibatch of 256, diagonal "
+     "covariances on tabular rows) beside IsolationForest and KNN."),
     ("One-class Fashion-MNIST", "images/fashion-one-class/cpu",
      "Train on the training images of class k, test on the test set (class k "
      "normal, the other classes anomalous); baselines on raw pixels. The SemSAD "
@@ -97,12 +104,12 @@ SUITES = [
      "The splits of the table above (seed 0) with SemSAD's default scoring='partners'; "
      "the untrained-encoder reference row (FeatureKNN) on these splits is in the "
      "table below."),
-    ("One-class Fashion-MNIST: DUM with many small sets per step (its defaults since 5265f4a)",
+    ("One-class Fashion-MNIST: DUM with its whitened embedding (since 1664de8)",
      "dum_quality/fashion-one-class/cpu",
-     "The splits of the table above (seed 0) with DUM's current defaults (sets of "
-     "m = 4, 32 per minibatch of 256, isotropic covariances on image embeddings). The "
-     "DUM column of the first one-class table is the old default (one set per "
-     "minibatch of 64)."),
+     "The splits of the table above (seed 0) with DUM's current defaults (the SimCLR "
+     "features whitened and lifted onto the sphere, sets of m = 4, 32 per minibatch of "
+     "256, isotropic covariances on image embeddings). The DUM column of the first "
+     "one-class table is the first default (plain features, one set per minibatch of 64)."),
     ("One-class Fashion-MNIST: NSA with its CPU-budget defaults (since 844a584)",
      "nsa_quality/fashion-one-class/cpu",
      "The splits of the first one-class table (seed 0): NSA with SimCLR, crops of "
@@ -130,16 +137,19 @@ SUITES = [
      "mode), FeatureKNN on the same features (DN2: kNN cosine, k=2) and raw-pixel "
      "baselines. The features of the 12,000 distinct images were extracted once before "
      "the runs (features.json: 820 s on one core, 68 ms per image); the fit and score "
-     "seconds below are the detectors' own on the cached features. The DistillNeg and NSA "
-     "rows predate their current defaults (DistillNeg's two-kernel score on frozen "
-     "features, 08c9197; NSA's clean BatchNorm statistics, 844a584): not re-run yet."),
+     "seconds below are the detectors' own on the cached features. The DistillNeg, NSA, "
+     "DUM and RotAuxMSP rows predate their current defaults (DistillNeg's two-kernel "
+     "score on frozen features, 08c9197; NSA's clean BatchNorm statistics, 844a584; DUM's "
+     "whitened features, 1664de8; RotAuxMSP's tabular maps and centre score, 7b08820): "
+     "not re-run yet."),
     ("One-class CIFAR-10 with the pretrained encoder (EfficientNet-Lite0)",
      "pretrained/cifar10-one-class/cpu",
      "The splits of the CIFAR-10 reference table above (seed 0), rows as in the "
      "pretrained Fashion-MNIST table. The features of the 12,000 distinct images were "
      "extracted once before the runs (features.json: 747 s on one core, 62 ms per "
      "image); the fit and score seconds below are the detectors' own on the cached "
-     "features. The DistillNeg and NSA rows predate their current defaults (as above)."),
+     "features. The DistillNeg, NSA, DUM and RotAuxMSP rows predate their current "
+     "defaults (as above)."),
 ]
 
 #: (heading, markdown file relative to benchmarks/results, meta.json or None): tables

@@ -10,7 +10,7 @@ from .detectors import (
     SemSADDetector,
 )
 
-__version__ = "0.1.1"
+__version__ = "0.1.2"
 
 __all__ = [
     "BaseDeepDetector",

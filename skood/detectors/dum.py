@@ -16,7 +16,6 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.utils import skip_init
 
 from ..augment import BoundCorruption, SimCLRAugment, TabularCorruption
 from ..base import BaseDeepDetector
@@ -130,7 +129,8 @@ def whitening_lift(features: torch.Tensor, shrinkage: float = _WHITEN_SHRINKAGE)
     ev = ev.clamp_min(0)
     ev = ev + shrinkage * (float(ev.mean()) if float(ev.mean()) > 1e-12 else 1.0)
     W = (V / ev.sqrt()) @ V.T
-    lin = skip_init(nn.Linear, d, d)  # no draw from the global RNG: the weights are set here
+    with torch.random.fork_rng(devices=[]):  # the weights are set below: leave the global RNG
+        lin = nn.Linear(d, d)
     with torch.no_grad():
         lin.weight.copy_(W.float())
         lin.bias.copy_((-(W @ mean)).float())
@@ -144,8 +144,9 @@ def whitening_lift(features: torch.Tensor, shrinkage: float = _WHITEN_SHRINKAGE)
 
 def whitening_lift_skeleton(d: int) -> nn.Sequential:
     """An unfitted :func:`whitening_lift` of d features (for loading saved detectors)."""
-    return nn.Sequential(skip_init(nn.Linear, d, d).requires_grad_(False),
-                         SphereLift(torch.zeros(d), torch.ones(d), torch.zeros(d), 1.0))
+    with torch.random.fork_rng(devices=[]):  # the saved state sets the weights
+        lin = nn.Linear(d, d).requires_grad_(False)
+    return nn.Sequential(lin, SphereLift(torch.zeros(d), torch.ones(d), torch.zeros(d), 1.0))
 
 
 class FeatureView(nn.Module):

@@ -27,7 +27,7 @@ from ..training import ContrastiveNet, SkoodNet
 from ..utils import fit_rng, seed_stream, to_model_input
 
 __all__ = ["DUMDetector", "DUMVarianceMLP", "DUMNet", "SphereLift", "FeatureView",
-           "whitening_lift"]
+           "AffineMap", "whitening_lift"]
 
 #: m when ``set_size=None`` and ``objective="infonce"``
 _INFONCE_SET_SIZE = 8
@@ -99,6 +99,21 @@ class SphereLift(nn.Module):
         return F.normalize(lifted, dim=1)
 
 
+class AffineMap(nn.Module):
+    r"""A fixed affine map :math:`x \mapsto x W^\top + b` held in buffers (never trained).
+
+    Buffers, not parameters, so building it draws nothing from any RNG.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.clone())
+        self.register_buffer("bias", bias.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
 def whitening_lift(features: torch.Tensor, shrinkage: float = _WHITEN_SHRINKAGE) -> nn.Sequential:
     r"""g's last step: whiten the training embeddings, then :class:`SphereLift` them.
 
@@ -116,7 +131,7 @@ def whitening_lift(features: torch.Tensor, shrinkage: float = _WHITEN_SHRINKAGE)
     the ranking that DUM's trained variances approach (Notes of
     :class:`DUMDetector`).
 
-    Returns ``nn.Sequential(Linear(d, d), SphereLift)``, frozen.
+    Returns ``nn.Sequential(AffineMap, SphereLift)``, frozen (buffers only).
     """
     f = features.detach().double().cpu()
     mean = f.mean(dim=0)
@@ -129,12 +144,7 @@ def whitening_lift(features: torch.Tensor, shrinkage: float = _WHITEN_SHRINKAGE)
     ev = ev.clamp_min(0)
     ev = ev + shrinkage * (float(ev.mean()) if float(ev.mean()) > 1e-12 else 1.0)
     W = (V / ev.sqrt()) @ V.T
-    with torch.random.fork_rng(devices=[]):  # the weights are set below: leave the global RNG
-        lin = nn.Linear(d, d)
-    with torch.no_grad():
-        lin.weight.copy_(W.float())
-        lin.bias.copy_((-(W @ mean)).float())
-    lin.requires_grad_(False)
+    lin = AffineMap(W.float(), (-(W @ mean)).float())
     u = (f - mean) @ W.T
     radius = float(u.square().sum(dim=1).mean().sqrt())
     lift = SphereLift(torch.zeros(d), torch.ones(d), torch.zeros(d),
@@ -144,9 +154,8 @@ def whitening_lift(features: torch.Tensor, shrinkage: float = _WHITEN_SHRINKAGE)
 
 def whitening_lift_skeleton(d: int) -> nn.Sequential:
     """An unfitted :func:`whitening_lift` of d features (for loading saved detectors)."""
-    with torch.random.fork_rng(devices=[]):  # the saved state sets the weights
-        lin = nn.Linear(d, d).requires_grad_(False)
-    return nn.Sequential(lin, SphereLift(torch.zeros(d), torch.ones(d), torch.zeros(d), 1.0))
+    return nn.Sequential(AffineMap(torch.zeros(d, d), torch.zeros(d)),
+                         SphereLift(torch.zeros(d), torch.ones(d), torch.zeros(d), 1.0))
 
 
 class FeatureView(nn.Module):
@@ -700,7 +709,7 @@ class DUMDetector(BaseDeepDetector):
     def _module_skeletons(self, shape: tuple[int, ...]) -> dict[str, nn.Module]:
         """Untrained g and f1 of the fitted architecture (for ``load``).
 
-        Tabular g is a :class:`SphereLift` (after a whitening ``Linear``) whose
+        Tabular g is a :class:`SphereLift` (after a whitening :class:`AffineMap`) whose
         buffers, weights and radius the saved state fills in; a user
         ``encoder`` is copied (frozen) as in ``fit``.
         """

@@ -26,7 +26,9 @@ requires a gradient), builds that encoder once (``feature_encoder_``, eval
 mode), maps the training images to feature vectors in batches and runs its
 own *tabular* algorithm on them. The store is then the feature rows,
 standardised like tabular rows (``feature_mean_``/``feature_scale_`` of the
-training features); every scoring call maps its images the same way. The
+training features; a detector that scores the frozen features themselves, such
+as NSA's default, keeps them unchanged: ``_standardizes_features``); every
+scoring call maps its images the same way. The
 detectors' internal image-or-tabular branches ask
 :attr:`BaseDeepDetector._trains_on_images` (False here) and build their
 networks from :attr:`BaseDeepDetector._net_backbone` ("auto": an MLP for the
@@ -435,8 +437,20 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         bs = getattr(self, "batch_size", None)
         bs = max(bs if isinstance(bs, Integral) else 0, 256)
         self.feature_encoder_.eval()
-        feats = self._map_batches(self.feature_encoder_, imgs, batch_size=bs)
-        return self._tabular_store(feats.numpy(), reset)
+        feats = self._map_batches(self.feature_encoder_, imgs, batch_size=bs).numpy()
+        if reset and not self._standardizes_features:
+            d = feats.shape[1]
+            self.feature_mean_, self.feature_scale_ = np.zeros(d), np.ones(d)
+            reset = False
+        return self._tabular_store(feats, reset)
+
+    @property
+    def _standardizes_features(self) -> bool:
+        """Whether frozen-feature mode standardises the feature vectors (the default: the
+        tabular algorithms expect standardised rows). A detector that scores the frozen
+        features themselves returns False and gets them unchanged (``feature_mean_`` 0,
+        ``feature_scale_`` 1), which keeps their angles to the origin."""
+        return True
 
     @property
     def _inference_device(self) -> str:

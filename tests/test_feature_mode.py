@@ -44,10 +44,11 @@ def fitted_feature_mode(digit_images):
     (once a module; a test must not refit or modify it)."""
     cache = {}
 
-    def get(name: str):
-        if name not in cache:
-            cache[name] = tiny(name, backbone=small_backbone()).fit(digit_images[0])
-        return cache[name]
+    def get(name: str, **params):
+        key = (name, *sorted(params.items()))
+        if key not in cache:
+            cache[key] = tiny(name, backbone=small_backbone(), **params).fit(digit_images[0])
+        return cache[key]
 
     return get
 
@@ -56,7 +57,9 @@ def fitted_feature_mode(digit_images):
 @pytest.mark.parametrize("name", FEATURE_DETECTORS)
 def test_feature_mode_is_the_tabular_fit_on_the_features(name, fitted_feature_mode,
                                                           digit_images, digit_features):
-    det = fitted_feature_mode(name)
+    # NSA scores the frozen features without training by default (tested below)
+    params = {"frozen_features": "train"} if name == "NSADetector" else {}
+    det = fitted_feature_mode(name, **params)
     assert det.feature_mode_ and isinstance(det.feature_encoder_, PretrainedEncoder)
     assert not det.feature_encoder_.training
     # the user-facing facts are the images'
@@ -64,7 +67,7 @@ def test_feature_mode_is_the_tabular_fit_on_the_features(name, fitted_feature_mo
     assert det.n_features_in_ == 64 and det.feature_mean_.shape == (8,)
     # default backbone: the tabular networks (DUM's covariance="auto" is isotropic for images)
     ref_kw = {"covariance": "isotropic"} if name == "DUMDetector" else {}
-    ref = tiny(name, **ref_kw).fit(digit_features[0])
+    ref = tiny(name, **ref_kw, **params).fit(digit_features[0])
     assert ref.input_kind_ == "tabular"
     np.testing.assert_array_equal(det.feature_mean_, ref.feature_mean_)
     np.testing.assert_array_equal(det.train_scores_, ref.train_scores_)
@@ -74,6 +77,51 @@ def test_feature_mode_is_the_tabular_fit_on_the_features(name, fitted_feature_mo
     np.testing.assert_array_equal(det.predict(digit_images[1]), ref.predict(digit_features[1]))
     with pytest.raises(ValueError, match="images of shape"):
         det.score_samples(np.zeros((3, 9, 9), np.uint8))
+
+
+def _nearest_cosine(train: np.ndarray, test: np.ndarray, loo: bool) -> np.ndarray:
+    """The largest cosine between each test row and the training rows (float64; ``loo``:
+    test is train and a row is not its own neighbour)."""
+    a = train / np.linalg.norm(train, axis=1, keepdims=True)
+    b = test / np.linalg.norm(test, axis=1, keepdims=True)
+    cos = b @ a.T
+    if loo:
+        np.fill_diagonal(cos, -np.inf)
+    return cos.max(1)
+
+
+def test_nsa_scores_the_frozen_features_themselves(fitted_feature_mode, digit_images,
+                                                    digit_features):
+    """NSA's pretrained rows (no fine-tuning, the last layer's features scored by the
+    nearest angle): nothing trained, the features unchanged, k-Cos by hand."""
+    det = fitted_feature_mode("NSADetector")
+    assert det.feature_mode_ and det.model_ is None and det.encoder_ is None
+    assert det.history_ == {} and det.terms_ == [(0, "kcos")]
+    # not standardised: centring would move the origin the angles are measured from
+    np.testing.assert_array_equal(det.feature_mean_, np.zeros(8))
+    np.testing.assert_array_equal(det.feature_scale_, np.ones(8))
+    train, test = (f.astype(np.float64) for f in digit_features)
+    # the score is -arccos(cos); compared as cosines (arccos amplifies float32 rounding)
+    np.testing.assert_allclose(np.cos(det.score_samples(digit_images[1])),
+                               _nearest_cosine(train, test, loo=False), atol=1e-6)
+    np.testing.assert_allclose(np.cos(det.train_scores_), _nearest_cosine(train, train, loo=True),
+                               atol=1e-6)
+    # the same detector with training is another model (the tabular algorithm, standardised)
+    trained = fitted_feature_mode("NSADetector", frozen_features="train")
+    assert trained.model_ is not None and trained.terms_ == [(0, "ccos-mah")]
+    assert not np.allclose(trained.feature_mean_, 0)
+
+
+def test_nsa_scored_frozen_features_ensemble_and_explicit_scorer(digit_images, digit_features):
+    det = tiny("NSADetector", backbone=small_backbone(), ensemble=True).fit(digit_images[0])
+    assert det.layer_names_ == ["features"] and det.terms_ == [(0, "kcos"), (0, "kcos-mah")]
+    assert np.isfinite(det.score_samples(digit_images[1])).all()
+    mah = tiny("NSADetector", backbone=small_backbone(), scoring="kcos-mah").fit(digit_images[0])
+    assert mah.model_ is None and mah.terms_ == [(0, "kcos-mah")]
+    # the whitening is fitted on the unstandardised features
+    mean, _ = mah.whitening_[0]
+    np.testing.assert_allclose(mean.double().numpy(), digit_features[0].mean(0, dtype=np.float64),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_frozen_encoder_runs_once_per_image_and_never_changes(digit_images):

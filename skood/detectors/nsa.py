@@ -156,11 +156,23 @@ class NSADetector(BaseDeepDetector):
     ``skood.nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
     frozen :class:`~skood.nn.pretrained.PretrainedEncoder`; frozen-feature
     mode of :mod:`skood.base`): the frozen encoder (``feature_encoder_``)
-    maps every image once, at fit and at scoring, and SimSiam or
-    SimCLR trains the MLP encoder on the standardised feature vectors with
-    the tabular corruption views, scored by the tabular default
-    (``scoring="auto"``: "ccos-mah"). A trainable ``PretrainedEncoder`` is
-    fine-tuned on the images with the SimCLR views instead.
+    maps every image once, at fit and at scoring, and
+
+    * ``frozen_features="score"`` (default; the paper's pretrained rows,
+      Table 5 rows 5-7 and its appendix: "pretrained ResNet, no fine-tuning;
+      scoring = kNN + Mahalanobis cosine, last layer features"): nothing is
+      trained; the scorer compares the frozen feature vectors f(x) as they
+      are (not standardised: the angle to the origin is what the cosine
+      measures). ``scoring="auto"`` is "kcos" here: the whitening of
+      k-Cos(Mah) centres the features, and centring ImageNet features
+      (non-negative, pooled after a ReLU) discards the angle that separates
+      classes (see the README's pretrained tables);
+    * ``frozen_features="train"``: SimSiam or SimCLR trains the MLP encoder
+      on the standardised feature vectors with the tabular corruption views,
+      scored by the tabular default (``scoring="auto"``: "ccos-mah").
+
+    A trainable ``PretrainedEncoder`` is fine-tuned on the images with the
+    SimCLR views instead.
 
     Parameters
     ----------
@@ -176,11 +188,13 @@ class NSADetector(BaseDeepDetector):
     scoring : {"auto", "kcos-mah", "kcos", "ccos", "ccos-mah"}, default="auto"
         Feature scorer (ignored when ``ensemble=True``). "auto" is "kcos"
         for an encoder trained on images (the paper's "kcos-mah" after long
-        training; see above) and "ccos-mah" for tabular rows: an
-        angle to the nearest neighbour discards the feature norm, so it
-        misses outliers that are shifted away from the data but not rotated.
+        training; see above) and for scored frozen features, and "ccos-mah"
+        for tabular rows: an angle to the nearest neighbour discards the
+        feature norm, so it misses outliers that are shifted away from the
+        data but not rotated.
     ensemble : bool, default=False
-        Score with the feature ensemble described above.
+        Score with the feature ensemble described above (scored frozen
+        features: k-Cos and k-Cos(Mah) of the feature vectors).
     ensemble_pool : int, default=1
         Spatial size to which conv feature maps are average-pooled in the
         ensemble (1: the paper's "conv_block (1x1)" features; larger values
@@ -188,6 +202,10 @@ class NSADetector(BaseDeepDetector):
     whitening : {"ledoit-wolf", "eigen-clip"}, default="ledoit-wolf"
         Covariance estimate of the whitening (see
         :func:`skood.scoring.fit_whitening`).
+    frozen_features : {"score", "train"}, default="score"
+        With a frozen pretrained backbone: score its features directly (the
+        paper's pretrained baseline) or train NSA's self-supervised MLP on
+        them first (see above). Ignored otherwise.
     crop_scale : tuple of two floats, default=(0.5, 1.0)
         Area fraction range of the random resized crop of the image views
         (SimCLR and the paper: (0.08, 1.0)); 0 < low <= high <= 1.
@@ -216,10 +234,11 @@ class NSADetector(BaseDeepDetector):
 
     Attributes
     ----------
-    model_ : SimSiamModel or SimCLRModel
-        The trained network (encoder f and projector g; the predictor too).
-    encoder_ : nn.Module
-        The trained encoder f (``model_.encoder``).
+    model_ : SimSiamModel or SimCLRModel or None
+        The trained network (encoder f and projector g; the predictor too);
+        None when frozen features are scored without training.
+    encoder_ : nn.Module or None
+        The trained encoder f (``model_.encoder``); None as ``model_``.
     layer_names_ : list of str
         The feature layers scored (one, "encoder", without the ensemble).
     whitening_ : list of (mean, W) or None
@@ -236,7 +255,8 @@ class NSADetector(BaseDeepDetector):
     ensemble_ranges_ : list of (float, float) or None
         Training range of each term's angular distance (ensemble only).
     history_ : dict
-        skorch history of the training phase ("encoder").
+        skorch history of the training phase ("encoder"); empty when nothing
+        was trained.
     offset_, train_scores_, n_features_in_, input_kind_, image_shape_, device_
         See :class:`skood.base.BaseDeepDetector`.
 
@@ -261,6 +281,7 @@ class NSADetector(BaseDeepDetector):
         "ensemble": ["boolean"],
         "ensemble_pool": [Interval(Integral, 1, None, closed="left")],
         "whitening": [StrOptions({"ledoit-wolf", "eigen-clip"})],
+        "frozen_features": [StrOptions({"score", "train"})],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "temperature": [Interval(Real, 0, None, closed="neither")],
@@ -303,6 +324,7 @@ class NSADetector(BaseDeepDetector):
         ensemble: bool = False,
         ensemble_pool: int = 1,
         whitening: str = "ledoit-wolf",
+        frozen_features: str = "score",
         crop_scale: tuple[float, float] = (0.5, 1.0),
         max_epochs: int = 12,
         backbone: str = "auto",
@@ -326,6 +348,7 @@ class NSADetector(BaseDeepDetector):
         self.ensemble = ensemble
         self.ensemble_pool = ensemble_pool
         self.whitening = whitening
+        self.frozen_features = frozen_features
         self.crop_scale = crop_scale
         self.max_epochs = max_epochs
         self.backbone = backbone
@@ -356,7 +379,57 @@ class NSADetector(BaseDeepDetector):
             )
         return SimCLRModel(encoder, self.projection_dim or 128, self.normalize_features)
 
+    @property
+    def _scores_frozen_features(self) -> bool:
+        """Frozen-feature mode with ``frozen_features="score"``: no training."""
+        return self.frozen_features == "score" and getattr(self, "feature_mode_", False)
+
+    @property
+    def _standardizes_features(self) -> bool:
+        return self.frozen_features != "score"
+
     def _fit_store(self, Xs: torch.Tensor, y: Any, seed: int) -> None:
+        if self._scores_frozen_features:
+            self.model_ = self.encoder_ = None
+            self.history_ = {}
+        else:
+            self._train_encoder(Xs, seed)
+        self.bank_index_ = bank_subset(len(Xs), self.max_bank, seed_stream(seed, "bank"))
+        if hasattr(self, "layer_dims_"):
+            del self.layer_dims_
+
+        # feature bank, whitening and (ensemble) the training ranges of every term
+        if self.ensemble and self.model_ is None:
+            self.layer_names_ = ["features"]
+            self.terms_ = [(0, t) for t in _ENCODER_TERMS]
+        elif self.ensemble:
+            enc = [(f"encoder.{n}", m) for n, m in block_modules(self.encoder_)]
+            head = [(f"projector.{n}", m) for n, m in block_modules(self.model_.projector)]
+            self.layer_names_ = [n for n, _ in enc + head]
+            self.terms_ = [(i, t) for i in range(len(enc)) for t in _ENCODER_TERMS] + [
+                (len(enc) + i, t) for i in range(len(head)) for t in _HEAD_TERMS
+            ]
+        else:
+            self.layer_names_ = ["encoder" if self.model_ is not None else "features"]
+            self.terms_ = [(0, self._resolved_scoring())]
+        feats = self._layer_features(Xs)
+        needs_w = {i for i, t in self.terms_ if t.endswith("-mah")}
+        self.whitening_ = [
+            fit_whitening(f, method=self.whitening) if i in needs_w else None
+            for i, f in enumerate(feats)
+        ]
+        self.banks_ = [self._make_bank(feats[i], i, t) for i, t in self.terms_]
+        # the rows the kNN terms search (the bank's rows); centre terms need none
+        self.train_store_ = None
+        if any(t.startswith("kcos") for _, t in self.terms_):
+            self.train_store_ = Xs if self.bank_index_ is None else Xs[self.bank_index_]
+        self.ensemble_ranges_ = None
+        if self.ensemble:
+            dists = self._term_distances(feats, Xs)
+            self.ensemble_ranges_ = [(float(d.min()), float(d.max())) for d in dists]
+
+    def _train_encoder(self, Xs: torch.Tensor, seed: int) -> None:
+        """Self-supervised training (step 1): sets ``model_``, ``encoder_``, ``history_``."""
         dev = self.device_
         data = Xs.to(dev)
         crop_scale = check_range_pair("crop_scale", self.crop_scale, high_max=1.0)
@@ -391,36 +464,6 @@ class NSADetector(BaseDeepDetector):
         self.model_ = net.module_.eval()
         self.encoder_ = self.model_.encoder
         self.history_ = {"encoder": net.history}
-        self.bank_index_ = bank_subset(len(Xs), self.max_bank, seed_stream(seed, "bank"))
-        if hasattr(self, "layer_dims_"):
-            del self.layer_dims_
-
-        # feature bank, whitening and (ensemble) the training ranges of every term
-        if self.ensemble:
-            enc = [(f"encoder.{n}", m) for n, m in block_modules(self.encoder_)]
-            head = [(f"projector.{n}", m) for n, m in block_modules(self.model_.projector)]
-            self.layer_names_ = [n for n, _ in enc + head]
-            self.terms_ = [(i, t) for i in range(len(enc)) for t in _ENCODER_TERMS] + [
-                (len(enc) + i, t) for i in range(len(head)) for t in _HEAD_TERMS
-            ]
-        else:
-            self.layer_names_ = ["encoder"]
-            self.terms_ = [(0, self._resolved_scoring())]
-        feats = self._layer_features(Xs)
-        needs_w = {i for i, t in self.terms_ if t.endswith("-mah")}
-        self.whitening_ = [
-            fit_whitening(f, method=self.whitening) if i in needs_w else None
-            for i, f in enumerate(feats)
-        ]
-        self.banks_ = [self._make_bank(feats[i], i, t) for i, t in self.terms_]
-        # the rows the kNN terms search (the bank's rows); centre terms need none
-        self.train_store_ = None
-        if any(t.startswith("kcos") for _, t in self.terms_):
-            self.train_store_ = Xs if self.bank_index_ is None else Xs[self.bank_index_]
-        self.ensemble_ranges_ = None
-        if self.ensemble:
-            dists = self._term_distances(feats, Xs)
-            self.ensemble_ranges_ = [(float(d.min()), float(d.max())) for d in dists]
 
     def _resolved_method(self) -> str:
         if self.method != "auto":
@@ -430,7 +473,7 @@ class NSADetector(BaseDeepDetector):
     def _resolved_scoring(self) -> str:
         if self.scoring != "auto":
             return self.scoring
-        return "kcos" if self._trains_on_images else "ccos-mah"
+        return "kcos" if self._trains_on_images or self._scores_frozen_features else "ccos-mah"
 
     # ---------------------------------------------------------------- score
     def _layer_modules(self) -> list[nn.Module]:
@@ -441,6 +484,8 @@ class NSADetector(BaseDeepDetector):
 
     def _layer_features(self, Xs: torch.Tensor) -> list[torch.Tensor]:
         """Features of every scored layer, in one forward pass per batch."""
+        if self.model_ is None:  # scored frozen features: the store is the feature vectors
+            return [Xs.float()]
         self.model_.eval()
         if not self.ensemble:
             return [self._map_batches(self.encoder_, Xs)]
@@ -507,5 +552,7 @@ class NSADetector(BaseDeepDetector):
     # ---------------------------------------------------------- persistence
     def _module_skeletons(self, shape: tuple[int, ...]) -> dict[str, nn.Module]:
         """Untrained model of the fitted architecture (for ``load``; ``encoder_`` is its
-        encoder)."""
+        encoder); none when frozen features were scored without training."""
+        if getattr(self, "model_", True) is None:
+            return {}
         return {"model_": self._build_model(shape)}

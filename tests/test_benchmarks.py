@@ -356,3 +356,39 @@ def test_prune_deletes_only_superseded_versions_of_the_sweeps_runs(tmp_path):
                          _suite._identity("IsolationForest", 0, "smoke", "tabular"))
     assert sorted(p.name for p in cache.iterdir()) == sorted(
         [f"{key}.json", variant.name, other_seed.name, note.name])
+
+
+def test_pretrained_scorers_match_brute_force():
+    """benchmarks/pretrained_scorers.py: each scorer against a direct numpy computation."""
+    import numpy as np
+    import pretrained_scorers as ps
+    import torch
+    from sklearn.covariance import LedoitWolf
+
+    rng = np.random.RandomState(0)
+    train = np.abs(rng.normal(size=(60, 5))) + 0.1
+    test = np.abs(rng.normal(size=(30, 5))) + 0.1
+
+    def kcos(tr, te, k):
+        a = tr / np.linalg.norm(tr, axis=1, keepdims=True)
+        b = te / np.linalg.norm(te, axis=1, keepdims=True)
+        return np.sort(b @ a.T, axis=1)[:, -k:].mean(1)
+
+    mu, sd = train.mean(0), train.std(0, ddof=1)
+    d2 = ((test[:, None] - train[None]) ** 2).sum(-1)
+    cov = LedoitWolf().fit(train).covariance_
+    maha = np.einsum("ij,jk,ik->i", test - mu, np.linalg.inv(cov), test - mu)
+    expected = {
+        "kcos k=1 (NSA)": kcos(train, test, 1),
+        "kcos k=2 (DN2)": kcos(train, test, 2),
+        "kcos k=5": kcos(train, test, 5),
+        "kcos standardised": kcos((train - mu) / sd, (test - mu) / sd, 2),
+        "kcos centred": kcos(train - mu, test - mu, 2),
+        "L2 k=2": -np.sqrt(np.sort(d2, axis=1)[:, :2]).mean(1),
+        "mahalanobis": -maha,
+    }
+    tr, te = torch.from_numpy(train).float(), torch.from_numpy(test).float()
+    for name, want in expected.items():
+        np.testing.assert_allclose(ps.SCORERS[name](tr, te), want, rtol=1e-4, atol=1e-5,
+                                   err_msg=name)
+    assert set(ps.SCORERS) == {*expected, "kcos-mah"}

@@ -225,6 +225,19 @@ def test_a_users_module_is_wrapped(images):
         PretrainedEncoder(body, resolution=8, trainable="last", tail=("nope",))
 
 
+def test_a_module_that_cannot_take_rgb_batches_is_a_clear_error(digit_images):
+    """A grey-image network (1 input channel) or one fixed to another size: a ValueError
+    that says what the wrapper feeds it, not torch's shape error, also through fit."""
+    grey = nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with pytest.raises(ValueError, match=r"RGB batches \(N, 3, 16, 16\).*3 input channels"):
+        PretrainedEncoder(grey, resolution=16)
+    fixed = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+    with pytest.raises(ValueError, match="resolution it accepts"):
+        PretrainedEncoder(fixed, resolution=16)
+    with pytest.raises(ValueError, match="3 input channels"):
+        tiny("NSADetector", backbone=grey).fit(digit_images[0][:20])
+
+
 def test_build_encoder_copies_and_wraps_a_module_once(lite0):
     body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
     enc = build_encoder(body, (1, 16, 16))

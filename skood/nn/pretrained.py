@@ -315,6 +315,15 @@ class PretrainedEncoder(nn.Module):
         try:
             with torch.no_grad():
                 f = self._features(torch.zeros(1, 3, *self.resolution, device=device))
+        except RuntimeError as e:  # e.g. a first layer that takes 1 channel, or a fixed size
+            h, w = self.resolution
+            raise ValueError(
+                f"the backbone {type(self.backbone).__name__} cannot take the images "
+                f"PretrainedEncoder feeds it: RGB batches (N, 3, {h}, {w}) (grey images are "
+                f"repeated to 3 channels, every image is resized to resolution={h}). Give it a "
+                "first layer with 3 input channels, or a resolution it accepts. The backbone "
+                f"raised: {e}"
+            ) from e
         finally:
             self.train(was_training)
         return int(f.shape[1])

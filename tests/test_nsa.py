@@ -84,6 +84,21 @@ def test_auto_method_and_scorer_follow_the_data(fitted, fitted_tiny):
     assert img.terms_ == [(0, "kcos")] and img.whitening_ == [None]
 
 
+def test_auto_learning_rate_follows_the_data(fitted, fitted_tiny):
+    """lr="auto": the paper's 1e-4 for the image encoder, 1e-3 for the tabular MLP; the
+    optimiser starts at it (the first epoch's lr before the cosine decay)."""
+    assert fitted.lr == "auto" and fitted._resolved_lr() == 1e-3
+    assert fitted.history_["encoder"][0, "event_lr"] == pytest.approx(1e-3)
+    img = fitted_tiny("NSADetector", "images")
+    assert img._resolved_lr() == 1e-4
+    assert img.history_["encoder"][0, "event_lr"] == pytest.approx(1e-4)
+    own = tiny(lr=5e-3, max_epochs=1).fit(np.random.RandomState(0).normal(size=(40, 3)))
+    assert own.history_["encoder"][0, "event_lr"] == pytest.approx(5e-3)
+    assert "lr='auto' (here 0.001)" in fitted._lower_lr_hint()
+    with pytest.raises(ValueError, match="lr"):
+        tiny(lr="fast").fit(np.zeros((20, 3)))
+
+
 def test_paper_presets_keep_the_paper_setting():
     for name, method in (("paper", "simsiam"), ("paper-simclr", "simclr")):
         p = NSADetector.from_preset(name).get_params()
@@ -234,6 +249,11 @@ def test_one_class_fashion_mnist_beats_chance(fashion_auroc):
 def test_normalisation_benchmark_smoke(data_home, tmp_path):
     table, runs = conftest.run_benchmark(
         "nsa_normalisation.py", data_home, tmp_path, "--classes", "1", "--n-train", "30",
-        "--epochs", "1", "--seeds", "0", "1", "--n-test", "100", "--device", "cpu")
+        "--epochs", "1", "--seeds", "0", "1", "--n-test", "100", "--device", "cpu",
+        "--scoring", "kcos-mah", "kcos", "--reference", "--n-jobs", "2")
     assert "norm on" in table and "norm off" in table and "10%" in table and "**mean**" in table
-    assert len(runs) == 2 * 2 * 2
+    assert "Scorer kcos-mah:" in table and "Scorer kcos:" in table and "untrained" in table
+    # seeds x pollutions x (variants x scorers + the untrained reference once per scorer)
+    assert len(runs) == 2 * 2 * (2 * 2 + 2)
+    assert {r["setting"] for r in runs} == {f"{s}, pollution {p}" for s in ("kcos-mah", "kcos")
+                                            for p in ("0%", "10%")}

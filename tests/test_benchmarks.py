@@ -246,13 +246,14 @@ def test_claims_summary_reads_each_scripts_csv(tmp_path):
 
     d = tmp_path / "nsa_normalisation"
     d.mkdir()
-    lines = ["class,pollution,variant,seed,auroc"]
+    lines = ["class,pollution,setting,variant,seed,auroc"]
     for seed, (on, off) in enumerate([(0.80, 0.70), (0.82, 0.71), (0.79, 0.70)]):
         for c in (0, 1):
-            lines += [f"{c},0.1,norm on,{seed},{on}", f"{c},0.1,norm off,{seed},{off}"]
+            lines += [f"{c},0.1,\"kcos, pollution 10%\",norm on,{seed},{on}",
+                      f"{c},0.1,\"kcos, pollution 10%\",norm off,{seed},{off}"]
     (d / "runs.csv").write_text("\n".join(lines) + "\n")
     text = claims.main(["--dry-run", "--only", "nsa", "semsad", "--out", str(tmp_path)])
-    assert "pollution = 0.1" in text and "better" in text and "+10.0" in text
+    assert "setting = kcos, pollution 10%" in text and "better" in text and "+10.0" in text
     assert "not run yet (`python benchmarks/semsad_ablation.py`)" in text
     assert (tmp_path / "claims.md").read_text() == text
 
@@ -392,3 +393,19 @@ def test_pretrained_scorers_match_brute_force():
         np.testing.assert_allclose(ps.SCORERS[name](tr, te), want, rtol=1e-4, atol=1e-5,
                                    err_msg=name)
     assert set(ps.SCORERS) == {*expected, "kcos-mah"}
+
+
+def test_nsa_normalisation_rescored_equals_a_fit_with_that_scorer(digit_images):
+    """nsa_normalisation.py scores one trained encoder with several scorers: bit-identical
+    to fitting with each scorer (training does not depend on it)."""
+    import numpy as np
+    from conftest import tiny
+    from nsa_normalisation import rescored
+
+    train, test = digit_images[0], digit_images[1]
+    kcos = tiny("NSADetector", scoring="kcos", batch_size=32).fit(train)
+    mah = tiny("NSADetector", scoring="kcos-mah", batch_size=32).fit(train)
+    again = rescored(kcos, "kcos-mah", train)
+    np.testing.assert_array_equal(again.score_samples(test), mah.score_samples(test))
+    assert not np.array_equal(kcos.score_samples(test), mah.score_samples(test))
+    assert kcos.terms_ == [(0, "kcos")]  # the fitted detector is not changed

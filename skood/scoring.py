@@ -223,16 +223,13 @@ def nearest_cosine(
     :func:`skip_self_matches`): scoring the training set against itself then
     gives leave-one-out scores instead of a trivial cosine of 1.
 
+    This is :func:`knn_loo` with ``k = 1``.
+
     Returns
     -------
     Tensor of shape (n_query,), float32.
     """
-    k = 2 if query_inputs is not None and len(bank) >= 2 else 1
-    sims, idx = knn_cosine(query, bank, k=k, chunk_size=chunk_size, device=device)
-    if k == 1:
-        return sims[:, 0]
-    nb = skip_self_matches(query_inputs, bank_inputs, idx, chunk_size=chunk_size)
-    return torch.where(nb == idx[:, 0], sims[:, 0], sims[:, 1])
+    return knn_loo(query, bank, 1, query_inputs, bank_inputs, "cosine", chunk_size, device)[:, 0]
 
 
 @torch.inference_mode()

@@ -112,6 +112,38 @@ def test_nsa_scores_the_frozen_features_themselves(fitted_feature_mode, digit_im
     assert not np.allclose(trained.feature_mean_, 0)
 
 
+def _mean_angle(train: np.ndarray, test: np.ndarray, k: int, loo: bool) -> np.ndarray:
+    """Mean angle (radians, float64) from each test row to its ``k`` nearest training rows by
+    cosine (``loo``: test is train and a row is not its own neighbour)."""
+    a = train / np.linalg.norm(train, axis=1, keepdims=True)
+    b = test / np.linalg.norm(test, axis=1, keepdims=True)
+    cos = b @ a.T
+    if loo:
+        np.fill_diagonal(cos, -np.inf)
+    return np.arccos(np.clip(-np.sort(-cos, axis=1)[:, :k], -1, 1)).mean(1)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_nsa_n_neighbors_averages_the_k_nearest_angles(fitted_feature_mode, digit_images,
+                                                       digit_features, k):
+    """k-Cos with k neighbours: -(1/k) sum_j arccos c_(j), by hand; k = 1 is the paper's."""
+    det = fitted_feature_mode("NSADetector", n_neighbors=k)
+    train, test = (f.astype(np.float64) for f in digit_features)
+    np.testing.assert_allclose(-det.score_samples(digit_images[1]),
+                               _mean_angle(train, test, k, loo=False), atol=2e-3)
+    np.testing.assert_allclose(-det.train_scores_, _mean_angle(train, train, k, loo=True),
+                               atol=2e-3)
+    if k > 1:  # another score than the nearest angle's
+        one = fitted_feature_mode("NSADetector")
+        assert not np.allclose(det.score_samples(digit_images[1]),
+                               one.score_samples(digit_images[1]))
+    # capped at the bank size: every training row, none left out
+    big = fitted_feature_mode("NSADetector", n_neighbors=10_000)
+    n = len(train)
+    np.testing.assert_allclose(-big.score_samples(digit_images[1]),
+                               _mean_angle(train, test, n, loo=False), atol=2e-3)
+
+
 def test_nsa_scored_frozen_features_ensemble_and_explicit_scorer(digit_images, digit_features):
     det = tiny("NSADetector", backbone=small_backbone(), ensemble=True).fit(digit_images[0])
     assert det.layer_names_ == ["features"] and det.terms_ == [(0, "kcos"), (0, "kcos-mah")]

@@ -26,8 +26,8 @@ from ..scoring import (
     bank_subset,
     center_cosine,
     fit_whitening,
+    knn_loo,
     minmax_ensemble,
-    nearest_cosine,
     whiten,
 )
 from ..training import ContrastiveNet, SkoodNet
@@ -120,8 +120,12 @@ class NSADetector(BaseDeepDetector):
        \frac{u_m \cdot v}{\lVert u_m\rVert\,\lVert v\rVert}
 
     (the angular Mahalanobis distance to the nearest training sample) and
-    ``score_samples(y)`` :math:`= -S`. A training sample is never its own
-    nearest neighbour, so training scores (and ``offset_``) are leave-one-out.
+    ``score_samples(y)`` :math:`= -S`. With ``n_neighbors`` = k > 1 (skood's
+    extension; the paper's is k = 1) the kNN terms average the angles to the
+    k nearest training samples,
+    :math:`S = \tfrac1k \sum_{j=1}^{k} \arccos c_{(j)}` with :math:`c_{(j)}`
+    the j-th largest cosine. A training sample is never its own
+    neighbour, so training scores (and ``offset_``) are leave-one-out.
     ``scoring`` selects the variants: "kcos" (no whitening), "ccos"
     :math:`= \arccos\cos(\mu, f(y))` (angle to the training mean) and
     "ccos-mah" :math:`= \arccos\cos(W\mu, W f(y))` (the angle to the mean
@@ -195,6 +199,10 @@ class NSADetector(BaseDeepDetector):
         for tabular rows: an angle to the nearest neighbour discards the
         feature norm, so it misses outliers that are shifted away from the
         data but not rotated.
+    n_neighbors : int, default=1
+        Neighbours k whose angles the kNN terms ("kcos", "kcos-mah" and the
+        ensemble's) average; 1 is the paper's nearest-neighbour score. Capped
+        at the bank size.
     ensemble : bool, default=False
         Score with the feature ensemble described above (scored frozen
         features: k-Cos and k-Cos(Mah) of the feature vectors).
@@ -285,6 +293,7 @@ class NSADetector(BaseDeepDetector):
         "normalize_features": ["boolean"],
         "normalize_projection": ["boolean"],
         "scoring": [StrOptions({"auto", "kcos-mah", "kcos", "ccos", "ccos-mah"})],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "ensemble": ["boolean"],
         "ensemble_pool": [Interval(Integral, 1, None, closed="left")],
         "whitening": [StrOptions({"ledoit-wolf", "eigen-clip"})],
@@ -329,6 +338,7 @@ class NSADetector(BaseDeepDetector):
         normalize_features: bool = True,
         normalize_projection: bool = True,
         scoring: str = "auto",
+        n_neighbors: int = 1,
         ensemble: bool = False,
         ensemble_pool: int = 1,
         whitening: str = "ledoit-wolf",
@@ -353,6 +363,7 @@ class NSADetector(BaseDeepDetector):
         self.normalize_features = normalize_features
         self.normalize_projection = normalize_projection
         self.scoring = scoring
+        self.n_neighbors = n_neighbors
         self.ensemble = ensemble
         self.ensemble_pool = ensemble_pool
         self.whitening = whitening
@@ -545,13 +556,16 @@ class NSADetector(BaseDeepDetector):
         dev, cs = self._inference_device, self._chunk_size
         out = []
         for (i, term), bank in zip(self.terms_, self.banks_, strict=True):
-            if term == "kcos":
-                cos = nearest_cosine(feats[i], bank, Xs, self.train_store_, cs, dev)
-            elif term == "kcos-mah":
-                mean, W = self.whitening_[i]
-                q = whiten(feats[i], mean, W, cs, dev)
-                cos = nearest_cosine(q, bank, Xs, self.train_store_, cs, dev)
-            elif term == "ccos":
+            if term in ("kcos", "kcos-mah"):
+                q = feats[i]
+                if term == "kcos-mah":
+                    mean, W = self.whitening_[i]
+                    q = whiten(q, mean, W, cs, dev)
+                k = min(self.n_neighbors, len(bank))
+                cos = knn_loo(q, bank, k, Xs, self.train_store_, "cosine", cs, dev)
+                out.append(angular_distance(cos).double().mean(1).numpy())
+                continue
+            if term == "ccos":
                 cos = center_cosine(feats[i], bank, cs, dev)
             else:
                 q = whiten(feats[i], None, self.whitening_[i][1], cs, dev)

@@ -7,7 +7,9 @@ or computed and cached) are scored several ways, all with skood's scorers
 (:mod:`skood.scoring`); AUROC with the other classes as positives:
 
 * ``kcos k=K``: mean cosine similarity to the K nearest training features
-  (K = 2 is DN2 and FeatureKNN's default; K = 1 is NSA's k-Cos);
+  (K = 2 is DN2 and FeatureKNN's default; K = 1 is the NSA paper's k-Cos, and
+  NSADetector's default, ``n_neighbors=5``, averages the angles to the 5
+  nearest instead of the cosines);
 * ``kcos standardised`` / ``kcos centred``: the same (K = 2) after
   standardising the features with the training mean and standard deviation
   (what frozen-feature mode feeds the detectors' tabular algorithms) or after
@@ -69,7 +71,7 @@ def _mahalanobis(train: torch.Tensor, test: torch.Tensor) -> np.ndarray:
 
 #: name -> normality score (higher = more normal) of the test features given the training ones
 SCORERS = {
-    "kcos k=1 (NSA)": lambda tr, te: _kcos(tr, te, 1),
+    "kcos k=1 (NSA paper)": lambda tr, te: _kcos(tr, te, 1),
     "kcos k=2 (DN2)": lambda tr, te: _kcos(tr, te, 2),
     "kcos k=5": lambda tr, te: _kcos(tr, te, 5),
     "kcos standardised": lambda tr, te: _kcos(*_standardised(tr, te, False), 2),

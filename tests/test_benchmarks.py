@@ -380,7 +380,7 @@ def test_pretrained_scorers_match_brute_force():
     cov = LedoitWolf().fit(train).covariance_
     maha = np.einsum("ij,jk,ik->i", test - mu, np.linalg.inv(cov), test - mu)
     expected = {
-        "kcos k=1 (NSA)": kcos(train, test, 1),
+        "kcos k=1 (NSA paper)": kcos(train, test, 1),
         "kcos k=2 (DN2)": kcos(train, test, 2),
         "kcos k=5": kcos(train, test, 5),
         "kcos standardised": kcos((train - mu) / sd, (test - mu) / sd, 2),

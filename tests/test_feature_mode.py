@@ -101,10 +101,12 @@ def test_nsa_scores_the_frozen_features_themselves(fitted_feature_mode, digit_im
     np.testing.assert_array_equal(det.feature_mean_, np.zeros(8))
     np.testing.assert_array_equal(det.feature_scale_, np.ones(8))
     train, test = (f.astype(np.float64) for f in digit_features)
-    # the score is -arccos(cos); compared as cosines (arccos amplifies float32 rounding)
-    np.testing.assert_allclose(np.cos(det.score_samples(digit_images[1])),
+    # the paper's k = 1: the score is -arccos(cos); compared as cosines (arccos amplifies
+    # float32 rounding); the default k = 5 is tested below
+    one = fitted_feature_mode("NSADetector", n_neighbors=1)
+    np.testing.assert_allclose(np.cos(one.score_samples(digit_images[1])),
                                _nearest_cosine(train, test, loo=False), atol=1e-6)
-    np.testing.assert_allclose(np.cos(det.train_scores_), _nearest_cosine(train, train, loo=True),
+    np.testing.assert_allclose(np.cos(one.train_scores_), _nearest_cosine(train, train, loo=True),
                                atol=1e-6)
     # the same detector with training is another model (the tabular algorithm, standardised)
     trained = fitted_feature_mode("NSADetector", frozen_features="train")
@@ -123,18 +125,20 @@ def _mean_angle(train: np.ndarray, test: np.ndarray, k: int, loo: bool) -> np.nd
     return np.arccos(np.clip(-np.sort(-cos, axis=1)[:, :k], -1, 1)).mean(1)
 
 
-@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("k", [1, 3, None])
 def test_nsa_n_neighbors_averages_the_k_nearest_angles(fitted_feature_mode, digit_images,
                                                        digit_features, k):
-    """k-Cos with k neighbours: -(1/k) sum_j arccos c_(j), by hand; k = 1 is the paper's."""
-    det = fitted_feature_mode("NSADetector", n_neighbors=k)
+    """k-Cos with k neighbours: -(1/k) sum_j arccos c_(j), by hand; k = 1 is the paper's,
+    None the default (5)."""
+    det = fitted_feature_mode("NSADetector", **({} if k is None else {"n_neighbors": k}))
+    k = k or 5
     train, test = (f.astype(np.float64) for f in digit_features)
     np.testing.assert_allclose(-det.score_samples(digit_images[1]),
                                _mean_angle(train, test, k, loo=False), atol=2e-3)
     np.testing.assert_allclose(-det.train_scores_, _mean_angle(train, train, k, loo=True),
                                atol=2e-3)
     if k > 1:  # another score than the nearest angle's
-        one = fitted_feature_mode("NSADetector")
+        one = fitted_feature_mode("NSADetector", n_neighbors=1)
         assert not np.allclose(det.score_samples(digit_images[1]),
                                one.score_samples(digit_images[1]))
     # capped at the bank size: every training row, none left out

@@ -42,7 +42,7 @@ def test_auto_scorer_on_tabular_rows(fitted, blobs):
 @pytest.mark.parametrize("scoring", ["kcos-mah", "kcos"])
 def test_knn_training_scores_are_leave_one_out(blobs, scoring):
     X_train = blobs[0]
-    det = tiny(scoring=scoring).fit(X_train)
+    det = tiny(scoring=scoring, n_neighbors=1).fit(X_train)
     np.testing.assert_allclose(det.score_samples(X_train), det.train_scores_)
     # with self-matches every training angle would be 0; leave-one-out ones are not
     assert (det.train_scores_ < -1e-3).all()
@@ -104,6 +104,7 @@ def test_paper_presets_keep_the_paper_setting():
         p = NSADetector.from_preset(name).get_params()
         assert (p["method"], p["scoring"], tuple(p["crop_scale"])) == (method, "kcos-mah",
                                                                      (0.08, 1.0))
+        assert p["n_neighbors"] == 1  # the paper's nearest-neighbour score
 
 
 @pytest.mark.parametrize("method", ["simclr", "simsiam"])

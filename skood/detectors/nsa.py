@@ -121,8 +121,8 @@ class NSADetector(BaseDeepDetector):
 
     (the angular Mahalanobis distance to the nearest training sample) and
     ``score_samples(y)`` :math:`= -S`. With ``n_neighbors`` = k > 1 (skood's
-    extension; the paper's is k = 1) the kNN terms average the angles to the
-    k nearest training samples,
+    default k = 5; the paper's is k = 1) the kNN terms average the angles to
+    the k nearest training samples,
     :math:`S = \tfrac1k \sum_{j=1}^{k} \arccos c_{(j)}` with :math:`c_{(j)}`
     the j-th largest cosine. A training sample is never its own
     neighbour, so training scores (and ``offset_``) are leave-one-out.
@@ -150,10 +150,13 @@ class NSADetector(BaseDeepDetector):
     after long training), at the paper's learning rate 1e-4 (``lr="auto"``;
     at 1e-3 twelve epochs move the small CNN away from initial features whose
     k-Cos is already better than the trained ones').
+    The kNN terms average the angles to the 5 nearest training samples
+    (``n_neighbors=5``; the paper's is the nearest one).
     ``NSADetector.from_preset("paper")`` is the paper's setting (SimSiam,
-    k-Cos(Mah), crops of 8-100%, ResNet-18 for 4000 epochs);
-    ``method="simsiam", scoring="kcos-mah", crop_scale=(0.08, 1)`` with the
-    default budget is the paper's method at skood's budget.
+    k-Cos(Mah) with k = 1, crops of 8-100%, ResNet-18 for 4000 epochs);
+    ``method="simsiam", scoring="kcos-mah", n_neighbors=1,
+    crop_scale=(0.08, 1)`` with the default budget is the paper's method at
+    skood's budget.
 
     Tabular data (skood's choice, not in the paper): the views are SCARF-style
     corruptions (30% of features resampled from the training marginals,
@@ -199,10 +202,12 @@ class NSADetector(BaseDeepDetector):
         for tabular rows: an angle to the nearest neighbour discards the
         feature norm, so it misses outliers that are shifted away from the
         data but not rotated.
-    n_neighbors : int, default=1
+    n_neighbors : int, default=5
         Neighbours k whose angles the kNN terms ("kcos", "kcos-mah" and the
         ensemble's) average; 1 is the paper's nearest-neighbour score. Capped
-        at the bank size.
+        at the bank size. Averaging a few angles steadies the score of a
+        briefly trained encoder, of frozen pretrained features and of a
+        polluted training set (see the README's NSA results).
     ensemble : bool, default=False
         Score with the feature ensemble described above (scored frozen
         features: k-Cos and k-Cos(Mah) of the feature vectors).
@@ -310,6 +315,7 @@ class NSADetector(BaseDeepDetector):
         "paper": {
             "method": "simsiam",
             "scoring": "kcos-mah",
+            "n_neighbors": 1,
             "crop_scale": (0.08, 1.0),
             "backbone": "resnet18",
             "max_epochs": 4000,
@@ -321,6 +327,7 @@ class NSADetector(BaseDeepDetector):
         "paper-simclr": {
             "method": "simclr",
             "scoring": "kcos-mah",
+            "n_neighbors": 1,
             "crop_scale": (0.08, 1.0),
             "backbone": "resnet18",
             "max_epochs": 500,
@@ -338,7 +345,7 @@ class NSADetector(BaseDeepDetector):
         normalize_features: bool = True,
         normalize_projection: bool = True,
         scoring: str = "auto",
-        n_neighbors: int = 1,
+        n_neighbors: int = 5,
         ensemble: bool = False,
         ensemble_pool: int = 1,
         whitening: str = "ledoit-wolf",

@@ -194,7 +194,8 @@ def main(argv=None) -> None:
     ref = ("; untrained: FeatureKNN (the small CNN's initial weights, kNN cosine k=2) on "
            "the same training set" if args.reference else "")
     (args.out / "table.md").write_text(
-        f"NSADetector (method={args.method}, crop_scale={tuple(args.crop_scale)}, {lr}), "
+        f"NSADetector (method={args.method}, crop_scale={tuple(args.crop_scale)}, {lr}, "
+        f"n_neighbors={NSADetector().n_neighbors}), "
         f"one-class Fashion-MNIST, {args.n_train} normal training images, {args.epochs} "
         f"epochs, {args.n_test} test images, seeds {args.seeds}; AUROC x 100, mean ± std "
         f"over seeds{ref}.\n\n{md}\n")

@@ -139,18 +139,15 @@ SUITES = [
      "backbone='efficientnet_lite0' (frozen ImageNet features at 160 px, frozen-feature "
      "mode), FeatureKNN on the same features (DN2: kNN cosine, k=2) and raw-pixel "
      "baselines. NSA scores the frozen features with k-Cos without training (its paper's "
-     "pretrained rows; k = 1 nearest neighbour, hence just below DN2's k = 2); the other "
-     "detectors train their tabular networks on the standardised features. The features "
-     "of the 12,000 distinct images were extracted once before the runs (features.json: "
-     "693 s on two single-thread workers, summed, 58 ms per image); the fit and score "
+     "pretrained rows), averaged over the 5 nearest (n_neighbors=5; the paper's k = 1 is "
+     "the first column of the scorers table below); the other detectors train their "
+     "tabular networks on the standardised features. {features} The fit and score "
      "seconds below are the detectors' own on the cached features."),
     ("One-class CIFAR-10 with the pretrained encoder (EfficientNet-Lite0)",
      "pretrained/cifar10-one-class/cpu",
      "The splits of the CIFAR-10 reference table above (seed 0), rows as in the "
-     "pretrained Fashion-MNIST table. The features of the 12,000 distinct images were "
-     "extracted once before the runs (features.json: 850 s on two single-thread workers, "
-     "summed, 71 ms per image); the fit and score seconds below are the detectors' own "
-     "on the cached features."),
+     "pretrained Fashion-MNIST table. {features} The fit and score seconds below are the "
+     "detectors' own on the cached features."),
 ]
 
 #: (heading, markdown file relative to benchmarks/results, meta.json or None): tables
@@ -242,6 +239,17 @@ def summary_line(by_task: dict[tuple[str, str], float]) -> str:
             f"({mean[b]:.1f}).")
 
 
+def extraction_sentence(path: Path) -> str:
+    """What the sweep's ``features.json`` says the frozen features cost, as a sentence."""
+    parts = []
+    for name, f in json.loads(path.read_text()).items():
+        parts.append(f"{name}: {f['features_computed']:,} images, {f['seconds']:.0f} s on "
+                     f"workers of {f['threads_per_worker']} thread(s), summed, "
+                     f"{f['ms_per_computed_image']:.0f} ms per image")
+    return ("The features of the distinct images were extracted once before the runs "
+            f"(features.json: {'; '.join(parts)}).")
+
+
 def build_section() -> str:
     out = ["All numbers below come from the scripts in `benchmarks/`; each table "
            "names the command that made it (`python benchmarks/readme_results.py` "
@@ -255,6 +263,8 @@ def build_section() -> str:
             out += ["Not run yet.", ""]
             continue
         meta = json.loads((d / "meta.json").read_text())
+        if "{features}" in what:
+            what = what.replace("{features}", extraction_sentence(d / "features.json"))
         out += [what, "", "```bash", command(meta), "```", ""]
         out += [(d / "table.md").read_text().strip(), ""]
         by_task = mean_auroc(d / "runs.csv")

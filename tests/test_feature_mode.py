@@ -141,11 +141,13 @@ def test_nsa_n_neighbors_averages_the_k_nearest_angles(fitted_feature_mode, digi
         one = fitted_feature_mode("NSADetector", n_neighbors=1)
         assert not np.allclose(det.score_samples(digit_images[1]),
                                one.score_samples(digit_images[1]))
-    # capped at the bank size: every training row, none left out
+    # capped at the bank size minus one: the training scores stay leave-one-out
     big = fitted_feature_mode("NSADetector", n_neighbors=10_000)
     n = len(train)
     np.testing.assert_allclose(-big.score_samples(digit_images[1]),
-                               _mean_angle(train, test, n, loo=False), atol=2e-3)
+                               _mean_angle(train, test, n - 1, loo=False), atol=2e-3)
+    np.testing.assert_allclose(-big.train_scores_, _mean_angle(train, train, n - 1, loo=True),
+                               atol=2e-3)
 
 
 def test_nsa_scored_frozen_features_ensemble_and_explicit_scorer(digit_images, digit_features):

@@ -205,7 +205,8 @@ class NSADetector(BaseDeepDetector):
     n_neighbors : int, default=5
         Neighbours k whose angles the kNN terms ("kcos", "kcos-mah" and the
         ensemble's) average; 1 is the paper's nearest-neighbour score. Capped
-        at the bank size. Averaging a few angles steadies the score of a
+        at the bank size minus one (so that training scores stay
+        leave-one-out). Averaging a few angles steadies the score of a
         briefly trained encoder, of frozen pretrained features and of a
         polluted training set (see the README's NSA results).
     ensemble : bool, default=False
@@ -568,7 +569,7 @@ class NSADetector(BaseDeepDetector):
                 if term == "kcos-mah":
                     mean, W = self.whitening_[i]
                     q = whiten(q, mean, W, cs, dev)
-                k = min(self.n_neighbors, len(bank))
+                k = min(self.n_neighbors, max(len(bank) - 1, 1))  # leave-one-out stays possible
                 cos = knn_loo(q, bank, k, Xs, self.train_store_, "cosine", cs, dev)
                 out.append(angular_distance(cos).double().mean(1).numpy())
                 continue

@@ -15,6 +15,7 @@ from sklearn.model_selection import GridSearchCV
 from torch import nn
 
 from skood.detectors.dum import DUMDetector, FeatureView, whitening_lift
+from skood.nn.heads import ContrastiveModel
 from skood.nn.losses import dum_set_loss, product_of_experts
 from skood.scoring import variance_norm
 
@@ -160,14 +161,36 @@ def test_grid_search(one_class_folds):
 
 
 def test_images_get_a_simclr_encoder(fitted_tiny, digit_images):
-    det = fitted_tiny("DUMDetector", "images")
+    det = tiny(batch_size=32, embedding="whitened").fit(digit_images[0])
     assert "encoder" in det.history_ and det.embedding_dim_ == 129  # representation + pole
+    assert det.embedding_ == "whitened"
     view, (lin, lift) = det.encoder_  # whitened and lifted
     assert isinstance(view, FeatureView) and lin.weight.shape == (128, 128)
     for kw, dim in (({"embedding": "projection"}, 128), ({"embedding": "features"}, 128)):
         other = tiny(batch_size=32, **kw).fit(digit_images[0])
         assert other.embedding_dim_ == dim
         assert np.isfinite(other.score_samples(digit_images[1])).all()
+
+
+def test_auto_embedding_whitens_only_with_more_images_than_dimensions(digit_images):
+    """120 training images and a 128-d representation: the covariance is singular, so
+    "auto" takes the projection; with 250 images it whitens (the result of "whitened")."""
+    few = tiny(batch_size=32).fit(digit_images[0])
+    assert few.embedding == "auto" and few.embedding_ == "projection"
+    assert few.embedding_dim_ == 128 and isinstance(few.encoder_, ContrastiveModel)
+    np.testing.assert_array_equal(
+        few.score_samples(digit_images[1]),
+        tiny(batch_size=32, embedding="projection").fit(digit_images[0])
+        .score_samples(digit_images[1]))
+    from skood.datasets import load_digits_images
+
+    X, y = load_digits_images()
+    many = X[np.isin(y, [0, 6])][:250]
+    auto = tiny(batch_size=32).fit(many)
+    assert auto.embedding_ == "whitened" and auto.embedding_dim_ == 129
+    np.testing.assert_array_equal(
+        auto.score_samples(digit_images[1]),
+        tiny(batch_size=32, embedding="whitened").fit(many).score_samples(digit_images[1]))
 
 
 class _Enc(nn.Module):

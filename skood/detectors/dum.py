@@ -368,11 +368,15 @@ class DUMDetector(BaseDeepDetector):
         Images only: a frozen encoder of float images (N, C, H, W) in [0, 1]
         to (N, d), deep-copied at fit and never trained; its output is
         L2-normalised. None: train SimCLR.
-    embedding : {"whitened", "features", "projection"}, default="whitened"
-        g of the trained SimCLR encoder. "features": its pooled representation
+    embedding : {"auto", "whitened", "features", "projection"}, default="auto"
+        g of the trained SimCLR encoder. "auto": "whitened" when there are
+        more training images than representation dimensions, else
+        "projection" (with fewer, the covariance is singular and the
+        whitening amplifies every test image along its null space; README,
+        DUMDetector). "features": its pooled representation
         before the projection head (as the paper's ImageNet model),
         L2-normalised; "projection": the L2-normalised projection;
-        "whitened" (skood's default): the pooled representation whitened
+        "whitened": the pooled representation whitened
         with the training images' shrunk covariance and lifted onto the sphere
         (:func:`whitening_lift`), as tabular rows are. The trained variances
         follow the distance to the centre of the embeddings (Notes); a
@@ -418,6 +422,10 @@ class DUMDetector(BaseDeepDetector):
         f1.
     embedding_dim_ : int
         Dimension d of g (``n_features + 1`` for tabular rows, see above).
+    embedding_ : str or None
+        The embedding of the trained SimCLR encoder ("auto" resolved); None
+        when none was trained (tabular rows, a user ``encoder``, a
+        pretrained backbone).
     history_ : dict
         skorch histories ("encoder" when one was trained, "dum").
     train_scores_ : ndarray of shape (n_samples,)
@@ -452,7 +460,7 @@ class DUMDetector(BaseDeepDetector):
         "augment": ["boolean"],
         "tabular_scaling": [StrOptions({"whiten", "standard", "minmax"})],
         "encoder": [nn.Module, None],
-        "embedding": [StrOptions({"whitened", "features", "projection"})],
+        "embedding": [StrOptions({"auto", "whitened", "features", "projection"})],
         "dum_epochs": [Interval(Integral, 1, None, closed="left")],
         "encoder_epochs": [Interval(Integral, 1, None, closed="left")],
         "encoder_batch_size": [Interval(Integral, 2, None, closed="left")],
@@ -494,7 +502,7 @@ class DUMDetector(BaseDeepDetector):
         augment: bool = True,
         tabular_scaling: str = "whiten",
         encoder: nn.Module | None = None,
-        embedding: str = "whitened",
+        embedding: str = "auto",
         dum_epochs: int = 100,
         encoder_epochs: int = 10,
         backbone: str = "auto",
@@ -580,6 +588,7 @@ class DUMDetector(BaseDeepDetector):
         dev = self.device_
         data = Xs.to(dev)
         self.history_ = {}
+        self.embedding_: str | None = None  # set by _image_embedding when it trains an encoder
         if self._trains_on_images:
             self.encoder_ = self._image_embedding(data, seed)
             augment = SimCLRAugment() if self.augment else None
@@ -674,12 +683,17 @@ class DUMDetector(BaseDeepDetector):
         model = enc_net.module_.eval()
         for p in model.parameters():
             p.requires_grad_(False)
+        self.embedding_ = self.embedding
         if self.embedding == "projection":
             return model
         if self.embedding == "features":
             return FeatureView(model)
         with torch.no_grad():
             feats = self._map_batches(FeatureView(model), data).float()
+        if self.embedding == "auto":  # a whitening needs more images than dimensions
+            self.embedding_ = "whitened" if len(feats) > feats.shape[1] else "projection"
+            if self.embedding_ == "projection":
+                return model
         return nn.Sequential(FeatureView(model), whitening_lift(feats)).to(dev).eval()
 
     # ---------------------------------------------------------------- score
@@ -723,8 +737,9 @@ class DUMDetector(BaseDeepDetector):
                 p.requires_grad_(False)
         else:
             model = ContrastiveModel(build_encoder(self._net_backbone, shape), self.projection_dim)
-            g = model if self.embedding == "projection" else FeatureView(model)
-            if self.embedding == "whitened":
+            embedding = getattr(self, "embedding_", self.embedding)
+            g = model if embedding == "projection" else FeatureView(model)
+            if embedding == "whitened":
                 g = nn.Sequential(g, whitening_lift_skeleton(self.embedding_dim_ - 1))
         f1 = DUMVarianceMLP(self.embedding_dim_, self.hidden_width, self.n_layers,
                             self.max_log_var, isotropic=self._isotropic())

@@ -44,7 +44,6 @@ from skood.datasets import load_fashion_mnist, one_class_split
 from skood.detectors.feature_knn import FeatureKNNDetector
 from skood.detectors.nsa import NSADetector
 from skood.metrics import auroc
-from skood.scoring import fit_whitening
 
 VARIANTS = {
     "norm on": {"normalize_features": True, "normalize_projection": True},
@@ -60,18 +59,11 @@ def _fmt(values: list[float]) -> str:
 
 
 def rescored(det: NSADetector, scoring: str, X_train: np.ndarray) -> NSADetector:
-    """A copy of the fitted ``det`` whose bank is rebuilt for ``scoring``: the same trained
-    encoder scored another way. Training does not depend on ``scoring``, so this is what a
-    fit with ``scoring`` and the same seed computes, without training again."""
-    out = copy.deepcopy(det)
-    out.set_params(scoring=scoring)
-    Xs = out._validate_input(X_train, reset=False)
-    out.terms_ = [(0, out._resolved_scoring())]
-    feats = out._layer_features(Xs)
-    out.whitening_ = [fit_whitening(feats[0], method=out.whitening)
-                      if scoring.endswith("-mah") else None]
-    out.banks_ = [out._make_bank(feats[0], 0, scoring)]
-    out.train_store_ = Xs if out.bank_index_ is None else Xs[out.bank_index_]
+    """A copy of the fitted ``det`` scored with ``scoring``: the same trained encoder, its
+    banks rebuilt (NSA's own step 2). Training does not depend on ``scoring``, so this is
+    what a fit with ``scoring`` and the same seed computes, without training again."""
+    out = copy.deepcopy(det).set_params(scoring=scoring)
+    out._fit_scorer(out._validate_input(X_train, reset=False))
     return out
 
 

@@ -683,17 +683,17 @@ class DUMDetector(BaseDeepDetector):
         model = enc_net.module_.eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        self.embedding_ = self.embedding
-        if self.embedding == "projection":
+        embedding = self.embedding
+        if embedding in ("auto", "whitened"):
+            with torch.no_grad():
+                feats = self._map_batches(FeatureView(model), data).float()
+            if embedding == "auto":  # a whitening needs more images than dimensions
+                embedding = "whitened" if len(feats) > feats.shape[1] else "projection"
+        self.embedding_ = embedding
+        if embedding == "projection":
             return model
-        if self.embedding == "features":
+        if embedding == "features":
             return FeatureView(model)
-        with torch.no_grad():
-            feats = self._map_batches(FeatureView(model), data).float()
-        if self.embedding == "auto":  # a whitening needs more images than dimensions
-            self.embedding_ = "whitened" if len(feats) > feats.shape[1] else "projection"
-            if self.embedding_ == "projection":
-                return model
         return nn.Sequential(FeatureView(model), whitening_lift(feats)).to(dev).eval()
 
     # ---------------------------------------------------------------- score

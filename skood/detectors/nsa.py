@@ -424,8 +424,13 @@ class NSADetector(BaseDeepDetector):
         self.bank_index_ = bank_subset(len(Xs), self.max_bank, seed_stream(seed, "bank"))
         if hasattr(self, "layer_dims_"):
             del self.layer_dims_
+        self._fit_scorer(Xs)
 
-        # feature bank, whitening and (ensemble) the training ranges of every term
+    def _fit_scorer(self, Xs: torch.Tensor) -> None:
+        """Step 2 on the trained (or frozen) encoder: the scored terms of ``scoring`` /
+        ``ensemble``, their feature banks and whitenings and (ensemble) their training
+        ranges. Training does not depend on these, so another scorer of the same encoder
+        needs only this step."""
         if self.ensemble and self.model_ is None:
             self.layer_names_ = ["features"]
             self.terms_ = [(0, t) for t in _ENCODER_TERMS]

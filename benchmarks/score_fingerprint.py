@@ -11,7 +11,7 @@ fingerprints mean bit-identical scores.
     python benchmarks/score_fingerprint.py --compare before.json after.json
 
 Only the public API is used, so the script runs unchanged on any commit that
-has the five detectors. One thread, CPU.
+has the six detectors. One thread, CPU.
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ CASES: list[tuple[str, str, dict]] = [
                                            "lr_schedule": "steps", "lam": 1.0}),
     ("rotaux-lam0", "RotAuxMSPDetector", {"max_epochs": 3, "batch_size": 32, "lam": 0.0}),
     ("rotaux-odin", "RotAuxMSPDetector", {"max_epochs": 2, "batch_size": 32, "scoring": "odin"}),
+    ("featureknn", "FeatureKNNDetector", {}),
+    ("featureknn-k5-bank", "FeatureKNNDetector", {"n_neighbors": 5, "max_bank": 64}),
 ]
 #: cases that run on some input kinds only (the default: tabular, image, and labelled
 #: images for RotAuxMSP)

@@ -355,7 +355,7 @@ def _cache_pretrained_features(det: Any) -> None:
     name = params.get("backbone")
     if not isinstance(name, str):
         return
-    from skood.nn.pretrained import PRETRAINED_BACKBONES, load_pretrained
+    from skood.pretrained import PRETRAINED_BACKBONES, load_pretrained
 
     if name in PRETRAINED_BACKBONES:
         det.set_params(backbone=load_pretrained(name, cache_dir=FEATURE_CACHE))
@@ -363,7 +363,7 @@ def _cache_pretrained_features(det: Any) -> None:
 
 def pretrained_backbones(detectors: Iterable[str]) -> list[str]:
     """The pretrained encoders named by ``backbone=`` in the detector variants, in order."""
-    from skood.nn.pretrained import PRETRAINED_BACKBONES
+    from skood.pretrained import PRETRAINED_BACKBONES
 
     names: list[str] = []
     for d in detectors:
@@ -380,7 +380,7 @@ def _extract_features(task: Task, seed: int, backbone: str,
     import torch
 
     from skood import FeatureKNNDetector
-    from skood.nn.pretrained import load_pretrained
+    from skood.pretrained import load_pretrained
 
     if threads:
         torch.set_num_threads(threads)
@@ -404,7 +404,7 @@ def warm_feature_cache(tasks: Sequence[Task], detectors: Sequence[str], seeds: S
     import torch
     from joblib import Parallel, delayed
 
-    from skood.nn.pretrained import load_pretrained
+    from skood.pretrained import load_pretrained
 
     threads = max(1, (os.cpu_count() or 1) // max(1, n_jobs)) if n_jobs != 1 else None
     out = {}

@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 from _suite import ablation_table, write_csv
 
+from skood._detectors.distillneg import DistillNegDetector
 from skood.datasets import dataset_vs_dataset, load_fashion_mnist, load_mnist, one_class_split
-from skood.detectors.distillneg import DistillNegDetector
 from skood.metrics import auroc
 
 LAMS = (0.0, 1.0)  # the reference first

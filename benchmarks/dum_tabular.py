@@ -35,8 +35,8 @@ from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import LocalOutlierFactor
 
+from skood._detectors.dum import DUMDetector
 from skood.datasets import load_adbench, load_odds, tabular_split
-from skood.detectors.dum import DUMDetector
 
 #: name -> (loader, file name, paper DUM AUROC, paper IsolationForest AUROC)
 DATASETS = {

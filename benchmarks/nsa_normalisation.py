@@ -40,9 +40,9 @@ import numpy as np
 from _suite import environment, write_csv
 from joblib import Parallel, delayed
 
+from skood._detectors.feature_knn import FeatureKNNDetector
+from skood._detectors.nsa import NSADetector
 from skood.datasets import load_fashion_mnist, one_class_split
-from skood.detectors.feature_knn import FeatureKNNDetector
-from skood.detectors.nsa import NSADetector
 from skood.metrics import auroc
 
 VARIANTS = {

@@ -4,7 +4,7 @@ On the image suite's one-class splits (seed 0, ``--budget cpu``: 1,000
 training images of class k, 2,000 test images), the frozen encoder's pooled
 features (read from the suite's feature cache, :data:`_suite.FEATURE_CACHE`,
 or computed and cached) are scored several ways, all with skood's scorers
-(:mod:`skood.scoring`); AUROC with the other classes as positives:
+(:mod:`skood._scoring`); AUROC with the other classes as positives:
 
 * ``kcos k=K``: mean cosine similarity to the K nearest training features
   (K = 2 is DN2 and FeatureKNN's default; K = 1 is the NSA paper's k-Cos, and
@@ -44,9 +44,9 @@ from _suite import FEATURE_CACHE, environment, write_csv
 from sklearn.metrics import roc_auc_score
 from tabular_suite import default_data_home
 
-from skood.detectors.feature_knn import FeatureKNNDetector
-from skood.nn.pretrained import load_pretrained
-from skood.scoring import fit_whitening, knn_cosine, knn_euclidean, whiten
+from skood._detectors.feature_knn import FeatureKNNDetector
+from skood._scoring import fit_whitening, knn_cosine, knn_euclidean, whiten
+from skood.pretrained import load_pretrained
 
 
 def _kcos(train: torch.Tensor, test: torch.Tensor, k: int) -> np.ndarray:

@@ -11,7 +11,7 @@ Four sections, measured in one process and one run (issue 8, item 1):
     loss.backward(); net.after_backward(); opt.step(); net.after_step(...)``)
     and nothing of skorch. Ratio = skood / plain (target: at most 1.15).
     skood's epochs flush subnormal floats to zero on the CPU
-    (``skood.training.flush_denormals``), so there each net gets a second
+    (``skood._training.flush_denormals``), so there each net gets a second
     row against the same bare loop run under ``flush_denormals``: the first
     row is what a user gets, the second skood's overhead alone. Epochs
     alternate between the loops (at least ``train_epochs`` each, more until
@@ -199,7 +199,7 @@ def bare_loop(net: Any, X: torch.Tensor) -> Callable[[], None]:
     The objective and the step hooks are the net's own (:func:`bare_step`),
     so the loss is skood's; what is left out is skorch: no iterator object,
     history, callbacks or per-batch bookkeeping. Batches are slices of a
-    fresh permutation per epoch, as in :class:`skood.training.TensorLoader`.
+    fresh permutation per epoch, as in :class:`skood._training.TensorLoader`.
     """
     net = copy.deepcopy(net)
     opt = net.optimizer_
@@ -271,7 +271,7 @@ def _time_net(label: str, net: Any, X: Any, epochs: int, min_seconds: float) -> 
     alternating epochs each, and more until each loop has run ``min_seconds``
     (small nets: ms-scale steps): one row per reference loop (on the CPU, the
     bare loop as written and the bare loop under :func:`flush_denormals`)."""
-    from skood.training import flush_denormals
+    from skood._training import flush_denormals
 
     dev = torch.device(net.device)
     trainable_again(net)
@@ -341,8 +341,8 @@ def _tv_pipelines(side: int) -> dict[str, Any]:
 
 
 def _skood_augments() -> dict[str, Callable]:
-    from skood.augment import PadCropFlip, SemSADNegative, SimCLRAugment
-    from skood.detectors.dino import MultiCrop
+    from skood._augment import PadCropFlip, SemSADNegative, SimCLRAugment
+    from skood._detectors.dino import MultiCrop
 
     return {"SimCLRAugment": SimCLRAugment(), "SemSADNegative": SemSADNegative(),
             "MultiCrop(2 global, 4 local)": MultiCrop(2, 4, (0.4, 1.0), (0.05, 0.4)),
@@ -375,7 +375,7 @@ def bench_augment(sizes: dict, device: str, seed: int = 0) -> list[dict]:
 
 
 def _skood_pad(side: int) -> Callable:
-    from skood.augment import PadCropFlip
+    from skood._augment import PadCropFlip
 
     return PadCropFlip(side // 8)
 
@@ -393,8 +393,8 @@ def bench_scoring(sizes: dict, device: str, seed: int = 0) -> list[dict]:
     from sklearn.metrics import pairwise_distances_chunked
     from sklearn.neighbors import NearestNeighbors
 
-    from skood.detectors.distillneg import kernel_cosine
-    from skood.scoring import fit_whitening, knn_cosine, nearest_cosine, whiten
+    from skood._detectors.distillneg import kernel_cosine
+    from skood._scoring import fit_whitening, knn_cosine, nearest_cosine, whiten
 
     d, m, nq, reps = (sizes["score_dim"], sizes["score_bank"], sizes["score_queries"],
                       sizes["score_reps"])
@@ -472,8 +472,8 @@ def release_freed_memory() -> None:
 
 
 def bench_memory(sizes: dict, device: str, seed: int = 0) -> list[dict]:
-    from skood.detectors.distillneg import kernel_cosine
-    from skood.scoring import knn_cosine
+    from skood._detectors.distillneg import kernel_cosine
+    from skood._scoring import knn_cosine
 
     d, nq, m = sizes["score_dim"], sizes["mem_queries"], sizes["mem_bank"]
     bank = torch.from_numpy(_features(m, d, seed))
@@ -507,7 +507,7 @@ def _whitening_memory_row(feats: np.ndarray) -> dict:
     """Peak memory of fitting NSA's whitening: chunked covariance vs scikit-learn's LedoitWolf."""
     from sklearn.covariance import LedoitWolf
 
-    from skood.scoring import covariance_chunked
+    from skood._scoring import covariance_chunked
 
     out: dict[str, Any] = {}
 

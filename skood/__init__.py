@@ -1,7 +1,21 @@
-"""skood: scikit-learn-compatible deep anomaly and out-of-distribution detectors."""
+"""skood: scikit-learn-compatible deep anomaly and out-of-distribution detectors.
 
-from .base import BaseDeepDetector
-from .detectors import (
+The public API is what this package and its public modules export:
+
+* ``skood``: the detectors, :class:`PyODAdapter`, :func:`load`,
+  :class:`TrainingDivergedError` and :class:`BaseDeepDetector` (to write a
+  detector of one's own);
+* :mod:`skood.metrics`: AUROC, AP, FPR@95TPR and scorers for ``GridSearchCV``;
+* :mod:`skood.datasets`: loaders of the benchmark data sets and splits;
+* :mod:`skood.pretrained`: frozen ImageNet encoders and the feature cache;
+* :mod:`skood.persistence`: ``save`` / ``load`` without pickle.
+
+Modules and names with a leading underscore are private and may change
+without notice.
+"""
+
+from ._base import BaseDeepDetector
+from ._detectors import (
     DistillNegDetector,
     DUMDetector,
     FeatureKNNDetector,
@@ -9,6 +23,9 @@ from .detectors import (
     RotAuxMSPDetector,
     SemSADDetector,
 )
+from ._training import TrainingDivergedError
+from .adapters import PyODAdapter
+from .persistence import load
 
 __version__ = "0.1.2"
 
@@ -18,7 +35,10 @@ __all__ = [
     "DistillNegDetector",
     "FeatureKNNDetector",
     "NSADetector",
+    "PyODAdapter",
     "RotAuxMSPDetector",
     "SemSADDetector",
+    "TrainingDivergedError",
     "__version__",
+    "load",
 ]

@@ -1,8 +1,8 @@
 """Saving and loading fitted detectors without pickle.
 
-:meth:`BaseDeepDetector.save <skood.base.BaseDeepDetector.save>` writes one
+:meth:`BaseDeepDetector.save <skood._base.BaseDeepDetector.save>` writes one
 file with :func:`torch.save`; :meth:`BaseDeepDetector.load
-<skood.base.BaseDeepDetector.load>` (or :func:`load`, which picks the class
+<skood._base.BaseDeepDetector.load>` (or :func:`load`, which picks the class
 named in the file) reads it with ``torch.load(weights_only=True)``, which
 rebuilds only tensors and plain containers and never runs code from the file.
 
@@ -284,7 +284,7 @@ def _restore_module(skeleton: nn.Module, rec: dict, what: str) -> nn.Module:
 def _skeletons(det: Any) -> dict[str, nn.Module]:
     """The detector's untrained networks of the fitted architecture, built without
     touching torch's global RNG."""
-    from .utils import fit_generators, fit_rng
+    from ._utils import fit_generators, fit_rng
 
     with fit_generators(0), fit_rng(), torch.device("cpu"):
         return det._network_skeletons()
@@ -318,7 +318,7 @@ def _split_modules(mods: dict[str, nn.Module]) -> tuple[list[str], dict[str, lis
 def save(det: Any, path: Any) -> None:
     """Write the detector ``det`` to ``path`` (a file name or binary file); see the module doc."""
     from . import __version__
-    from .base import BaseDeepDetector
+    from ._base import BaseDeepDetector
 
     cls = type(det)
     name = cls.__name__
@@ -374,8 +374,8 @@ def _version_tuple(v: str) -> tuple[int, ...]:
 
 
 def _detector_classes() -> dict[str, type]:
-    from . import detectors  # noqa: F401 (registers skood's detectors)
-    from .base import BaseDeepDetector
+    from . import _detectors  # noqa: F401 (registers skood's detectors)
+    from ._base import BaseDeepDetector
 
     out, todo = {}, [BaseDeepDetector]
     while todo:
@@ -445,7 +445,7 @@ def load(path: Any, cls: type | None = None, *, map_location: str | None = None,
         file from a newer skood, a missing or mismatching module parameter.
     """
     from . import __version__
-    from .base import BaseDeepDetector, resolve_device
+    from ._base import BaseDeepDetector, resolve_device
 
     payload = _read(path)
     stored_cls = payload.get("class")

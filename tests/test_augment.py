@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from skood.augment import (
+from skood._augment import (
     FLIP_TRANSPOSE_OPS,
     RandomAffineMaps,
     SemSADNegative,

@@ -8,7 +8,7 @@ import torch
 from conftest import tiny
 
 from skood import DistillNegDetector, NSADetector
-from skood.scoring import bank_subset
+from skood._scoring import bank_subset
 
 #: the detectors that score against a bank of training rows, and what gives them one
 BANKED = {"SemSADDetector": {}, "NSADetector": {"scoring": "kcos-mah"}, "DistillNegDetector": {}}

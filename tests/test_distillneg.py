@@ -16,8 +16,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
 
 from skood import DistillNegDetector
-from skood.augment import random_rotate90
-from skood.detectors.dino import (
+from skood._augment import random_rotate90
+from skood._detectors.dino import (
     DINOHead,
     DINOModel,
     MultiCrop,
@@ -28,7 +28,7 @@ from skood.detectors.dino import (
     ema_update_,
     random_solarize,
 )
-from skood.detectors.distillneg import (
+from skood._detectors.distillneg import (
     feature_permutation,
     kernel_cosine,
     nearest_cosine_gap,

@@ -14,10 +14,10 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
 from torch import nn
 
-from skood.detectors.dum import DUMDetector, FeatureView, whitening_lift
-from skood.nn.heads import ContrastiveModel
-from skood.nn.losses import dum_set_loss, product_of_experts
-from skood.scoring import variance_norm
+from skood._detectors.dum import DUMDetector, FeatureView, whitening_lift
+from skood._nn.heads import ContrastiveModel
+from skood._nn.losses import dum_set_loss, product_of_experts
+from skood._scoring import variance_norm
 
 tiny = partial(conftest.tiny, "DUMDetector")
 

@@ -16,8 +16,8 @@ from conftest import tiny
 from torch import nn
 
 from skood import FeatureKNNDetector
-from skood.nn.feature_cache import FeatureCache, image_keys, module_fingerprint
-from skood.nn.pretrained import PretrainedEncoder, load_pretrained
+from skood._nn.feature_cache import FeatureCache, image_keys, module_fingerprint
+from skood.pretrained import PretrainedEncoder, load_pretrained
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 

@@ -8,7 +8,7 @@ import torch
 from sklearn.neighbors import NearestNeighbors
 
 from skood import FeatureKNNDetector
-from skood.scoring import knn_euclidean, knn_loo, nearest_cosine
+from skood._scoring import knn_euclidean, knn_loo, nearest_cosine
 
 
 def test_knn_euclidean_matches_sklearn():
@@ -87,14 +87,14 @@ def test_batchnorm_statistics_are_the_training_samples(digit_images):
 
 def test_pretrained_backbone_is_dn2(digit_images, tmp_path):
     # DN2: kNN on frozen ImageNet features (the weights of the installed package)
-    from skood.nn.pretrained import PretrainedEncoder
+    from skood.pretrained import PretrainedEncoder
 
     X_train, X_test = digit_images[0][:30], digit_images[1][:10]
     det = FeatureKNNDetector(backbone="efficientnet_lite0", device="cpu", random_state=0)
     s = det.fit(X_train).score_samples(X_test)
     assert isinstance(det.encoder_, PretrainedEncoder) and det.bank_.shape == (30, 1280)
     # the ImageNet BatchNorm statistics are kept: features equal the packaged encoder's
-    from skood.nn.pretrained import load_pretrained
+    from skood.pretrained import load_pretrained
 
     ref = load_pretrained("efficientnet_lite0")
     with torch.inference_mode():

@@ -1,5 +1,5 @@
 """Frozen-feature mode: images with a frozen pretrained backbone train the tabular algorithm
-on the frozen encoder's features, computed once (skood.base)."""
+on the frozen encoder's features, computed once (skood._base)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from conftest import DETECTORS, tiny
 from torch import nn
 
-from skood.nn.pretrained import PretrainedEncoder
+from skood.pretrained import PretrainedEncoder
 
 #: the detectors with the mode (FeatureKNN scores encoder features directly, without it)
 FEATURE_DETECTORS = [n for n in DETECTORS if n != "FeatureKNNDetector"]

@@ -17,7 +17,7 @@ import torch
 from conftest import DETECTORS, tiny
 
 import skood
-from skood.nn.encoders import MIN_IMAGE_SIDE, build_encoder
+from skood._nn.encoders import MIN_IMAGE_SIDE, build_encoder
 
 
 def _rows(n: int = 40, d: int = 4) -> np.ndarray:

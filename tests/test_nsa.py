@@ -11,10 +11,16 @@ import torch
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
 
-from skood.detectors.nsa import NSADetector
-from skood.nn.losses import simsiam_loss
-from skood.scoring import covariance_chunked, fit_whitening, minmax_ensemble, nearest_cosine, whiten
-from skood.utils import to_model_input
+from skood._detectors.nsa import NSADetector
+from skood._nn.losses import simsiam_loss
+from skood._scoring import (
+    covariance_chunked,
+    fit_whitening,
+    minmax_ensemble,
+    nearest_cosine,
+    whiten,
+)
+from skood._utils import to_model_input
 
 tiny = partial(conftest.tiny, "NSADetector")
 

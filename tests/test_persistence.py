@@ -22,7 +22,7 @@ from skorch.history import History
 from torch import nn
 
 import skood
-from skood.base import BaseDeepDetector
+from skood._base import BaseDeepDetector
 from skood.persistence import FORMAT_VERSION, SkoodVersionWarning, load
 
 
@@ -256,7 +256,7 @@ def test_payload_has_versions_and_only_plain_data(saved):
     assert payload["format_version"] == FORMAT_VERSION
     assert payload["skood_version"] == skood.__version__
     assert payload["torch_version"] == str(torch.__version__)
-    assert payload["class"] == "skood.detectors.semsad:SemSADDetector"
+    assert payload["class"] == "skood._detectors.semsad:SemSADDetector"
     assert type(payload["skood_version"]) is str and type(payload["torch_version"]) is str
 
 

@@ -19,8 +19,9 @@ from sklearn.utils._param_validation import InvalidParameterError
 from torch import nn
 
 import skood
-from skood.nn.encoders import MIN_IMAGE_SIDE, build_encoder, check_image_size
-from skood.nn.pretrained import (
+from skood._nn.encoders import MIN_IMAGE_SIDE, build_encoder, check_image_size
+from skood._utils import to_model_input
+from skood.pretrained import (
     DEFAULT_RESOLUTION,
     PRETRAINED_BACKBONES,
     PretrainedEncoder,
@@ -28,7 +29,6 @@ from skood.nn.pretrained import (
     _LiteFeatures,
     load_pretrained,
 )
-from skood.utils import to_model_input
 
 RES = 64  # low resolution keeps the file fast; the weights and code path are the real ones
 

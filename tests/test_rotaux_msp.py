@@ -17,11 +17,11 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils import get_tags
 
 from skood import RotAuxMSPDetector
-from skood.augment import RandomAffineMaps, flip_transpose, rotate90
-from skood.detectors.rotaux_msp import RotAuxModel, RotAuxNet
+from skood._augment import RandomAffineMaps, flip_transpose, rotate90
+from skood._detectors.rotaux_msp import RotAuxModel, RotAuxNet
+from skood._nn.encoders import MLP
+from skood._scoring import msp, odin, transformation_confidence
 from skood.metrics import auroc_scorer, average_precision
-from skood.nn.encoders import MLP
-from skood.scoring import msp, odin, transformation_confidence
 
 tiny = partial(conftest.tiny, "RotAuxMSPDetector")
 
@@ -404,7 +404,7 @@ def test_holdout_benchmark_smoke(data_home, tmp_path):
 
 # ------------------------------------------------------------------ tabular (GOAD) defaults
 def test_transformation_log_likelihood_is_goads_score_without_saturation():
-    from skood.scoring import transformation_log_likelihood
+    from skood._scoring import transformation_log_likelihood
 
     gen = torch.Generator().manual_seed(0)
     logits = 3 * torch.randn(5, 7, 5, generator=gen)

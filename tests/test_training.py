@@ -20,16 +20,16 @@ import torch
 from conftest import tiny
 from torch import nn
 
-from skood.datasets import load_digits_images
-from skood.detectors.dino import clip_grad_per_param_, dino_loss, ema_update_
-from skood.nn.losses import nt_xent
-from skood.training import (
+from skood._detectors.dino import clip_grad_per_param_, dino_loss, ema_update_
+from skood._nn.losses import nt_xent
+from skood._training import (
     SkoodNet,
     TensorLoader,
     cumulative_batchnorm,
     flush_denormals,
     flushing_denormals,
 )
+from skood.datasets import load_digits_images
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

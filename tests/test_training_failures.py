@@ -21,7 +21,7 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from skood.training import PhaseProgress, SkoodNet, TrainingDivergedError
+from skood._training import PhaseProgress, SkoodNet, TrainingDivergedError
 
 X_TAB = np.random.RandomState(0).normal(size=(120, 6))
 

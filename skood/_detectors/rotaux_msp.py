@@ -18,13 +18,13 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
-from ..augment import PadCropFlip, RandomAffineMaps, flip_transpose, random_hflip, rotate90
-from ..base import BaseDeepDetector
-from ..nn.encoders import build_encoder
-from ..nn.losses import cross_entropy
-from ..scoring import msp, odin, transformation_confidence, transformation_log_likelihood
-from ..training import SkoodNet, piecewise_lr
-from ..utils import batch_slices, fit_rng, seed_stream, to_model_input
+from .._augment import PadCropFlip, RandomAffineMaps, flip_transpose, random_hflip, rotate90
+from .._base import BaseDeepDetector
+from .._nn.encoders import build_encoder
+from .._nn.losses import cross_entropy
+from .._scoring import msp, odin, transformation_confidence, transformation_log_likelihood
+from .._training import SkoodNet, piecewise_lr
+from .._utils import batch_slices, fit_rng, seed_stream, to_model_input
 
 __all__ = ["RotAuxMSPDetector", "RotAuxModel", "RotAuxNet"]
 
@@ -49,8 +49,8 @@ class RotAuxModel(nn.Module):
     n_aux : int
         Number of auxiliary classes (4 rotations, or the number of affine maps).
     transform : {"rotate", "flip-transpose", "affine"}
-        How auxiliary class k transforms an input: :func:`~skood.augment.rotate90`,
-        :func:`~skood.augment.flip_transpose` or the ``affine_maps``.
+        How auxiliary class k transforms an input: :func:`~skood._augment.rotate90`,
+        :func:`~skood._augment.flip_transpose` or the ``affine_maps``.
     affine_maps : RandomAffineMaps, optional
         The fixed maps of tabular rows (a buffer module, pickled with the model).
     dropout : float, default=0.0
@@ -278,19 +278,19 @@ class RotAuxMSPDetector(BaseDeepDetector):
     Score (higher = more normal):
 
     * ``scoring="msp"``: :math:`s(x) = \max_c \operatorname{softmax}(c(f(x)))_c`
-      (:func:`skood.scoring.msp`, Hendrycks & Gimpel 2017);
+      (:func:`skood._scoring.msp`, Hendrycks & Gimpel 2017);
     * ``scoring="odin"``: the temperature-scaled MSP of the perturbed input
-      (:func:`skood.scoring.odin`, Liang et al. 2018; ``temperature`` and
+      (:func:`skood._scoring.odin`, Liang et al. 2018; ``temperature`` and
       ``epsilon`` default to the paper's);
     * ``scoring="rotation"``: the rotation head's confidence
       :math:`s(x) = \frac1K\sum_k \operatorname{softmax}(r(f(\rho_k x)))_k`
-      (:func:`skood.scoring.transformation_confidence`, Golan & El-Yaniv 2018);
+      (:func:`skood._scoring.transformation_confidence`, Golan & El-Yaniv 2018);
     * ``scoring="rotation-loglik"``: the log-likelihood of the correct
       transformations, GOAD's :math:`\sum_k \log P(k \mid \rho_k x)` with
       :math:`P` the rotation head's softmax, as the rank-equivalent
       :math:`s(x) = -\log\big(-\frac1K\sum_k \log P(k \mid \rho_k x)\big)`
       that does not round to 0 for confident samples
-      (:func:`skood.scoring.transformation_log_likelihood`);
+      (:func:`skood._scoring.transformation_log_likelihood`);
     * ``scoring="rotation-centres"``: GOAD's score (Bergman & Hoshen 2020,
       eqs. 4-6): the same log-likelihood with
       :math:`P(k \mid \rho_k x) = \operatorname{softmax}_j\big(-\lVert
@@ -316,7 +316,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
 
     Tabular data (skood's choice, GOAD-style): the auxiliary classes are
     ``n_affine_maps`` fixed random affine maps of the standardised rows
-    (:class:`skood.augment.RandomAffineMaps`), trained by the same SGD
+    (:class:`skood._augment.RandomAffineMaps`), trained by the same SGD
     steps; the classification step has no augmentation. Default
     (``affine_family="shifted"``): :math:`T_m(x) = x W_m + b_m`,
     :math:`W_m \in \mathbb{R}^{D\times D}` entries :math:`\sim N(0, 1/D)`,
@@ -335,9 +335,9 @@ class RotAuxMSPDetector(BaseDeepDetector):
     (seeds 0 and 1) GOAD's maps under skood's SGD scored 51.
 
     Frozen pretrained backbone (images with ``backbone`` a name of
-    ``skood.nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
-    frozen :class:`~skood.nn.pretrained.PretrainedEncoder`; frozen-feature
-    mode of :mod:`skood.base`): the frozen encoder (``feature_encoder_``)
+    ``skood._nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
+    frozen :class:`~skood.pretrained.PretrainedEncoder`; frozen-feature
+    mode of :mod:`skood._base`): the frozen encoder (``feature_encoder_``)
     maps every image once, at fit and at scoring, and rotations
     cannot be applied to feature vectors, so the tabular random affine maps
     of the standardised features (GOAD-style) are the transformation task of
@@ -363,7 +363,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
     rotations : {"rotate", "flip-transpose"}, default="rotate"
         The four image transformations (square images only): rotations by
         0/90/180/270 degrees, or the reference code's identity, vertical
-        flip, transpose and both (:func:`skood.augment.flip_transpose`).
+        flip, transpose and both (:func:`skood._augment.flip_transpose`).
     n_affine_maps : int, default=64
         Number of auxiliary classes (random affine maps) for tabular data
         (skood 0.1: 8; GOAD: 64 to 256).
@@ -404,7 +404,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
         Zero padding of the classification step's random crop; "auto" is
         H // 8 as in the reference code; 0 leaves only the flip.
     contamination, device, random_state, verbose, image_shape
-        See :class:`skood.base.BaseDeepDetector`.
+        See :class:`skood._base.BaseDeepDetector`.
 
     Attributes
     ----------
@@ -420,7 +420,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
     history_ : skorch History
         Per epoch ``train_loss``; per batch ``loss_class`` and ``loss_rotation``.
     offset_, train_scores_, n_features_in_, input_kind_, image_shape_, device_
-        See :class:`skood.base.BaseDeepDetector`. The training scores are not
+        See :class:`skood._base.BaseDeepDetector`. The training scores are not
         held out: a classifier is more confident on its training images than
         on new normal ones, so ``predict`` flags somewhat more than
         ``contamination`` of new normal data.
@@ -456,7 +456,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "padding": [StrOptions({"auto"}), Interval(Integral, 0, None, closed="left")],
     }
-    _frozen_feature_mode: ClassVar[bool] = True  # see skood.base
+    _frozen_feature_mode: ClassVar[bool] = True  # see skood._base
     _presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {
             "backbone": "resnet18",
@@ -530,7 +530,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
         Parameters
         ----------
         X : array-like or image array
-            As in :meth:`skood.base.BaseDeepDetector.fit`; every sample is
+            As in :meth:`skood._base.BaseDeepDetector.fit`; every sample is
             taken to be in-distribution.
         y : array-like of shape (n_samples,), default=None
             Class labels of ``X`` (at least 2 classes). None, or
@@ -722,7 +722,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
                           for b in batch_slices(len(Xs), bs)])
 
     def _odin_scores(self, Xs: torch.Tensor) -> np.ndarray:
-        # input gradients: no inference_mode here (see skood.scoring.odin)
+        # input gradients: no inference_mode here (see skood._scoring.odin)
         dev = self._inference_device
         bs = max(self.batch_size, 256)
         out = [

@@ -14,7 +14,7 @@ fixed order, so a seeded generator reproduces a batch of views exactly.
   :func:`color_jitter`, :func:`random_grayscale`, :func:`gaussian_blur`,
   composed by :func:`flip_and_distort` and :class:`SimCLRAugment` (SemSAD's
   :class:`SemSADPositive` / :class:`SemSADNegative`, NSA, DUM; DistillNeg's
-  multi-crop in :mod:`skood.detectors.dino`).
+  multi-crop in :mod:`skood._detectors.dino`).
 * Views of tabular rows: :class:`TabularCorruption` (SCARF-style) and
   :class:`BoundCorruption`.
 * Discrete transformations, deterministic given a per-sample index
@@ -305,7 +305,7 @@ class BoundCorruption:
     """A tabular corruption bound to its bank of rows: ``t(x, g) = corruption(x, g, bank)``.
 
     Makes a :class:`TabularCorruption` usable where a view function
-    ``t(x, generator)`` is expected (e.g. :class:`skood.training.ContrastiveNet`),
+    ``t(x, generator)`` is expected (e.g. :class:`skood._training.ContrastiveNet`),
     with features resampled from the rows of ``bank`` (the training marginals).
     """
 

@@ -4,11 +4,11 @@ Contract: every encoder maps a batch to a flat feature vector (N, F) and
 exposes ``out_features`` = F. Images enter as float tensors (N, C, H, W) in
 [0, 1]; tabular rows as (N, D). :func:`build_encoder` picks one by name
 (``backbone``), including the pretrained ImageNet encoders of
-:mod:`skood.nn.pretrained` (:data:`PRETRAINED_BACKBONES`, or a user's own
+:mod:`skood.pretrained` (:data:`PRETRAINED_BACKBONES`, or a user's own
 ``nn.Module``); :class:`ProjectionHead` is the SimCLR projection head;
 :func:`block_modules` and :class:`capture_outputs` read the intermediate
 features of one forward pass (NSA's feature ensemble). DistillNeg's small
-Vision Transformer is with it (:class:`skood.detectors.dino.SmallViT`).
+Vision Transformer is with it (:class:`skood._detectors.dino.SmallViT`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet18, resnet34
 
-from .pretrained import PRETRAINED_BACKBONES, PretrainedEncoder, load_pretrained
+from ..pretrained import PRETRAINED_BACKBONES, PretrainedEncoder, load_pretrained
 
 __all__ = [
     "BACKBONES",
@@ -214,7 +214,7 @@ class ProjectionHead(nn.Module):
 
 
 #: the encoders trained from scratch; the pretrained ImageNet encoders are
-#: :data:`PRETRAINED_BACKBONES` (``skood.nn.pretrained``)
+#: :data:`PRETRAINED_BACKBONES` (``skood.pretrained``)
 BACKBONES = ("auto", "mlp", "cnn", "resnet18", "resnet34")
 
 #: smallest image side, in pixels (for H and W alike), each backbone can take: the small CNN
@@ -273,8 +273,8 @@ def build_encoder(
         "mlp", "cnn", "resnet18", "resnet34" are trained from scratch. A name
         of :data:`PRETRAINED_BACKBONES` ("efficientnet_lite0",
         "resnet18_imagenet", "resnet50_imagenet") is a frozen
-        :class:`~skood.nn.pretrained.PretrainedEncoder` from
-        :func:`~skood.nn.pretrained.load_pretrained` with its defaults. A
+        :class:`~skood.pretrained.PretrainedEncoder` from
+        :func:`~skood.pretrained.load_pretrained` with its defaults. A
         module is deep-copied (the one given is never changed) and, unless it
         is a ``PretrainedEncoder`` already, wrapped in one with its defaults
         (224 px, ImageNet normalisation, frozen). Pretrained encoders take

@@ -17,12 +17,12 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from ..base import BaseDeepDetector
-from ..nn.encoders import build_encoder
-from ..nn.pretrained import PretrainedEncoder
-from ..scoring import bank_subset, knn_loo
-from ..training import cumulative_batchnorm
-from ..utils import fit_rng, seed_stream
+from .._base import BaseDeepDetector
+from .._nn.encoders import build_encoder
+from .._scoring import bank_subset, knn_loo
+from .._training import cumulative_batchnorm
+from .._utils import fit_rng, seed_stream
+from ..pretrained import PretrainedEncoder
 
 __all__ = ["FeatureKNNDetector"]
 
@@ -57,7 +57,7 @@ class FeatureKNNDetector(BaseDeepDetector):
         far out a row lies.
     recalibrate_batchnorm : bool, default=True
         Replace the BatchNorm running statistics by the mean statistics of
-        the training samples' batches (:func:`skood.training.cumulative_batchnorm`);
+        the training samples' batches (:func:`skood._training.cumulative_batchnorm`);
         False keeps the initial ones (mean 0, variance 1: the identity). A
         pretrained encoder always keeps its own (ImageNet) statistics.
     backbone : str or nn.Module, default="auto"
@@ -67,7 +67,7 @@ class FeatureKNNDetector(BaseDeepDetector):
     batch_size : int, default=256
         Rows per forward pass.
     contamination, device, random_state, verbose, max_bank, image_shape
-        See :class:`skood.base.BaseDeepDetector`; ``verbose`` has no effect
+        See :class:`skood._base.BaseDeepDetector`; ``verbose`` has no effect
         (nothing is trained).
 
     Attributes
@@ -79,12 +79,12 @@ class FeatureKNNDetector(BaseDeepDetector):
     train_store_ : Tensor
         The training samples of the bank (to skip a sample's own match).
     offset_, train_scores_, n_features_in_, input_kind_, image_shape_, device_
-        See :class:`skood.base.BaseDeepDetector`.
+        See :class:`skood._base.BaseDeepDetector`.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from skood.detectors.feature_knn import FeatureKNNDetector
+    >>> from skood._detectors.feature_knn import FeatureKNNDetector
     >>> X = np.random.RandomState(0).normal(size=(100, 4))
     >>> FeatureKNNDetector(random_state=0).fit(X).score_samples(X[:2]).shape
     (2,)

@@ -8,7 +8,7 @@ paper's. What is DistillNeg's own is here: the negatives
 objective (eq. 4-5, :func:`uniform_cross_entropy`, :class:`DistillNegNet`)
 and the kernel score (eq. 6, :func:`kernel_cosine`), plus skood's tabular
 views (:class:`TabularViews`). The DINO machinery it trains with (multi-crop,
-head, loss, EMA teacher, schedules; eq. 1-3) is in :mod:`skood.detectors.dino`.
+head, loss, EMA teacher, schedules; eq. 1-3) is in :mod:`skood._detectors.dino`.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array
 from torch import nn
 
-from ..augment import RandomAffineMaps, TabularCorruption, random_rotate90
-from ..base import BaseDeepDetector
-from ..nn.encoders import BACKBONES, PRETRAINED_BACKBONES, build_encoder
-from ..nn.losses import float32_loss
-from ..scoring import bank_subset, unit_row_blocks
-from ..training import SkoodNet
-from ..utils import fit_rng, seed_stream, to_model_input
+from .._augment import RandomAffineMaps, TabularCorruption, random_rotate90
+from .._base import BaseDeepDetector
+from .._nn.encoders import BACKBONES, PRETRAINED_BACKBONES, build_encoder
+from .._nn.losses import float32_loss
+from .._scoring import bank_subset, unit_row_blocks
+from .._training import SkoodNet
+from .._utils import fit_rng, seed_stream, to_model_input
 from .dino import (
     DINOModel,
     MultiCrop,
@@ -163,7 +163,7 @@ class NegativeSampler:
       rotated like ``"rotation"`` when they are images ("Rot. ImgN");
     * tabular rows: ``"affine"`` maps each row by one of ``_N_AFFINE_MAPS``
       fixed random affine maps (GOAD-style,
-      :class:`skood.augment.RandomAffineMaps`), ``"feature-perm"`` shuffles
+      :class:`skood._augment.RandomAffineMaps`), ``"feature-perm"`` shuffles
       its features, ``"corruption"`` resamples 60% of them from the training
       marginals and adds Gaussian noise of standard deviation 1.
 
@@ -212,9 +212,9 @@ class TabularViews:
     A global view resamples 20% of the features from the training marginals
     and adds Gaussian noise of 0.05; a local view, which like a small crop
     keeps less of the sample, resamples 50% and adds noise 0.1
-    (:class:`skood.augment.TabularCorruption`).
+    (:class:`skood._augment.TabularCorruption`).
 
-    Returns ``(global_views, local_views)`` like :class:`skood.detectors.dino.MultiCrop`.
+    Returns ``(global_views, local_views)`` like :class:`skood._detectors.dino.MultiCrop`.
     """
 
     bank: torch.Tensor = field(repr=False)
@@ -257,7 +257,7 @@ class DistillNegNet(SkoodNet):
 
     1. multi-crop views of the batch: the teacher sees the global views, the
        student every view; :math:`\mathcal{L}_{pos}` is
-       :func:`~skood.detectors.dino.dino_loss` with the centred teacher output at
+       :func:`~skood._detectors.dino.dino_loss` with the centred teacher output at
        temperature :math:`\tau_t` (linear warm-up ``teacher_temp``) and the
        student's at ``student_temp``;
     2. with ``lam > 0``: one global and ``n_local`` local views of the
@@ -266,13 +266,13 @@ class DistillNegNet(SkoodNet):
        averaged over those views;
     3. :math:`\mathcal{L} = \mathcal{L}_{pos} + \lambda\mathcal{L}_{neg}` (eq. 5);
        per-parameter gradient-norm clipping at ``clip_grad`` (DINO's
-       ``clip_gradients``, :func:`~skood.detectors.dino.clip_grad_per_param_`); an
+       ``clip_gradients``, :func:`~skood._detectors.dino.clip_grad_per_param_`); an
        AdamW step with the learning rate and weight decay of this step
        (linear warm-up then cosine; no decay on biases and normalisation
        weights); the EMA teacher update with this step's
        momentum (cosine from ``teacher_momentum`` to 1) and the centre update.
 
-    The steps are :class:`~skood.training.SkoodNet`'s hooks: the schedules in
+    The steps are :class:`~skood._training.SkoodNet`'s hooks: the schedules in
     :meth:`before_step`, the clipping in :meth:`after_backward`, the teacher
     update in :meth:`after_step`. The optimiser (``optimizer``, AdamW in the
     detector) gets only the student's parameters
@@ -422,7 +422,7 @@ class DistillNegNet(SkoodNet):
 def row_fingerprints(X: np.ndarray | torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
     """A 64-bit fingerprint of each row's exact values, on the model-input scale.
 
-    Rows are read as the networks see them (:func:`skood.utils.to_model_input`:
+    Rows are read as the networks see them (:func:`skood._utils.to_model_input`:
     float32, uint8 images divided by 255), so the same image stored as uint8
     or as float in [0, 1] gets the same fingerprint. Equal rows get equal
     fingerprints; different rows collide with probability about 2^-64.
@@ -581,7 +581,7 @@ class DistillNegDetector(BaseDeepDetector):
     Fit (section 3):
 
     1. a student g_s and a teacher g_t of identical architecture (encoder f
-       and :class:`~skood.detectors.dino.DINOHead`: MLP, L2 normalisation,
+       and :class:`~skood._detectors.dino.DINOHead`: MLP, L2 normalisation,
        weight-normalised linear layer to K soft classes); the teacher is the
        exponential moving average of the student,
        :math:`\theta_t \leftarrow m\theta_t + (1 - m)\theta_s` (eq. 2), with m
@@ -589,7 +589,7 @@ class DistillNegDetector(BaseDeepDetector):
     2. multi-crop: ``n_global_crops`` global views (crop scale 0.4-1, full
        size) and ``n_local_crops`` local views (scale 0.15-0.4, half size),
        flipped, colour-jittered, grey, blurred and solarised as in DINO
-       (:class:`~skood.detectors.dino.MultiCrop`); the teacher sees the global views,
+       (:class:`~skood._detectors.dino.MultiCrop`); the teacher sees the global views,
        the student all of them;
     3. :math:`\mathcal{L}_{pos} = -\sum_{x''\in G}\sum_{x'\in V, x'\neq x''}
        p_t(x'')\log p_s(x')` (eq. 3) with
@@ -667,9 +667,9 @@ class DistillNegDetector(BaseDeepDetector):
     0.05), local views 50% (noise 0.1), see :class:`TabularViews`.
 
     Frozen pretrained backbone (images with ``backbone`` a name of
-    ``skood.nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
-    frozen :class:`~skood.nn.pretrained.PretrainedEncoder`; frozen-feature
-    mode of :mod:`skood.base`): the frozen encoder (``feature_encoder_``)
+    ``skood._nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
+    frozen :class:`~skood.pretrained.PretrainedEncoder`; frozen-feature
+    mode of :mod:`skood._base`): the frozen encoder (``feature_encoder_``)
     maps every image once, at fit and at scoring, and DINO with
     negatives runs on the standardised feature vectors: the MLP student and
     teacher, the tabular views and the tabular negatives ("auto": "affine";
@@ -695,9 +695,9 @@ class DistillNegDetector(BaseDeepDetector):
         which keeps the default budget small on a CPU; "resnet18" is the
         small-image ResNet (3x3 stem, no max-pool; much slower on a CPU),
         "vit" a
-        small ViT (:class:`skood.detectors.dino.SmallViT`; the paper uses ViT-S/16).
+        small ViT (:class:`skood._detectors.dino.SmallViT`; the paper uses ViT-S/16).
         The pretrained ImageNet encoders and a user's ``nn.Module`` are
-        accepted as well (see :class:`skood.base.BaseDeepDetector`).
+        accepted as well (see :class:`skood._base.BaseDeepDetector`).
     n_global_crops : int, default=2
         Global views per training sample (teacher and student); with fewer
         than 2, at least one local view is needed.
@@ -760,7 +760,7 @@ class DistillNegDetector(BaseDeepDetector):
         training set is larger; None keeps all. Training always uses every
         sample; the cap bounds the memory and time of scoring on huge sets.
     contamination, device, random_state, verbose, image_shape
-        See :class:`skood.base.BaseDeepDetector`.
+        See :class:`skood._base.BaseDeepDetector`.
 
     Attributes
     ----------
@@ -787,7 +787,7 @@ class DistillNegDetector(BaseDeepDetector):
         skorch history of the training phase ("dino"), with the per-batch
         terms "loss_pos" and (``lam > 0``) "loss_neg".
     offset_, train_scores_, n_features_in_, input_kind_, image_shape_, device_
-        See :class:`skood.base.BaseDeepDetector`.
+        See :class:`skood._base.BaseDeepDetector`.
 
     Examples
     --------
@@ -825,7 +825,7 @@ class DistillNegDetector(BaseDeepDetector):
         "kernel_temperature": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
     }
     _min_image_side: ClassVar[int] = 2  # the Gaussian blur reflects 1 pixel of border
-    _frozen_feature_mode: ClassVar[bool] = True  # see skood.base
+    _frozen_feature_mode: ClassVar[bool] = True  # see skood._base
     _presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {"backbone": "resnet18", **_PAPER_SETTINGS},
         "paper-vit": {"backbone": "vit", **_PAPER_SETTINGS},

@@ -2,7 +2,7 @@
 
 Contract: every loss returns a scalar to *minimise* and is computed in
 float32: under CUDA autocast (mixed precision training,
-:class:`skood.training.SkoodNet`) the network's outputs may be bfloat16, and
+:class:`skood._training.SkoodNet`) the network's outputs may be bfloat16, and
 autocast would run the losses' matrix products in bfloat16 too;
 :func:`float32_loss` switches autocast off inside the loss and the losses
 cast their inputs to float32. Without autocast (e.g. on the CPU) nothing
@@ -14,8 +14,8 @@ changes.
 * :func:`simsiam_loss`: SimSiam (NSA);
 * :func:`product_of_experts`, :func:`dum_set_loss`: DUM.
 
-DistillNeg's objectives are with it (:mod:`skood.detectors.dino`,
-:mod:`skood.detectors.distillneg`).
+DistillNeg's objectives are with it (:mod:`skood._detectors.dino`,
+:mod:`skood._detectors.distillneg`).
 """
 
 from __future__ import annotations

@@ -16,12 +16,12 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from skorch.callbacks import LRScheduler
 from torch import nn
 
-from ..augment import BoundCorruption, SimCLRAugment, TabularCorruption
-from ..base import BaseDeepDetector
-from ..nn.encoders import block_modules, build_encoder, capture_outputs
-from ..nn.heads import SimCLRModel, SimSiamModel
-from ..nn.losses import simsiam_loss
-from ..scoring import (
+from .._augment import BoundCorruption, SimCLRAugment, TabularCorruption
+from .._base import BaseDeepDetector
+from .._nn.encoders import block_modules, build_encoder, capture_outputs
+from .._nn.heads import SimCLRModel, SimSiamModel
+from .._nn.losses import simsiam_loss
+from .._scoring import (
     angular_distance,
     bank_subset,
     center_cosine,
@@ -30,8 +30,8 @@ from ..scoring import (
     minmax_ensemble,
     whiten,
 )
-from ..training import ContrastiveNet, SkoodNet
-from ..utils import check_range_pair, fit_rng, seed_stream, to_model_input
+from .._training import ContrastiveNet, SkoodNet
+from .._utils import check_range_pair, fit_rng, seed_stream, to_model_input
 
 __all__ = ["NSADetector", "SimCLRNet", "SimSiamNet"]
 
@@ -43,7 +43,7 @@ _HEAD_TERMS = ("ccos", "ccos-mah")
 class _CleanBatchNorm:
     """Precise BN on the unaugmented training data (the samples NSA scores).
 
-    The default of :class:`~skood.training.SkoodNet` recomputes BatchNorm's
+    The default of :class:`~skood._training.SkoodNet` recomputes BatchNorm's
     statistics with the objective's own input, augmented views; NSA's features
     are computed on clean samples, so their statistics are the ones to use.
     """
@@ -55,10 +55,10 @@ class _CleanBatchNorm:
 
 
 class SimSiamNet(_CleanBatchNorm, SkoodNet):
-    """skorch net that trains a :class:`~skood.nn.heads.SimSiamModel` on two views per sample.
+    """skorch net that trains a :class:`~skood._nn.heads.SimSiamModel` on two views per sample.
 
     Each step draws two augmented views of the batch, embeds them in one
-    forward pass and minimises :func:`~skood.nn.losses.simsiam_loss`. The
+    forward pass and minimises :func:`~skood._nn.losses.simsiam_loss`. The
     BatchNorm statistics are recomputed on the clean training data at the end.
 
     Parameters
@@ -82,7 +82,7 @@ class SimSiamNet(_CleanBatchNorm, SkoodNet):
 
 
 class SimCLRNet(_CleanBatchNorm, ContrastiveNet):
-    """:class:`~skood.training.ContrastiveNet` (2B x 2B NT-Xent) with the BatchNorm
+    """:class:`~skood._training.ContrastiveNet` (2B x 2B NT-Xent) with the BatchNorm
     statistics recomputed on the clean training data at the end."""
 
 
@@ -163,9 +163,9 @@ class NSADetector(BaseDeepDetector):
     Gaussian noise 0.1 on standardised features) and the encoder is an MLP.
 
     Frozen pretrained backbone (images with ``backbone`` a name of
-    ``skood.nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
-    frozen :class:`~skood.nn.pretrained.PretrainedEncoder`; frozen-feature
-    mode of :mod:`skood.base`): the frozen encoder (``feature_encoder_``)
+    ``skood._nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
+    frozen :class:`~skood.pretrained.PretrainedEncoder`; frozen-feature
+    mode of :mod:`skood._base`): the frozen encoder (``feature_encoder_``)
     maps every image once, at fit and at scoring, and
 
     * ``frozen_features="score"`` (default; the paper's pretrained rows,
@@ -218,7 +218,7 @@ class NSADetector(BaseDeepDetector):
         keep more of the map at d = C x pool^2 features per block).
     whitening : {"ledoit-wolf", "eigen-clip"}, default="ledoit-wolf"
         Covariance estimate of the whitening (see
-        :func:`skood.scoring.fit_whitening`).
+        :func:`skood._scoring.fit_whitening`).
     frozen_features : {"score", "train"}, default="score"
         With a frozen pretrained backbone: score its features directly (the
         paper's pretrained baseline) or train NSA's self-supervised MLP on
@@ -250,7 +250,7 @@ class NSADetector(BaseDeepDetector):
     predictor_dim : int or None, default=None
         SimSiam predictor bottleneck; None: ``projection_dim // 4``.
     contamination, device, random_state, verbose, max_bank, image_shape
-        See :class:`skood.base.BaseDeepDetector`; the bank is what the kNN
+        See :class:`skood._base.BaseDeepDetector`; the bank is what the kNN
         terms search.
 
     Attributes
@@ -279,12 +279,12 @@ class NSADetector(BaseDeepDetector):
         skorch history of the training phase ("encoder"); empty when nothing
         was trained.
     offset_, train_scores_, n_features_in_, input_kind_, image_shape_, device_
-        See :class:`skood.base.BaseDeepDetector`.
+        See :class:`skood._base.BaseDeepDetector`.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from skood.detectors.nsa import NSADetector
+    >>> from skood._detectors.nsa import NSADetector
     >>> X = np.random.RandomState(0).normal(size=(200, 4))
     >>> det = NSADetector(max_epochs=1, random_state=0).fit(X)
     >>> det.predict(X[:3]).shape
@@ -311,7 +311,7 @@ class NSADetector(BaseDeepDetector):
         "projection_dim": [Interval(Integral, 1, None, closed="left"), None],
         "predictor_dim": [Interval(Integral, 1, None, closed="left"), None],
     }
-    _frozen_feature_mode: ClassVar[bool] = True  # see skood.base
+    _frozen_feature_mode: ClassVar[bool] = True  # see skood._base
     _presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {
             "method": "simsiam",

@@ -47,16 +47,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .feature_cache import FeatureCache, module_fingerprint
+from ._nn.feature_cache import FeatureCache, module_fingerprint
 
 __all__ = [
-    "DEFAULT_RESOLUTION",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "PRETRAINED_BACKBONES",
+    "FeatureCache",
     "PretrainedEncoder",
     "load_pretrained",
-    "pretrained_skeleton",
 ]
 
 #: the backbone names :func:`load_pretrained` (and ``backbone=``) take
@@ -159,7 +156,7 @@ class PretrainedEncoder(nn.Module):
         ``backbone`` that holds parameters.
     cache_dir : str or os.PathLike, optional
         Keep the features of every image seen under this directory
-        (:class:`~skood.nn.feature_cache.FeatureCache`, keyed by the image's
+        (:class:`~skood._nn.feature_cache.FeatureCache`, keyed by the image's
         bytes and a fingerprint of the encoder) and read them back instead of
         recomputing them: a grid search or a benchmark sweep over detectors
         with this frozen encoder then extracts each image's features once.
@@ -524,7 +521,7 @@ def load_pretrained(
 def pretrained_skeleton(name: str) -> PretrainedEncoder:
     """``load_pretrained(name)`` with random weights, reading no weights file or cache.
 
-    The architecture :meth:`skood.base.BaseDeepDetector.load` rebuilds for a
+    The architecture :meth:`skood._base.BaseDeepDetector.load` rebuilds for a
     saved frozen encoder before loading the saved weights into it, so a file
     loads on a machine without torchvision's cached ImageNet weights
     ("efficientnet_lite0" still needs its architecture package).

@@ -1,10 +1,10 @@
 """The detectors, one module per paper.
 
 Each module holds what is its paper's own (objective, scorer, estimator);
-:mod:`skood.detectors.dino` holds the DINO self-distillation parts that
+:mod:`skood._detectors.dino` holds the DINO self-distillation parts that
 DistillNeg trains with. Building blocks that two or more detectors use live
-in the shared layer (:mod:`skood.augment`, :mod:`skood.nn`,
-:mod:`skood.scoring`, :mod:`skood.training`).
+in the shared layer (:mod:`skood._augment`, :mod:`skood._nn`,
+:mod:`skood._scoring`, :mod:`skood._training`).
 """
 
 from .distillneg import DistillNegDetector

@@ -21,7 +21,7 @@ detector's ``score_samples`` is "higher = more normal".
   :func:`transformation_confidence`.
 
 DistillNeg's kernel score lives with the detector
-(:func:`skood.detectors.distillneg.kernel_cosine`).
+(:func:`skood._detectors.distillneg.kernel_cosine`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .utils import to_model_input
+from ._utils import to_model_input
 
 __all__ = [
     "angular_distance",

@@ -6,7 +6,7 @@ Properties in Self-Supervised Vision Transformers"
 section 3.1 of "Self-Supervised Anomaly Detection by Self-Distillation
 and Negative Sampling" (https://arxiv.org/abs/2201.06378); the equation
 numbers below are theirs. One step of
-:class:`skood.detectors.distillneg.DistillNegNet` uses, in order:
+:class:`skood._detectors.distillneg.DistillNegNet` uses, in order:
 
 * :class:`MultiCrop`: the global and local views of a batch (with
   :func:`random_solarize`);
@@ -19,8 +19,8 @@ numbers below are theirs. One step of
   :func:`ema_update_`: the EMA teacher (eq. 2).
 
 Everything here is used by DistillNeg alone; what a second detector needs
-lives in the shared layer (:mod:`skood.augment`, :mod:`skood.nn`,
-:mod:`skood.training`).
+lives in the shared layer (:mod:`skood._augment`, :mod:`skood._nn`,
+:mod:`skood._training`).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import VisionTransformer
 
-from ..augment import flip_and_distort, random_resized_crop
-from ..nn.losses import float32_loss
+from .._augment import flip_and_distort, random_resized_crop
+from .._nn.losses import float32_loss
 
 __all__ = [
     "DINOHead",
@@ -90,7 +90,7 @@ class MultiCrop:
         Side of the local views relative to the image side.
     jitter : tuple of four floats
         Brightness, contrast, saturation, hue of
-        :func:`skood.augment.color_jitter`.
+        :func:`skood._augment.color_jitter`.
     jitter_p, gray_p : float
         Probabilities of colour jitter and grayscale.
 

@@ -14,24 +14,24 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from ..augment import (
+from .._augment import (
     BoundCorruption,
     SemSADNegative,
     SemSADPositive,
     SimCLRAugment,
     TabularCorruption,
 )
-from ..base import BaseDeepDetector
-from ..nn.encoders import build_encoder
-from ..nn.heads import ContrastiveModel
-from ..nn.losses import gamma_weighted_pair_loss
-from ..scoring import bank_subset, knn_cosine, same_inputs, skip_self_matches
-from ..training import (
+from .._base import BaseDeepDetector
+from .._nn.encoders import build_encoder
+from .._nn.heads import ContrastiveModel
+from .._nn.losses import gamma_weighted_pair_loss
+from .._scoring import bank_subset, knn_cosine, same_inputs, skip_self_matches
+from .._training import (
     ContrastiveNet,
     SkoodNet,
     piecewise_lr,
 )
-from ..utils import batch_slices, check_range_pair, fit_rng, seed_stream, to_model_input
+from .._utils import batch_slices, check_range_pair, fit_rng, seed_stream, to_model_input
 
 __all__ = ["SemSADDetector", "PairDiscriminator", "SemSADPairNet", "semantic_neighbourhoods"]
 
@@ -51,7 +51,7 @@ class PairDiscriminator(nn.Module):
     input_shape : tuple of int
         Shape of one input, ``(D,)`` or ``(C, H, W)``.
     backbone : str
-        Encoder family of :func:`~skood.nn.encoders.build_encoder` (images).
+        Encoder family of :func:`~skood._nn.encoders.build_encoder` (images).
     n_logits : int, default=64
     norm : str, default="batch"
         Normalisation layers of the image backbone.
@@ -89,7 +89,7 @@ class SemSADPairNet(SkoodNet):
       uniform from the semantic neighbourhood S(x), untransformed; otherwise
       ``(t_pos(x), t_pos(x))``, two independent positive transforms;
     * negatives: ``(x, t_neg(x'))`` with ``x'`` another training sample;
-    * loss: :func:`~skood.nn.losses.gamma_weighted_pair_loss` with
+    * loss: :func:`~skood._nn.losses.gamma_weighted_pair_loss` with
       :math:`\gamma \sim U(\text{gamma\_range})` drawn anew every step.
     """
 
@@ -200,9 +200,9 @@ class SemSADDetector(BaseDeepDetector):
     only saw in-support pairs extrapolates arbitrarily there.
 
     Frozen pretrained backbone (images with ``backbone`` a name of
-    ``skood.nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
-    frozen :class:`~skood.nn.pretrained.PretrainedEncoder`; frozen-feature
-    mode of :mod:`skood.base`): the frozen encoder (``feature_encoder_``)
+    ``skood._nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
+    frozen :class:`~skood.pretrained.PretrainedEncoder`; frozen-feature
+    mode of :mod:`skood._base`): the frozen encoder (``feature_encoder_``)
     maps every image once, at fit and at scoring, and the tabular
     algorithm above runs on the standardised feature vectors: the contrastive
     MLP encoder with the corruption views, and the pair discriminator on
@@ -264,7 +264,7 @@ class SemSADDetector(BaseDeepDetector):
         the reference code, which normalises with the statistics of each
         scoring batch (scores then depend on the batch composition).
     contamination, device, random_state, verbose, max_bank, image_shape
-        See :class:`skood.base.BaseDeepDetector`; the bank is the
+        See :class:`skood._base.BaseDeepDetector`; the bank is the
         neighbour search's reference set.
 
     Attributes
@@ -282,7 +282,7 @@ class SemSADDetector(BaseDeepDetector):
     history_ : dict
         skorch histories of the two training phases ("encoder", "discriminator").
     offset_, train_scores_, n_features_in_, input_kind_, image_shape_, device_
-        See :class:`skood.base.BaseDeepDetector`.
+        See :class:`skood._base.BaseDeepDetector`.
 
     Examples
     --------

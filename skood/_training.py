@@ -27,7 +27,7 @@ callbacks and history. This module provides the pieces those subclasses share:
 * :func:`piecewise_lr`: a step learning-rate schedule in fractions of the budget.
 
 DINO's per-step schedules, gradient clipping and EMA teacher serve
-DistillNeg alone and live with it (:mod:`skood.detectors.dino`).
+DistillNeg alone and live with it (:mod:`skood._detectors.dino`).
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from skorch.dataset import get_len
 from skorch.utils import TeeGenerator
 from torch import nn
 
-from .nn.losses import nt_xent
-from .utils import seed_stream, to_model_input
+from ._nn.losses import nt_xent
+from ._utils import seed_stream, to_model_input
 
 __all__ = [
     "ContrastiveNet",
@@ -224,7 +224,7 @@ class SkoodNet(NeuralNet):
         every epoch even when silent).
     amp : bool
         bfloat16 autocast on CUDA devices that support it (ignored on CPU).
-        The losses of :mod:`skood.nn.losses` are computed in float32.
+        The losses of :mod:`skood._nn.losses` are computed in float32.
     channels_last : bool
         On CUDA, train the module's 4-D weights and the 4-D image batches in
         the ``torch.channels_last`` memory format (faster convolutions with
@@ -398,7 +398,7 @@ class SkoodNet(NeuralNet):
     def model_input(self, xb: torch.Tensor) -> torch.Tensor:
         """A stored batch as float model input on the training device.
 
-        :func:`skood.utils.to_model_input`, then, for image batches on CUDA
+        :func:`skood._utils.to_model_input`, then, for image batches on CUDA
         with ``channels_last``, the channels-last memory format (values are
         unchanged).
         """
@@ -695,12 +695,12 @@ class ContrastiveNet(SkoodNet):
     r"""Contrastive (SimCLR-style) training of an encoder with NT-Xent.
 
     Each step draws two augmented views of the batch, embeds them in one
-    forward pass and minimises :func:`skood.nn.losses.nt_xent`.
+    forward pass and minimises :func:`skood._nn.losses.nt_xent`.
 
     Parameters
     ----------
     module : torch.nn.Module
-        Maps a batch to embeddings (e.g. :class:`skood.nn.heads.ContrastiveModel`).
+        Maps a batch to embeddings (e.g. :class:`skood._nn.heads.ContrastiveModel`).
     augment : callable
         ``augment(x, generator) -> view``, batched and per-sample random.
     temperature : float

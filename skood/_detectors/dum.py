@@ -17,14 +17,14 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
 
-from ..augment import BoundCorruption, SimCLRAugment, TabularCorruption
-from ..base import BaseDeepDetector
-from ..nn.encoders import build_encoder
-from ..nn.heads import ContrastiveModel
-from ..nn.losses import dum_set_loss
-from ..scoring import variance_norm
-from ..training import ContrastiveNet, SkoodNet
-from ..utils import fit_rng, seed_stream, to_model_input
+from .._augment import BoundCorruption, SimCLRAugment, TabularCorruption
+from .._base import BaseDeepDetector
+from .._nn.encoders import build_encoder
+from .._nn.heads import ContrastiveModel
+from .._nn.losses import dum_set_loss
+from .._scoring import variance_norm
+from .._training import ContrastiveNet, SkoodNet
+from .._utils import fit_rng, seed_stream, to_model_input
 
 __all__ = ["DUMDetector", "DUMVarianceMLP", "DUMNet", "SphereLift", "FeatureView",
            "AffineMap", "whitening_lift"]
@@ -191,7 +191,7 @@ class DUMNet(SkoodNet):
     frozen callable ``embed`` = g and cut into consecutive sets of 2m samples
     (m = ``set_size``; None: one set per batch for "literal"); f1
     (``module``) predicts the log-variances and
-    :func:`~skood.nn.losses.dum_set_loss` is the objective. m is fixed for the
+    :func:`~skood._nn.losses.dum_set_loss` is the objective. m is fixed for the
     whole fit (None: half of ``batch_size`` for "literal"): the last, partial
     batch of an epoch trains the whole sets it holds, and is dropped when it
     holds none (``iterator_train__min_batch``), so every optimiser step sees
@@ -288,9 +288,9 @@ class DUMDetector(BaseDeepDetector):
     serve both the encoder and the DUM sets.
 
     Frozen pretrained backbone (images with ``backbone`` a name of
-    ``skood.nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
-    frozen :class:`~skood.nn.pretrained.PretrainedEncoder`; frozen-feature
-    mode of :mod:`skood.base`): the frozen encoder (``feature_encoder_``)
+    ``skood._nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
+    frozen :class:`~skood.pretrained.PretrainedEncoder`; frozen-feature
+    mode of :mod:`skood._base`): the frozen encoder (``feature_encoder_``)
     maps every image once, at fit and at scoring, and f1 is trained
     on the frozen embeddings, as in the DUM paper (whose g is a fixed,
     separately trained encoder): the feature vectors, standardised, whitened
@@ -355,7 +355,7 @@ class DUMDetector(BaseDeepDetector):
         Bound b of the log-variances, :math:`\log\sigma^2 \in (-b, b)`.
     score_norm : {"l2", "trace", "logdet"}, default="l2"
         Size of the variance used as anomaly score
-        (:func:`skood.scoring.variance_norm`).
+        (:func:`skood._scoring.variance_norm`).
     augment : bool, default=True
         Augment the set members (paper); False uses the plain embeddings.
     tabular_scaling : {"whiten", "standard", "minmax"}, default="whiten"
@@ -409,14 +409,14 @@ class DUMDetector(BaseDeepDetector):
     projection_dim : int, default=128
         Output width of the SimCLR projection head (images).
     contamination, device, random_state, verbose, image_shape
-        See :class:`skood.base.BaseDeepDetector`.
+        See :class:`skood._base.BaseDeepDetector`.
 
     Attributes
     ----------
     encoder_ : torch.nn.Module
         The frozen embedding g: a :class:`SphereLift` for tabular rows, a
         :class:`FeatureView` of the trained
-        :class:`~skood.nn.heads.ContrastiveModel` (or the model itself for
+        :class:`~skood._nn.heads.ContrastiveModel` (or the model itself for
         ``"projection"``), or the deep copy of the user's ``encoder``.
     variance_net_ : DUMVarianceMLP
         f1.
@@ -431,7 +431,7 @@ class DUMDetector(BaseDeepDetector):
     train_scores_ : ndarray of shape (n_samples,)
         ``score_samples`` of the training data (the transductive scores).
     offset_, n_features_in_, input_kind_, image_shape_, device_
-        See :class:`skood.base.BaseDeepDetector`.
+        See :class:`skood._base.BaseDeepDetector`.
 
     Examples
     --------
@@ -468,7 +468,7 @@ class DUMDetector(BaseDeepDetector):
         "encoder_temperature": [Interval(Real, 0, None, closed="neither")],
         "projection_dim": [Interval(Integral, 1, None, closed="left")],
     }
-    _frozen_feature_mode: ClassVar[bool] = True  # see skood.base
+    _frozen_feature_mode: ClassVar[bool] = True  # see skood._base
     _presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {
             "covariance": "diagonal",

@@ -20,8 +20,8 @@ are the float images 0 (False) and 1 (True).
 Frozen-feature mode: a detector that sets ``_frozen_feature_mode = True``,
 fitted on images with a frozen pretrained backbone (a name of
 ``PRETRAINED_BACKBONES``, a user's plain ``nn.Module``, which
-:func:`~skood.nn.encoders.build_encoder` wraps frozen, or a
-:class:`~skood.nn.pretrained.PretrainedEncoder` none of whose parameters
+:func:`~skood._nn.encoders.build_encoder` wraps frozen, or a
+:class:`~skood.pretrained.PretrainedEncoder` none of whose parameters
 requires a gradient), builds that encoder once (``feature_encoder_``, eval
 mode), maps the training images to feature vectors in batches and runs its
 own *tabular* algorithm on them. The store is then the feature rows,
@@ -59,10 +59,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .nn.encoders import BACKBONES, PRETRAINED_BACKBONES, build_encoder, check_image_size
-from .nn.pretrained import PretrainedEncoder
-from .training import TrainingDivergedError
-from .utils import batch_slices, fit_generators, fit_rng, fit_seed, to_model_input
+from ._nn.encoders import BACKBONES, PRETRAINED_BACKBONES, build_encoder, check_image_size
+from ._training import TrainingDivergedError
+from ._utils import batch_slices, fit_generators, fit_rng, fit_seed, to_model_input
+from .pretrained import PretrainedEncoder
 
 __all__ = ["BaseDeepDetector", "resolve_device", "seeded"]
 
@@ -107,7 +107,7 @@ def seeded(seed: int, device: str | None = None) -> Iterator[None]:
     """The block is one fit whose own generators, seeded with ``seed``, replace torch's global RNG.
 
     Module initialisation in torch draws from the global RNG; a detector builds
-    its networks inside :func:`skood.utils.fit_rng`, where those draws come
+    its networks inside :func:`skood._utils.fit_rng`, where those draws come
     from this fit's generators (one per device, seeded with ``seed`` as
     ``torch.manual_seed(seed)`` would seed the global ones) instead. The
     process-wide RNG is neither read nor changed, so fits in threads give the
@@ -127,13 +127,13 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, pretrained name or nn.Module
         Encoder family; "auto" is an MLP for tabular data and the small CNN
         for images. For images also a pretrained ImageNet encoder,
-        ``skood.nn.encoders.PRETRAINED_BACKBONES`` ("efficientnet_lite0",
+        ``skood._nn.encoders.PRETRAINED_BACKBONES`` ("efficientnet_lite0",
         "resnet18_imagenet", "resnet50_imagenet"), or a user's own
         ``torch.nn.Module`` (copied and wrapped in a
-        :class:`~skood.nn.pretrained.PretrainedEncoder`), see
-        :func:`skood.nn.encoders.build_encoder`. A frozen pretrained encoder
+        :class:`~skood.pretrained.PretrainedEncoder`), see
+        :func:`skood._nn.encoders.build_encoder`. A frozen pretrained encoder
         maps the images once and the detector trains its tabular networks on
-        the features (frozen-feature mode, :mod:`skood.base`); a trainable
+        the features (frozen-feature mode, :mod:`skood._base`); a trainable
         ``PretrainedEncoder`` is fine-tuned on the images.
     batch_size : int
         Training batch size (also the inference batch size).
@@ -176,7 +176,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         ``(C, H, W)`` of the training images.
     feature_mode_ : bool
         Whether the fit ran in frozen-feature mode (images, frozen pretrained
-        backbone; see :mod:`skood.base`): the networks were trained on the
+        backbone; see :mod:`skood._base`): the networks were trained on the
         frozen encoder's standardised feature vectors.
     feature_encoder_ : PretrainedEncoder
         (Frozen-feature mode only; other fits remove it.) The frozen encoder,
@@ -207,7 +207,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     #: chunk size of the feature-space scorers (rows of query and bank at once)
     _chunk_size: ClassVar[int] = 4096
     #: smallest image side the detector's own augmentations take (the backbone's own minimum,
-    #: ``skood.nn.encoders.MIN_IMAGE_SIDE``, is checked with it at fit)
+    #: ``skood._nn.encoders.MIN_IMAGE_SIDE``, is checked with it at fit)
     _min_image_side: ClassVar[int] = 1
     #: whether images with a frozen pretrained backbone train on frozen features (module doc)
     _frozen_feature_mode: ClassVar[bool] = False
@@ -241,7 +241,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
 
         Raises
         ------
-        skood.training.TrainingDivergedError
+        skood._training.TrainingDivergedError
             (A ``ValueError``.) A training phase's loss, or the training
             scores, are not finite; the message names the learning-rate
             parameters to lower.
@@ -269,7 +269,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     def _train(self, Xs: torch.Tensor, y: Any, seed: int) -> None:
         """``_fit_store``, after removing ``offset_`` and ``train_scores_``: a fit that fails or is
         interrupted (``KeyboardInterrupt`` propagates) leaves the detector unfitted. A
-        :class:`~skood.training.TrainingDivergedError` of a training phase is raised again
+        :class:`~skood._training.TrainingDivergedError` of a training phase is raised again
         with this detector's learning-rate parameters."""
         for attr in ("offset_", "train_scores_"):
             self.__dict__.pop(attr, None)
@@ -293,7 +293,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         """``scores`` of the training data, checked for a broken fit.
 
         Non-finite scores mean the trained network is not finite (its losses
-        stayed finite): :class:`~skood.training.TrainingDivergedError`.
+        stayed finite): :class:`~skood._training.TrainingDivergedError`.
         Degenerate scores give a ``ConvergenceWarning``: more than half of
         them (of three or more; two leave-one-out scores are equal by
         symmetry) are one value, shared by more rows than the largest group
@@ -392,7 +392,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         """Whether ``backbone`` is a frozen pretrained encoder once built by ``build_encoder``.
 
         A pretrained name is loaded frozen; a plain ``nn.Module`` is wrapped in a frozen
-        :class:`~skood.nn.pretrained.PretrainedEncoder`; a ``PretrainedEncoder`` is used as
+        :class:`~skood.pretrained.PretrainedEncoder`; a ``PretrainedEncoder`` is used as
         it is (a copy), frozen when none of its parameters requires a gradient.
         """
         bb = self.backbone
@@ -469,7 +469,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     ) -> torch.Tensor:
         """Apply ``fn`` to ``Xs`` in batches on the inference device; concatenate on CPU.
 
-        ``min_batch``: no batch smaller than this (see :func:`skood.utils.batch_slices`).
+        ``min_batch``: no batch smaller than this (see :func:`skood._utils.batch_slices`).
         """
         dev = self._inference_device
         bs = batch_size or max(self.batch_size, 256)
@@ -744,7 +744,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         """
         if getattr(self, "feature_mode_", False):
             mods = self._module_skeletons((len(self.feature_mean_),))
-            from .nn.pretrained import pretrained_skeleton
+            from .pretrained import pretrained_skeleton
 
             bb = self.backbone
             enc = (pretrained_skeleton(bb) if isinstance(bb, str)

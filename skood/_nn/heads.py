@@ -6,14 +6,14 @@ score the encoder's features or the projection, as each docstring says.
 
 * :class:`ContrastiveModel`: f and a SimCLR projection head with unit-norm
   output (SemSAD's and DUM's encoders, trained with
-  :class:`skood.training.ContrastiveNet`);
+  :class:`skood._training.ContrastiveNet`);
 * :class:`SimSiamModel` and :class:`SimCLRModel`: NSA's two self-supervised
   models, with its normalisations of the features and the projection
   ("No Shifted Augmentations (NSA): compact distributions for robust
   self-supervised Anomaly Detection", https://arxiv.org/abs/2203.10344,
   sections 2.3-2.4).
 
-DistillNeg's student/teacher model is with it (:mod:`skood.detectors.dino`).
+DistillNeg's student/teacher model is with it (:mod:`skood._detectors.dino`).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class SimSiamModel(_FeatureProjection):
        \qquad p = h(\hat z).
 
     ``project(x)`` returns :math:`\hat z` (or z), ``forward(x)`` the pair
-    ``(z_hat, p)`` that :func:`skood.nn.losses.simsiam_loss` takes.
+    ``(z_hat, p)`` that :func:`skood._nn.losses.simsiam_loss` takes.
 
     Parameters
     ----------

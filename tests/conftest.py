@@ -1,53 +1,22 @@
-"""Shared fixtures: the tiny-budget detector registry, small data, the shared data directory."""
+"""Shared fixtures: small data, the shared data directory, fitted tiny detectors.
+
+Helpers that tests import (the tiny-budget registry ``tiny``/``DETECTORS``, ``run_benchmark``)
+live in :mod:`skood._testing`; this file holds only fixtures.
+"""
 
 from __future__ import annotations
 
-import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import skood
-
-#: detector -> the smallest budget that still trains every part of it (one line per detector)
-TINY: dict[str, dict] = {
-    "SemSADDetector": {"encoder_epochs": 2, "discriminator_epochs": 2},
-    "NSADetector": {"max_epochs": 2},
-    "DistillNegDetector": {"max_epochs": 1, "n_soft_classes": 64, "head_hidden_dim": 32,
-                           "n_local_crops": 2, "batch_size": 32},
-    "DUMDetector": {"dum_epochs": 10, "encoder_epochs": 1},
-    "RotAuxMSPDetector": {"max_epochs": 2, "batch_size": 64},
-    "FeatureKNNDetector": {},
-}
-#: the registered detectors this build of skood has
-DETECTORS = [n for n in TINY if hasattr(skood, n)]
-
-
-def tiny(name: str, **overrides):
-    """The detector ``name`` at its tiny budget, on the CPU, seeded; ``overrides`` win."""
-    return getattr(skood, name)(**{**TINY[name], "device": "cpu", "random_state": 0, **overrides})
+from skood._testing import DETECTORS, SHARED_DATA, shared_data_home, tiny
 
 
 @pytest.fixture(scope="module", params=DETECTORS)
 def name(request):
     return request.param
-
-
-ROOT = Path(__file__).resolve().parents[1]
-#: ../shared/data beside the repository (CI and the developers' machines have it)
-SHARED_DATA = ROOT.parent / "shared" / "data"
-
-
-def shared_data_home() -> Path | None:
-    env = os.environ.get("SKOOD_DATA")
-    for p in (SHARED_DATA, Path(env) if env else None):
-        if p is not None and p.is_dir():
-            return p
-    return None
 
 
 @pytest.fixture(scope="session")
@@ -77,17 +46,6 @@ def fashion_auroc(data_home):
         return roc_auc_score(y_te[test] == 1, det.score_samples(X_te[test]))
 
     return auroc
-
-
-def run_benchmark(script: str, data_home: Path, out: Path, *args: str) -> tuple[str, list]:
-    """Run ``benchmarks/<script>`` on the real data, writing to ``out``; it must succeed.
-    Returns its table.md and the rows of its runs.csv."""
-    res = subprocess.run([sys.executable, f"benchmarks/{script}", "--data-home", str(data_home),
-                          "--out", str(out), *args], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    with open(out / "runs.csv") as f:
-        return (out / "table.md").read_text(), list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="session")

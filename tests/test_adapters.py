@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tiny
 from pyod.models.knn import KNN
 from pyod.models.lscp import LSCP
 from pyod.utils.data import evaluate_print, generate_data
@@ -13,6 +12,7 @@ from sklearn.base import clone
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 
+from skood._testing import tiny
 from skood.adapters import PyODAdapter
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny
 
 from skood import DistillNegDetector, NSADetector
 from skood._scoring import bank_subset
+from skood._testing import tiny
 
 #: the detectors that score against a bank of training rows, and what gives them one
 BANKED = {"SemSADDetector": {}, "NSADetector": {"scoring": "kcos-mah"}, "DistillNegDetector": {}}

@@ -399,8 +399,9 @@ def test_nsa_normalisation_rescored_equals_a_fit_with_that_scorer(digit_images):
     """nsa_normalisation.py scores one trained encoder with several scorers: bit-identical
     to fitting with each scorer (training does not depend on it)."""
     import numpy as np
-    from conftest import tiny
     from nsa_normalisation import rescored
+
+    from skood._testing import tiny
 
     train, test = digit_images[0], digit_images[1]
     kcos = tiny("NSADetector", scoring="kcos", batch_size=32).fit(train)

@@ -2,7 +2,7 @@
 
 Each detector's own test file holds what is its own (its method, its
 parameters, its real-data run); what design.md asks of every detector lives
-here, parametrised over the tiny-budget registry of conftest.py.
+here, parametrised over the tiny-budget registry of :mod:`skood._testing`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import DETECTORS, tiny
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
@@ -22,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import skood
+from skood._testing import DETECTORS, tiny
 
 
 # ---------------------------------------------------------------- contract

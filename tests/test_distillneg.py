@@ -6,7 +6,6 @@ import math
 import pickle
 from functools import partial
 
-import conftest
 import numpy as np
 import pytest
 import torch
@@ -15,7 +14,7 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
 
-from skood import DistillNegDetector
+from skood import DistillNegDetector, _testing
 from skood._augment import random_rotate90
 from skood._detectors.dino import (
     DINOHead,
@@ -38,7 +37,7 @@ from skood._detectors.distillneg import (
     uniform_cross_entropy,
 )
 
-tiny = partial(conftest.tiny, "DistillNegDetector")
+tiny = partial(_testing.tiny, "DistillNegDetector")
 
 
 @pytest.fixture(scope="module")
@@ -482,7 +481,7 @@ def test_two_kernels_find_local_anomalies_on_contaminated_rows(data_home):
 
 
 def test_negatives_benchmark_smoke(data_home, tmp_path):
-    table, runs = conftest.run_benchmark(
+    table, runs = _testing.run_benchmark(
         "distillneg_negatives.py", data_home, tmp_path, "--classes", "1", "--n-train", "40",
         "--epochs", "1", "--seeds", "0", "1", "--n-test", "60", "--device", "cpu")
     assert "lam=1" in table and "lam=0" in table and "Fashion-MNIST vs MNIST" in table

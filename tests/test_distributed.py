@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny
 from joblib import parallel_config
 from sklearn.model_selection import GridSearchCV
+
+from skood._testing import tiny
 
 distributed = pytest.importorskip("distributed")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pickle
 from functools import partial
 
-import conftest
 import numpy as np
 import pytest
 import torch
@@ -14,12 +13,13 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
 from torch import nn
 
+from skood import _testing
 from skood._detectors.dum import DUMDetector, FeatureView, whitening_lift
 from skood._nn.heads import ContrastiveModel
 from skood._nn.losses import dum_set_loss, product_of_experts
 from skood._scoring import variance_norm
 
-tiny = partial(conftest.tiny, "DUMDetector")
+tiny = partial(_testing.tiny, "DUMDetector")
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny
 from torch import nn
 
 from skood import FeatureKNNDetector
 from skood._nn.feature_cache import FeatureCache, image_keys, module_fingerprint
+from skood._testing import tiny
 from skood.pretrained import PretrainedEncoder, load_pretrained
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"

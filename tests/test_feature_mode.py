@@ -8,9 +8,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import DETECTORS, tiny
 from torch import nn
 
+from skood._testing import DETECTORS, tiny
 from skood.pretrained import PretrainedEncoder
 
 #: the detectors with the mode (FeatureKNN scores encoder features directly, without it)

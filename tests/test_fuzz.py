@@ -15,9 +15,10 @@ from __future__ import annotations
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
-from conftest import DETECTORS, tiny
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from skood._testing import DETECTORS, tiny
 
 #: values that break naive arithmetic, beside ordinary ones
 EXTREMES = [0.0, -0.0, 5e-324, 1e-300, -1e-30, 1.0, -1.0, 3.0, 1e30, -1e30, 1e38, 3e38,

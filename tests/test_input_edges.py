@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from conftest import DETECTORS, tiny
 
 import skood
 from skood._nn.encoders import MIN_IMAGE_SIDE, build_encoder
+from skood._testing import DETECTORS, tiny
 
 
 def _rows(n: int = 40, d: int = 4) -> np.ndarray:

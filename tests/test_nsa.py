@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from functools import partial
 
-import conftest
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
 
+from skood import _testing
 from skood._detectors.nsa import NSADetector
 from skood._nn.losses import simsiam_loss
 from skood._scoring import (
@@ -22,7 +22,7 @@ from skood._scoring import (
 )
 from skood._utils import to_model_input
 
-tiny = partial(conftest.tiny, "NSADetector")
+tiny = partial(_testing.tiny, "NSADetector")
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +254,7 @@ def test_one_class_fashion_mnist_beats_chance(fashion_auroc):
 
 
 def test_normalisation_benchmark_smoke(data_home, tmp_path):
-    table, runs = conftest.run_benchmark(
+    table, runs = _testing.run_benchmark(
         "nsa_normalisation.py", data_home, tmp_path, "--classes", "1", "--n-train", "30",
         "--epochs", "1", "--seeds", "0", "1", "--n-test", "100", "--device", "cpu",
         "--scoring", "kcos-mah", "kcos", "--reference", "--n-jobs", "2")

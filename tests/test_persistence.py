@@ -17,12 +17,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import DETECTORS, tiny
 from skorch.history import History
 from torch import nn
 
 import skood
 from skood._base import BaseDeepDetector
+from skood._testing import DETECTORS, tiny
 from skood.persistence import FORMAT_VERSION, SkoodVersionWarning, load
 
 

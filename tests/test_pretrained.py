@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import DETECTORS, tiny
 from sklearn.utils._param_validation import InvalidParameterError
 from torch import nn
 
 import skood
 from skood._nn.encoders import MIN_IMAGE_SIDE, build_encoder, check_image_size
+from skood._testing import DETECTORS, tiny
 from skood._utils import to_model_input
 from skood.pretrained import (
     DEFAULT_RESOLUTION,

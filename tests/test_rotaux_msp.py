@@ -6,7 +6,6 @@ import copy
 import pickle
 from functools import partial
 
-import conftest
 import numpy as np
 import pytest
 import torch
@@ -16,14 +15,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import get_tags
 
-from skood import RotAuxMSPDetector
+from skood import RotAuxMSPDetector, _testing
 from skood._augment import RandomAffineMaps, flip_transpose, rotate90
 from skood._detectors.rotaux_msp import RotAuxModel, RotAuxNet
 from skood._nn.encoders import MLP
 from skood._scoring import msp, odin, transformation_confidence
 from skood.metrics import auroc_scorer, average_precision
 
-tiny = partial(conftest.tiny, "RotAuxMSPDetector")
+tiny = partial(_testing.tiny, "RotAuxMSPDetector")
 
 
 @pytest.fixture(scope="module")
@@ -392,7 +391,7 @@ def test_fashion_mnist_hold_one_class_out(data_home):
 
 @pytest.mark.slow
 def test_holdout_benchmark_smoke(data_home, tmp_path):
-    table, rows = conftest.run_benchmark(
+    table, rows = _testing.run_benchmark(
         "rotaux_holdout.py", data_home, tmp_path, "--held-out", "8", "--seeds", "0", "1",
         "--n-train", "10", "--n-test", "100", "--epochs", "1", "--batch-size", "32")
     assert {r["variant"] for r in rows} == {"lam=0 MSP", "lam=0 ODIN", "lam=0.5 MSP",

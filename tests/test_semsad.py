@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from functools import partial
 
-import conftest
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
 
-from skood import SemSADDetector
+from skood import SemSADDetector, _testing
 
-tiny = partial(conftest.tiny, "SemSADDetector")
+tiny = partial(_testing.tiny, "SemSADDetector")
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import DETECTORS, tiny
 from joblib import Parallel, delayed
+
+from skood._testing import DETECTORS, tiny
 
 _RNG = np.random.RandomState(0)
 _DATA = {

@@ -17,11 +17,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import tiny
 from torch import nn
 
 from skood._detectors.dino import clip_grad_per_param_, dino_loss, ema_update_
 from skood._nn.losses import nt_xent
+from skood._testing import tiny
 from skood._training import (
     SkoodNet,
     TensorLoader,

@@ -16,11 +16,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import DETECTORS, tiny
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from skood._testing import DETECTORS, tiny
 from skood._training import PhaseProgress, SkoodNet, TrainingDivergedError
 
 X_TAB = np.random.RandomState(0).normal(size=(120, 6))

@@ -1,0 +1,205 @@
+"""skood._scoring: the chunked feature-space scorers, on small cases computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.covariance import LedoitWolf, empirical_covariance
+
+from skood._scoring import (
+    angular_distance,
+    as_float_tensor,
+    bank_subset,
+    covariance_chunked,
+    fit_whitening,
+    knn_cosine,
+    knn_euclidean,
+    knn_loo,
+    nearest_cosine,
+    skip_self_matches,
+    unit_row_blocks,
+    whiten,
+)
+
+#: unit rows [1, 0], [0, 1] and a row of norm 5 whose direction is [0.6, 0.8]
+BANK = np.array([[1.0, 0.0], [0.0, 1.0], [3.0, 4.0]], dtype=np.float32)
+QUERY = np.array([[2.0, 0.0], [0.0, 5.0], [-1.0, 0.0]], dtype=np.float32)
+
+
+# ---------------------------------------------------------------- blocks and banks
+
+
+def test_as_float_tensor_converts_numpy_and_keeps_a_float32_tensor():
+    t = as_float_tensor(np.arange(3, dtype=np.int64), "cpu")
+    assert t.dtype == torch.float32 and t.tolist() == [0.0, 1.0, 2.0]
+    x = torch.ones(2, dtype=torch.float32)
+    assert as_float_tensor(x, "cpu") is x  # no copy when it already is
+
+
+def test_unit_row_blocks_covers_every_row_once_with_unit_norms():
+    a = np.arange(1, 15, dtype=np.float32).reshape(7, 2)
+    blocks = list(unit_row_blocks(a, 3, "cpu", normalized=False))
+    assert [s for s, _ in blocks] == [0, 3, 6] and [len(b) for _, b in blocks] == [3, 3, 1]
+    rows = torch.cat([b for _, b in blocks])
+    torch.testing.assert_close(rows.norm(dim=1), torch.ones(7))
+    torch.testing.assert_close(rows, torch.nn.functional.normalize(torch.from_numpy(a), dim=1))
+    raw = torch.cat([b for _, b in unit_row_blocks(a, 3, "cpu", normalized=True)])
+    torch.testing.assert_close(raw, torch.from_numpy(a))  # normalized=True: taken as they are
+
+
+def test_bank_subset_is_a_sorted_seeded_subset_or_none():
+    assert bank_subset(10, None, 0) is None and bank_subset(10, 10, 0) is None
+    idx = bank_subset(100, 7, seed=3)
+    assert len(idx) == 7 and len(set(idx.tolist())) == 7
+    assert idx.tolist() == sorted(idx.tolist()) and 0 <= idx.min() and idx.max() < 100
+    assert torch.equal(idx, bank_subset(100, 7, seed=3))
+    assert not torch.equal(idx, bank_subset(100, 7, seed=4))
+
+
+# ---------------------------------------------------------------- nearest neighbours
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 4096])
+def test_knn_cosine_by_hand(chunk_size):
+    """cos to [1, 0], [0, 1], [0.6, 0.8]: [2, 0] -> 1, 0, 0.6; [0, 5] -> 0, 1, 0.8;
+    [-1, 0] -> -1, 0, -0.6 (top two, decreasing, whatever the chunking)."""
+    sims, idx = knn_cosine(QUERY, BANK, k=2, chunk_size=chunk_size)
+    torch.testing.assert_close(sims, torch.tensor([[1.0, 0.6], [1.0, 0.8], [0.0, -0.6]]))
+    assert idx.tolist() == [[0, 2], [1, 2], [1, 2]]
+    assert sims.dtype == torch.float32 and idx.dtype == torch.int64
+
+
+def test_knn_cosine_normalized_inputs_skip_the_normalisation():
+    unit = torch.nn.functional.normalize(torch.from_numpy(BANK), dim=1)
+    a = knn_cosine(QUERY / np.linalg.norm(QUERY, axis=1, keepdims=True), unit, k=3,
+                   normalized=True)
+    b = knn_cosine(QUERY, BANK, k=3)
+    torch.testing.assert_close(a[0], b[0])
+    assert torch.equal(a[1], b[1])
+    # unnormalised inputs marked normalized give raw dot products: [2, 0] . [3, 4] = 6
+    assert knn_cosine(QUERY[:1], BANK, k=1, normalized=True)[0].item() == pytest.approx(6.0)
+
+
+@pytest.mark.parametrize("k", [0, 4])
+def test_knn_cosine_rejects_k_outside_the_bank(k):
+    with pytest.raises(ValueError, match="k must be in"):
+        knn_cosine(QUERY, BANK, k=k)
+
+
+def test_knn_euclidean_by_hand():
+    """Distances of [0, 0] to [0, 0], [3, 4], [1, 0]: 0, 5, 1; of [4, 4]: sqrt(32), 1, 5."""
+    bank = np.array([[0.0, 0.0], [3.0, 4.0], [1.0, 0.0]])
+    d, idx = knn_euclidean(np.array([[0.0, 0.0], [4.0, 4.0]]), bank, k=2, chunk_size=1)
+    torch.testing.assert_close(d, torch.tensor([[0.0, 1.0], [1.0, 5.0]]))
+    assert idx.tolist() == [[0, 2], [1, 2]]
+    with pytest.raises(ValueError, match="k must be in"):
+        knn_euclidean(bank, bank, k=4)
+
+
+def test_knn_loo_leaves_out_one_copy_of_the_query():
+    """Rows 0, 0, 5 scored against themselves: each leaves out one copy of itself, so the
+    two equal rows are each other's neighbour (distance 0) and row 5 is 5 from them."""
+    X = torch.tensor([[0.0], [0.0], [5.0]])
+    d = knn_loo(X, X, k=1, query_inputs=X, bank_inputs=X, metric="euclidean")
+    assert d[:, 0].tolist() == [0.0, 0.0, 5.0]
+    # without the inputs every row finds itself
+    assert knn_loo(X, X, k=1, metric="euclidean")[:, 0].tolist() == [0.0, 0.0, 0.0]
+    # k = 2 on 0, 1, 3: the two nearest others, increasing
+    Y = torch.tensor([[0.0], [1.0], [3.0]])
+    d2 = knn_loo(Y, Y, k=2, query_inputs=Y, bank_inputs=Y, metric="euclidean")
+    assert d2.tolist() == [[1.0, 3.0], [1.0, 2.0], [2.0, 3.0]]
+
+
+def test_knn_loo_inputs_differ_from_features():
+    """The copy is found from the inputs, not the features: a query whose features equal a
+    bank row's but whose input differs keeps that neighbour."""
+    feats = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    inputs = torch.tensor([[1.0], [2.0], [3.0]])
+    sims = knn_loo(feats[:1], feats, k=1, query_inputs=torch.tensor([[9.0]]),
+                   bank_inputs=inputs)
+    assert sims.item() == pytest.approx(1.0)
+    loo = knn_loo(feats, feats, k=1, query_inputs=inputs, bank_inputs=inputs)
+    torch.testing.assert_close(loo[:, 0], torch.tensor([1.0, 1.0, 0.0]))
+    with pytest.raises(ValueError, match="metric"):
+        knn_loo(feats, feats, metric="manhattan")
+
+
+def test_nearest_cosine_is_knn_loo_with_one_neighbour():
+    rng = np.random.RandomState(0)
+    F_ = rng.normal(size=(20, 4)).astype(np.float32)
+    inp = torch.from_numpy(rng.normal(size=(20, 3)).astype(np.float32))
+    a = nearest_cosine(F_, F_, query_inputs=inp, bank_inputs=inp, chunk_size=7)
+    b = knn_loo(F_, F_, 1, inp, inp, "cosine", chunk_size=7)[:, 0]
+    assert torch.equal(a, b)
+    torch.testing.assert_close(a, nearest_cosine(F_, F_, query_inputs=inp, bank_inputs=inp))
+    assert (a < 1.0 - 1e-6).all()  # no row paired with itself
+    torch.testing.assert_close(nearest_cosine(F_, F_), torch.ones(20))
+
+
+def test_skip_self_matches_picks_the_second_neighbour_for_a_copy():
+    bank = torch.tensor([[0.0], [1.0], [2.0]])
+    query = torch.tensor([[1.0], [5.0]])
+    idx = torch.tensor([[1, 2], [2, 1]])
+    assert skip_self_matches(query, bank, idx).tolist() == [2, 2]
+    assert skip_self_matches(query, bank, idx, chunk_size=1).tolist() == [2, 2]
+    # one column: nothing to skip
+    assert skip_self_matches(query, bank, idx[:, :1]).tolist() == [1, 2]
+
+
+def test_skip_self_matches_compares_model_inputs_whatever_the_dtype():
+    """A uint8 image (0-255) and the same image as float in [0, 1] are one sample."""
+    img = torch.tensor([[[[0, 255], [51, 102]]]], dtype=torch.uint8)
+    bank = torch.cat([img.float() / 255.0, torch.zeros(1, 1, 2, 2)])
+    assert skip_self_matches(img, bank, torch.tensor([[0, 1]])).tolist() == [1]
+    other = img.clone()
+    other[0, 0, 0, 0] = 1
+    assert skip_self_matches(other, bank, torch.tensor([[0, 1]])).tolist() == [0]
+
+
+def test_angular_distance_clips_to_the_arccos_domain():
+    a = angular_distance(torch.tensor([1.0, 0.0, -1.0, 1.0 + 1e-6, -1.0 - 1e-6]))
+    torch.testing.assert_close(a, torch.tensor([0.0, np.pi / 2, np.pi, 0.0, np.pi]))
+    assert not torch.isnan(a).any()
+
+
+# ---------------------------------------------------------------- Mahalanobis geometry
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_covariance_chunked_equals_scikit_learn(as_tensor):
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(53, 6)) @ rng.normal(size=(6, 6))
+    Xin = torch.from_numpy(X) if as_tensor else X
+    mean, cov = covariance_chunked(Xin, "ledoit-wolf", chunk_size=10)
+    lw = LedoitWolf().fit(X)
+    np.testing.assert_allclose(mean, lw.location_, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(cov, lw.covariance_, rtol=1e-10, atol=1e-12)
+    _, emp = covariance_chunked(Xin, "empirical", chunk_size=7)
+    np.testing.assert_allclose(emp, empirical_covariance(X), rtol=1e-10, atol=1e-12)
+    Xc = X.copy()
+    covariance_chunked(Xc, chunk_size=10)
+    assert np.array_equal(Xc, X)  # the input is not modified
+
+
+def test_covariance_chunked_rejects_bad_input():
+    with pytest.raises(ValueError, match="method"):
+        covariance_chunked(np.ones((3, 2)), "oas")
+    with pytest.raises(ValueError, match="at least one row"):
+        covariance_chunked(np.ones((0, 2)))
+
+
+def test_fit_whitening_and_whiten_give_identity_covariance():
+    rng = np.random.RandomState(1)
+    A = np.array([[3.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.0, 2.0, 0.1]])
+    X = (rng.normal(size=(2000, 3)) @ A + [5.0, -1.0, 2.0]).astype(np.float32)
+    mean, W = fit_whitening(X, "eigen-clip")
+    torch.testing.assert_close(W, W.T)
+    U = whiten(X, mean, W, chunk_size=300).double().numpy()
+    np.testing.assert_allclose(U.mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(np.cov(U.T, bias=True), np.eye(3), atol=1e-3)
+    # without a mean: x W
+    torch.testing.assert_close(whiten(X[:5], None, W), torch.from_numpy(X[:5]) @ W)
+    assert whiten(X[:0], mean, W).shape == (0, 3)
+    with pytest.raises(ValueError, match="method"):
+        fit_whitening(X, "pca")

@@ -12,6 +12,15 @@ sweep first restores there every run of the ``runs.csv`` beside it (the
 committed results), so a fresh clone re-tabulates and resumes without
 recomputing.
 
+Underneath, every script runs on one executor, :func:`run_jobs`: a *job*
+(:class:`Job`, made by :func:`job`) is any picklable function that returns
+rows (one fit scored several ways, a timing section, ...), cached under a
+key that hashes what defines it, so a script that is not a (task,
+detector, seed) sweep (an ablation, a claim, a speed measurement) gets the
+same cache, resume, ``--n-jobs``, ``--prune`` and ``--rerun``
+(:func:`engine_arguments`). :func:`run_sweep` is the (task, detector, seed)
+case of it.
+
 The detector registry (:data:`SKOOD`, :func:`make_detector`,
 :func:`budget_params`, :func:`fit_detector`) and the options and driver
 every sweep script shares (:func:`sweep_arguments`, :func:`sweep`) live here
@@ -23,6 +32,7 @@ detectors' ``decision_function`` is negated.
 
 from __future__ import annotations
 
+import functools
 import gc
 import glob
 import hashlib
@@ -299,7 +309,11 @@ def stale_files(cache: Path, task: Task, detector: str, seed: int, budget: str,
     older skood version, with other detector parameters or another task
     definition. The current key's file is never among them.
     """
-    prefix = _key_prefix(task.name, detector, seed, budget)
+    return _stale(cache, _key_prefix(task.name, detector, seed, budget), key)
+
+
+def _stale(cache: Path, prefix: str, key: str) -> list[Path]:
+    """The cache files of ``prefix`` followed by another hash than ``key``'s."""
     pattern = re.compile(re.escape(prefix) + r"[0-9a-f]{10}\.json")
     return sorted(p for p in Path(cache).glob(glob.escape(prefix) + "*.json")
                   if pattern.fullmatch(p.name) and p.name != f"{key}.json")
@@ -429,28 +443,144 @@ def _identity(detector: str, seed: int, budget: str, kind: str) -> dict:
     All parameters count, defaults included, so that a changed default (a
     new scorer, say) makes new keys and the sweep re-runs instead of reading
     results the old default made. A change of behaviour that no parameter
-    shows needs a new ``skood.__version__``.
+    shows needs a new ``skood.__version__`` (or ``--rerun``).
     """
     import skood
 
     est = make_detector(detector, seed, budget, kind, n_features=1)
-    params = {k: repr(v) for k, v in sorted(est.get_params(deep=False).items())}
-    return {"skood": skood.__version__, "params": params}
+    return {"skood": skood.__version__, "params": params_identity(est)}
 
 
-def _cache_row(cache: Path, row: dict) -> None:
-    """Write ``row`` to the cache as ``<key>.json``, atomically (no half file, even with
-    several processes on one cache)."""
-    tmp = cache / f"{row['key']}.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(row, default=float))
-    tmp.replace(cache / f"{row['key']}.json")
+def params_identity(est: Any) -> dict:
+    """Every parameter of ``est`` (defaults included) as text, for a run's identity."""
+    return {k: repr(v) for k, v in sorted(est.get_params(deep=False).items())}
 
 
-def _cached_run(cache: Path, key: str, task: Task, detector: str, seed: int, budget: str,
-                threads: int | None) -> dict:
-    row = {**run_one(task, detector, seed, budget, threads), "key": key}
-    _cache_row(cache, row)
-    return row
+# ----------------------------------------------------------------------- jobs
+@dataclass(frozen=True)
+class Job:
+    """One cached unit of work: ``run()`` returns its rows (one dict per CSV line).
+
+    ``key`` names its cache file ``<key>.json``: ``prefix`` (readable, shared
+    by every version of the job) and ten hex digits that hash what defines
+    it (:func:`job`). ``run`` must be picklable (a module-level function or a
+    ``functools.partial`` of one) so that joblib can ship it to other
+    processes or machines. ``gpu``: the job runs networks, so with a CUDA
+    device such jobs run one at a time (never several trainings on one GPU).
+    """
+
+    key: str
+    run: Callable[[], list[dict]]
+    prefix: str
+    label: str = ""
+    gpu: bool = True
+
+
+def job(name: str, run: Callable[[], list[dict]], ident: dict, gpu: bool = True) -> Job:
+    """A :class:`Job` called ``name`` whose key hashes ``ident`` and skood's version.
+
+    ``ident`` holds everything else that defines the job's rows (data,
+    sizes, seed, the detector's parameters: :func:`params_identity`), so a
+    change of any of them makes a new key and the job runs again.
+    """
+    import skood
+
+    prefix = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) + "__"
+    text = json.dumps({"skood": skood.__version__, **ident}, sort_keys=True, default=repr)
+    return Job(prefix + hashlib.sha1(text.encode()).hexdigest()[:10], run, prefix, name, gpu)
+
+
+def _json_value(v: Any) -> Any:
+    """numpy scalars as Python numbers (ints stay ints), anything else as a float."""
+    return v.item() if hasattr(v, "item") else float(v)
+
+
+def _write_cached(cache: Path, key: str, rows: list[dict]) -> None:
+    """``rows`` as ``<key>.json`` (a single row as the row itself), atomically (no half file,
+    even with several processes on one cache)."""
+    tmp = cache / f"{key}.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(rows[0] if len(rows) == 1 else rows, default=_json_value))
+    tmp.replace(cache / f"{key}.json")
+
+
+def _read_cached(path: Path) -> list[dict]:
+    data = json.loads(Path(path).read_text())
+    return data if isinstance(data, list) else [data]
+
+
+def _run_job(cache: Path, jb: Job, threads: int | None) -> tuple[str, list[dict]]:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)  # this worker's share of the cores
+    rows = list(jb.run())
+    _write_cached(cache, jb.key, rows)
+    return jb.key, rows
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    cache: Path,
+    n_jobs: int = 1,
+    progress: bool = True,
+    cached_only: bool = False,
+    prune: bool = False,
+    rerun: bool = False,
+) -> list[dict]:
+    """Run every job whose result ``cache`` lacks; return the rows of all of them, in job order.
+
+    A job is done when ``cache`` holds ``<key>.json``; each job run here is
+    cached there as it finishes, so an interrupted call resumes. With
+    ``cached_only=True`` nothing runs: the rows of the jobs done come back (a
+    report of an incomplete sweep). ``prune=True`` first deletes the cached
+    files that a job supersedes (:func:`_stale`: its prefix with another hash,
+    made by an older skood version or other parameters); ``rerun=True`` runs
+    every job again and replaces its cached rows.
+
+    Jobs go through ``joblib.Parallel``, so ``with joblib.parallel_backend("dask"):``
+    (or ray) spreads them over a cluster; with ``n_jobs`` workers each gets its
+    share of the cores as torch threads. With a CUDA device the jobs marked
+    ``gpu`` run one at a time and the others in parallel.
+    """
+    from joblib import Parallel, delayed
+
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    done: dict[str, list[dict]] = {}
+    todo: dict[str, Job] = {}
+    for jb in jobs:
+        if prune:
+            for old in _stale(cache, jb.prefix, jb.key):
+                old.unlink()
+                print(f"pruned stale {old.name}", file=sys.stderr)
+        path = cache / f"{jb.key}.json"
+        if path.exists() and not rerun:
+            done[jb.key] = _read_cached(path)
+        else:
+            todo[jb.key] = jb
+    if todo and not cached_only:
+        threads = max(1, (os.cpu_count() or 1) // max(1, n_jobs)) if n_jobs != 1 else None
+        gpu = _cuda()
+        serial = [j for j in todo.values() if j.gpu] if gpu else []
+        groups = [serial, [j for j in todo.values() if not j.gpu]] if gpu else [list(todo.values())]
+        bar = _progress(len(todo), progress)
+        for group in groups:
+            par = Parallel(n_jobs=1 if group is serial else n_jobs, return_as="generator_unordered")
+            for key, rows in par(delayed(_run_job)(cache, j, threads) for j in group):
+                done[key] = rows
+                score = next((r["auroc"] for r in rows if "auroc" in r), None)
+                bar.set_postfix_str(todo[key].label + ("" if score is None else
+                                                       f" AUROC={score:.3f}"), refresh=False)
+                bar.update()
+        bar.close()
+    out: list[dict] = []
+    for jb in jobs:
+        out += done.pop(jb.key, [])  # a job listed twice gives its rows once
+    return out
+
+
+def _keyed_run(key: str, task: Task, detector: str, seed: int, budget: str) -> list[dict]:
+    return [{**run_one(task, detector, seed, budget), "key": key}]
 
 
 def restore_cache(out: Path) -> int:
@@ -464,7 +594,7 @@ def restore_cache(out: Path) -> int:
     missing = [r for key, r in read_runs(Path(out) / "runs.csv").items()
                if not (cache / f"{key}.json").exists()]
     for row in missing:
-        _cache_row(cache, row)
+        _write_cached(cache, row["key"], [row])
     return len(missing)
 
 
@@ -478,60 +608,28 @@ def run_sweep(
     progress: bool = True,
     cached_only: bool = False,
     prune: bool = False,
+    rerun: bool = False,
 ) -> list[dict]:
     """Run every (task, detector, seed) not done yet; return the rows of all of them.
 
-    A run is done when ``out/cache`` holds the JSON of its key
-    (:func:`run_key`: the same run by the same skood version with the same
-    parameters), after :func:`restore_cache` has put there the runs of
-    ``out/runs.csv``; each run made here is cached there. With
-    ``cached_only=True`` nothing runs: the rows of the runs done come back (a
-    report of a sweep that is still incomplete). With ``prune=True`` the
-    cached files that a run of this sweep supersedes (:func:`stale_files`:
-    made under an older identity, never read again) are deleted first; files
-    of runs outside this sweep are left alone.
-
-    Runs go through ``joblib.Parallel``, so ``with joblib.parallel_backend("dask"):``
-    (or ray) spreads a sweep over a cluster. With a CUDA device, skood's
-    detectors run one at a time (never several trainings on one GPU) and the
-    CPU baselines in parallel.
+    The (task, detector, seed) case of :func:`run_jobs`, on the cache
+    ``out/cache``: a run's key is :func:`run_key` (the same run by the same
+    skood version with the same parameters), and :func:`restore_cache` first
+    puts there the runs of ``out/runs.csv``. ``cached_only``, ``prune``,
+    ``rerun``, ``n_jobs`` (and joblib backends) as in :func:`run_jobs`;
+    skood's detectors are its ``gpu`` jobs, the baselines run in parallel.
     """
-    from joblib import Parallel, delayed
-
-    cache = Path(out) / "cache"
     restore_cache(out)
-    todo, rows = [], []
+    jobs = []
     for task in tasks:
         for det in detectors:
             for seed in seeds:
                 key = run_key(task, det, seed, budget, _identity(det, seed, budget, task.kind))
-                path = cache / f"{key}.json"
-                if prune:
-                    for old in stale_files(cache, task, det, seed, budget, key):
-                        old.unlink()
-                        print(f"pruned stale {old.name}", file=sys.stderr)
-                if path.exists():
-                    rows.append({**json.loads(path.read_text()), "key": key})
-                else:
-                    todo.append((key, task, det, seed))
-    if not todo or cached_only:
-        return rows
-    threads = max(1, (os.cpu_count() or 1) // max(1, n_jobs)) if n_jobs != 1 else None
-    gpu = _cuda()
-    deep = [t for t in todo if parse_variant(t[2])[0] in SKOOD]
-    groups = [deep, [t for t in todo if t not in deep]] if gpu else [todo]
-    bar = _progress(len(todo), progress)
-    for group in groups:
-        jobs = 1 if (gpu and group is deep) else n_jobs
-        par = Parallel(n_jobs=jobs, return_as="generator_unordered")
-        for row in par(delayed(_cached_run)(cache, key, task, det, seed, budget, threads)
-                       for key, task, det, seed in group):
-            rows.append(row)
-            bar.set_postfix_str(f"{row['dataset']} {row['detector']} "
-                                f"AUROC={row['auroc']:.3f}", refresh=False)
-            bar.update()
-    bar.close()
-    return rows
+                jobs.append(Job(key, functools.partial(_keyed_run, key, task, det, seed, budget),
+                                _key_prefix(task.name, det, seed, budget), f"{task.name} {det}",
+                                gpu=parse_variant(det)[0] in SKOOD))
+    return run_jobs(jobs, Path(out) / "cache", n_jobs=n_jobs, progress=progress,
+                    cached_only=cached_only, prune=prune, rerun=rerun)
 
 
 def _cuda() -> bool:
@@ -753,19 +851,46 @@ def environment() -> dict:
 def sweep_arguments(ap: Any, seeds: Sequence[int], out: Path | None,
                     detectors: str | None = "default: all available") -> None:
     """The options every sweep script shares (``detectors``: the help of
-    ``--detectors``; ``None``: the script has no such option)."""
+    ``--detectors``; ``None``: the script has no such option), with
+    :func:`engine_arguments`."""
     if detectors is not None:
         ap.add_argument("--detectors", nargs="*", default=None, help=detectors)
     ap.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
     ap.add_argument("--budget", choices=BUDGETS, default="cpu")
-    ap.add_argument("--n-jobs", type=int, default=1, help="joblib workers (-1: all cores)")
     ap.add_argument("--out", type=Path, default=out)
+    engine_arguments(ap)
+
+
+def engine_arguments(ap: Any, n_jobs: bool = True) -> None:
+    """The options of the executor (:func:`run_jobs`) that every script has
+    (``n_jobs=False``: the script has its own ``--n-jobs``)."""
+    if n_jobs:
+        ap.add_argument("--n-jobs", type=int, default=1, help="joblib workers (-1: all cores)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--report-only", action="store_true",
                     help="run nothing: write the tables from the runs already done")
     ap.add_argument("--prune", action="store_true",
                     help="delete the cached runs this sweep supersedes (made by an older "
                          "skood version or with other parameters)")
+    ap.add_argument("--rerun", action="store_true",
+                    help="run every run again and replace its cached result (after a change "
+                         "that neither skood's version nor a parameter shows)")
+
+
+def execute(jobs: Sequence[Job], cache: Path, args: Any) -> list[dict]:
+    """:func:`run_jobs` under the options of :func:`engine_arguments`."""
+    return run_jobs(jobs, cache, n_jobs=args.n_jobs, progress=not args.no_progress,
+                    cached_only=args.report_only, prune=args.prune, rerun=args.rerun)
+
+
+def write_meta(out: Path, script: str, argv: Sequence[str] | None, **extra: Any) -> None:
+    """``out/meta.json``: library versions and device, the script and its arguments
+    (``argv``; ``None``: this process's), and ``extra``."""
+    given = sys.argv[1:] if argv is None else list(argv)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "meta.json").write_text(json.dumps(
+        {**environment(), "script": script, "argv": given, **extra}, indent=1,
+        default=str) + "\n")
 
 
 def sweep(tasks: Sequence[Task], detectors: Sequence[str], args: Any, out: Path, script: str,
@@ -779,7 +904,7 @@ def sweep(tasks: Sequence[Task], detectors: Sequence[str], args: Any, out: Path,
     t0 = time.perf_counter()
     rows = run_sweep(tasks, detectors, args.seeds, args.budget, out, n_jobs=args.n_jobs,
                      progress=not args.no_progress, cached_only=args.report_only,
-                     prune=args.prune)
+                     prune=args.prune, rerun=getattr(args, "rerun", False))
     given = sys.argv[1:] if argv is None else list(argv)
     info = {"script": script, "argv": [a for a in given if a != "--report-only"],
             "report_only": args.report_only, "budget": args.budget, "seeds": args.seeds,

@@ -19,23 +19,27 @@ Usage::
         [--datasets wbc pima] [--dum-epochs 100] [--out DIR]
 
 Writes ``dum_tabular.csv`` (one row per data set, detector and seed) and
-``dum_tabular.md`` (mean +- std AUROC x 100) to ``--out``.
+``dum_tabular.md`` (mean +- std AUROC x 100) to ``--out``. Each (data set,
+seed, detector) is one job of the benchmark engine (``_suite.run_jobs``),
+cached in ``--out/cache/dum_tabular``: an interrupted run resumes, ``--n-jobs``
+spreads the jobs over workers.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from _suite import write_csv
+from _suite import engine_arguments, execute, job, params_identity, write_csv
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import LocalOutlierFactor
 
-from skood._detectors.dum import DUMDetector
+from skood import DUMDetector
 from skood.datasets import load_adbench, load_odds, tabular_split
 
 #: name -> (loader, file name, paper DUM AUROC, paper IsolationForest AUROC)
@@ -52,21 +56,39 @@ DATASETS = {
 }
 
 
-def detectors(dum_epochs: int):
-    """name -> (seed -> fitted-and-scored anomaly scores of X, higher = more abnormal)."""
+DETECTORS = ("DUM", "IsolationForest", "LOF")
 
-    def dum(X, seed):
-        det = DUMDetector(dum_epochs=dum_epochs, device="cpu", random_state=seed).fit(X)
-        return -det.train_scores_  # transductive: the training rows' own scores
 
-    def iforest(X, seed):
-        return -IsolationForest(random_state=seed).fit(X).score_samples(X)
+def make(det: str, seed: int, dum_epochs: int):
+    """A fresh detector ``det`` (one of :data:`DETECTORS`) for one seed."""
+    if det == "DUM":
+        return DUMDetector(dum_epochs=dum_epochs, device="cpu", random_state=seed)
+    if det == "IsolationForest":
+        return IsolationForest(random_state=seed)
+    return LocalOutlierFactor(n_neighbors=20)  # deterministic: one value for every seed
 
-    def lof(X, seed):
-        lof = LocalOutlierFactor(n_neighbors=20).fit(X)
-        return -lof.negative_outlier_factor_  # deterministic: one value for every seed
 
-    return {"DUM": dum, "IsolationForest": iforest, "LOF": lof}
+def anomaly_scores(est, X: np.ndarray) -> np.ndarray:
+    """Fit ``est`` on X and score the same rows (transductive); higher = more abnormal."""
+    est.fit(X)
+    if isinstance(est, DUMDetector):
+        return -est.train_scores_  # the training rows' own scores
+    if isinstance(est, LocalOutlierFactor):
+        return -est.negative_outlier_factor_
+    return -est.score_samples(X)
+
+
+def run_one(name: str, seed: int, det: str, data_home: str, max_samples: int,
+            dum_epochs: int) -> list[dict]:
+    """One detector on one data set and seed (one job)."""
+    X, y = load(name, data_home)
+    Xs, _, ys, _ = tabular_split(X, y, protocol="transductive", max_samples=max_samples,
+                                 random_state=seed)
+    t0 = time.perf_counter()
+    auroc = roc_auc_score(ys, anomaly_scores(make(det, seed, dum_epochs), Xs))
+    return [{"dataset": name, "detector": det, "seed": seed, "n": len(Xs),
+             "n_anomalies": int(ys.sum()), "auroc": float(auroc),
+             "seconds": round(time.perf_counter() - t0, 2)}]
 
 
 def load(name: str, data_home: str):
@@ -99,26 +121,23 @@ def main(argv=None) -> None:
     ap.add_argument("--dum-epochs", type=int, default=100)
     ap.add_argument("--max-samples", type=int, default=10_000)
     ap.add_argument("--out", default="benchmarks/results")
+    engine_arguments(ap)
     args = ap.parse_args(argv)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    dets = detectors(args.dum_epochs)
-    rows = []
     t_start = time.perf_counter()
     cmd_args = sys.argv[1:] if argv is None else argv
-    for name in args.datasets:
-        X, y = load(name, args.data_home)
-        for seed in args.seeds:
-            Xs, _, ys, _ = tabular_split(X, y, protocol="transductive",
-                                         max_samples=args.max_samples, random_state=seed)
-            for det, fn in dets.items():
-                t0 = time.perf_counter()
-                auroc = roc_auc_score(ys, fn(Xs, seed))
-                rows.append({"dataset": name, "detector": det, "seed": seed, "n": len(Xs),
-                             "n_anomalies": int(ys.sum()), "auroc": float(auroc),
-                             "seconds": round(time.perf_counter() - t0, 2)})
-                print(f"{name:11s} seed {seed} {det:16s} AUROC {auroc:.3f} "
-                      f"({rows[-1]['seconds']:.1f}s)", flush=True)
+    jobs = [job(f"{name}__{det}__s{seed}",
+                functools.partial(run_one, name, seed, det, args.data_home, args.max_samples,
+                                  args.dum_epochs),
+                {"dataset": DATASETS[name][:2], "seed": seed, "max_samples": args.max_samples,
+                 "params": params_identity(make(det, seed, args.dum_epochs))},
+                gpu=det == "DUM")
+            for name in args.datasets for seed in args.seeds for det in DETECTORS]
+    rows = execute(jobs, out / "cache" / "dum_tabular", args)
+    if not rows:
+        print("no run done yet")
+        return
+    out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "dum_tabular.csv", rows)
     md = (
         "DUM, transductive (fit and score the same contaminated rows), AUROC x 100, "
@@ -126,7 +145,7 @@ def main(argv=None) -> None:
         f"(stratified subsample); DUM {args.dum_epochs} epochs, defaults otherwise. "
         "Paper columns: Wu et al. table 2 on their own preprocessing of the "
         "UCI originals (different outlier counts), for reference only.\n\n"
-        + markdown(rows, args.datasets, list(dets))
+        + markdown(rows, args.datasets, list(DETECTORS))
         + f"\nCommand: `python benchmarks/dum_tabular.py {' '.join(cmd_args)}`; "
         f"wall time {time.perf_counter() - t_start:.0f} s.\n"
     )

@@ -34,9 +34,13 @@ WRN-28-10 for 200 epochs on all 45,000 images
 (``--n-train 6000 --epochs 200 --backbone resnet18 --device cuda`` is the way
 there).
 
+Each network (held-out class, seed, lam) is one job of the benchmark engine
+(``_suite.run_jobs``): cached in ``--out/cache``, so an interrupted run resumes,
+spread over ``--n-jobs`` workers.
+
 Usage::
 
-    python benchmarks/rotaux_holdout.py --data-home ../shared/data --seeds 0 1 2
+    python benchmarks/rotaux_holdout.py --data-home ../shared/data --seeds 0 1 2 [--n-jobs 2]
 
 Outputs (``--out``, default ``benchmarks/results/rotaux_holdout``): ``runs.csv``
 (one row per held-out class, seed and variant: ``held_out, seed, variant,
@@ -46,13 +50,15 @@ auroc, ap, accuracy, fit_seconds, n_train, epochs``) and ``table.md``.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _suite import ablation_table, write_csv
+from _image_tasks import load_split
+from _suite import ablation_table, engine_arguments, execute, job, params_identity, write_csv
 from tabular_suite import default_data_home
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,15 +92,23 @@ def split(data: tuple[np.ndarray, ...], held_out: int, n_train: int, n_test: int
                                 random_state=seed), y_test[te])
 
 
-def run_one(data, held_out: int, seed: int, lam: float, args) -> list[dict]:
-    """Train one network; score it with each of its variants' scorers."""
+def detector(lam: float, seed: int, opts: dict):
+    """The arm ``lam`` of one seed: a RotAuxMSPDetector fitted with MSP scoring."""
     from skood import RotAuxMSPDetector
+
+    return RotAuxMSPDetector(lam=lam, scoring="msp", max_epochs=opts["epochs"],
+                             batch_size=opts["batch_size"], backbone=opts["backbone"],
+                             dropout=opts["dropout"], device=opts["device"], random_state=seed)
+
+
+def run_one(held_out: int, seed: int, lam: float, opts: dict,
+            data_home: str | None) -> list[dict]:
+    """Train one network; score it with each of its variants' scorers (one job)."""
     from skood.metrics import auroc, average_precision
 
-    X_tr, y_tr, X_te, y_out, y_te = split(data, held_out, args.n_train, args.n_test, seed)
-    det = RotAuxMSPDetector(lam=lam, scoring="msp", max_epochs=args.epochs,
-                            batch_size=args.batch_size, backbone=args.backbone,
-                            dropout=args.dropout, device=args.device, random_state=seed)
+    data = load_split("fashion", data_home)
+    X_tr, y_tr, X_te, y_out, y_te = split(data, held_out, opts["n_train"], opts["n_test"], seed)
+    det = detector(lam, seed, opts)
     t0 = time.perf_counter()
     det.fit(X_tr, y_tr)
     fit_s = time.perf_counter() - t0
@@ -102,9 +116,11 @@ def run_one(data, held_out: int, seed: int, lam: float, args) -> list[dict]:
     kept = np.setdiff1d(np.unique(data[1]), [held_out])
     normal = y_out == 0
     y_norm = np.searchsorted(kept, y_te[normal])
-    x = torch.from_numpy(X_te[normal][:, None]).float().div(255).to(det._inference_device)
+    model = det.model_.eval()
+    x = torch.from_numpy(X_te[normal][:, None]).float().div(255)
+    x = x.to(next(model.parameters()).device)
     with torch.inference_mode():
-        pred = torch.cat([det.model_(b).argmax(1).cpu() for b in x.split(512)]).numpy()
+        pred = torch.cat([model(b).argmax(1).cpu() for b in x.split(512)]).numpy()
     accuracy = float(np.mean(det.classes_[pred] == y_norm))
     scorers = ["msp", "odin"] + (["msp*rotation"] if lam > 0 else [])
     rows = []
@@ -114,7 +130,7 @@ def run_one(data, held_out: int, seed: int, lam: float, args) -> list[dict]:
         rows.append({"held_out": held_out, "seed": seed, "variant": f"lam={lam:g} {name}",
                      "auroc": auroc(y_out, s), "ap": average_precision(y_out, s),
                      "accuracy": accuracy, "fit_seconds": fit_s,
-                     "n_train": len(X_tr), "epochs": args.epochs})
+                     "n_train": len(X_tr), "epochs": opts["epochs"]})
     return rows
 
 
@@ -187,29 +203,26 @@ def main(argv=None) -> str:
     ap.add_argument("--backbone", default="auto")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/rotaux_holdout")
+    engine_arguments(ap)
     args = ap.parse_args(argv)
     if args.lam <= 0:
         ap.error("--lam must be > 0 (lam=0 is always run as the reference)")
     args.n_test = args.n_test or None
 
-    from skood.datasets import load_fashion_mnist
-
     home = args.data_home or default_data_home()
-    data = (*load_fashion_mnist("train", home), *load_fashion_mnist("test", home))
-    args.out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
+    opts = {k: getattr(args, k) for k in ("n_train", "n_test", "epochs", "batch_size", "dropout",
+                                          "backbone", "device")}
+    jobs = [job(f"holdout-{k}__lam={lam:g}__s{seed}",
+                functools.partial(run_one, k, seed, lam, opts, home),
+                {"data": "fashion", "held_out": k, "seed": seed, "n_train": args.n_train,
+                 "n_test": args.n_test, "params": params_identity(detector(lam, seed, opts))})
+            for k in args.held_out for seed in args.seeds for lam in (0.0, args.lam)]
     t0 = time.perf_counter()
-    for k in args.held_out:
-        for seed in args.seeds:
-            for lam in (0.0, args.lam):
-                rows += run_one(data, k, seed, lam, args)
-                r = rows[-1]
-                print(f"held out {k} seed {seed} lam {lam:g}: "
-                      + ", ".join(f"{q['variant'].split(' ', 1)[1]} AP {q['ap']:.3f}"
-                                  for q in rows if q["held_out"] == k and q["seed"] == seed
-                                  and q["variant"].startswith(f"lam={lam:g} "))
-                      + f"; acc {r['accuracy']:.3f}; fit {r['fit_seconds']:.0f}s "
-                      f"({time.perf_counter() - t0:.0f}s total)", flush=True)
+    rows = execute(jobs, args.out / "cache", args)
+    if not rows:
+        print("no run done yet")
+        return ""
+    args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "runs.csv", rows, FIELDS)
     text = tables(rows, args)
     cmd = ["python", "benchmarks/rotaux_holdout.py", *(sys.argv[1:] if argv is None else argv)]

@@ -341,7 +341,8 @@ def _tv_pipelines(side: int) -> dict[str, Any]:
 
 
 def _skood_augments() -> dict[str, Callable]:
-    from skood._augment import PadCropFlip, SemSADNegative, SimCLRAugment
+    from skood._augment import SemSADNegative, SimCLRAugment
+    from skood._detectors._rotaux_parts import PadCropFlip
     from skood._detectors.dino import MultiCrop
 
     return {"SimCLRAugment": SimCLRAugment(), "SemSADNegative": SemSADNegative(),
@@ -375,7 +376,7 @@ def bench_augment(sizes: dict, device: str, seed: int = 0) -> list[dict]:
 
 
 def _skood_pad(side: int) -> Callable:
-    from skood._augment import PadCropFlip
+    from skood._detectors._rotaux_parts import PadCropFlip
 
     return PadCropFlip(side // 8)
 

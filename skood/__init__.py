@@ -24,10 +24,9 @@ from ._detectors import (
     SemSADDetector,
 )
 from ._training import TrainingDivergedError
+from ._version import __version__
 from .adapters import PyODAdapter
 from .persistence import load
-
-__version__ = "0.1.2"
 
 __all__ = [
     "BaseDeepDetector",

@@ -20,7 +20,7 @@ fixed order, so a seeded generator reproduces a batch of views exactly.
 * Discrete transformations, deterministic given a per-sample index
   (RotAuxMSP's auxiliary task, DistillNeg's rotated negatives):
   :func:`rotate90`, :func:`random_rotate90`, :func:`flip_transpose`,
-  :func:`pad_crop` / :class:`PadCropFlip`, and for tabular rows
+  :func:`pad_crop`, and for tabular rows
   :class:`RandomAffineMaps`.
 
 References: Chen, Kornblith, Norouzi & Hinton (2020), "A Simple Framework
@@ -43,7 +43,6 @@ import torch.nn.functional as F
 __all__ = [
     "FLIP_TRANSPOSE_OPS",
     "BoundCorruption",
-    "PadCropFlip",
     "RandomAffineMaps",
     "SemSADNegative",
     "SemSADPositive",
@@ -426,16 +425,6 @@ def pad_crop(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> t
     cols = ox[:, None] + torch.arange(w, device=x.device)  # (n, w)
     out = xp[torch.arange(n, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2).contiguous()  # advanced indexing puts C last
-
-
-@dataclass(eq=False)
-class PadCropFlip:
-    """The standard supervised augmentation: :func:`pad_crop` then :func:`random_hflip`."""
-
-    padding: int = 4
-
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return random_hflip(pad_crop(x, generator, self.padding), generator)
 
 
 class RandomAffineMaps(torch.nn.Module):

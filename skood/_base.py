@@ -44,10 +44,9 @@ cheap as on tabular rows.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
@@ -59,64 +58,20 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from . import persistence
 from ._nn.encoders import BACKBONES, PRETRAINED_BACKBONES, build_encoder, check_image_size
 from ._training import TrainingDivergedError
-from ._utils import batch_slices, fit_generators, fit_rng, fit_seed, to_model_input
-from .pretrained import PretrainedEncoder
+from ._utils import (
+    batch_slices,
+    fit_generators,
+    fit_rng,
+    fit_seed,
+    resolve_device,
+    to_model_input,
+)
+from .pretrained import PretrainedEncoder, pretrained_skeleton
 
-__all__ = ["BaseDeepDetector", "resolve_device", "seeded"]
-
-
-def resolve_device(device: str) -> str:
-    """Resolve ``"auto"``, ``"cpu"``, ``"cuda"``/``"cuda:i"`` or ``"mps"`` to a usable device.
-
-    Raises
-    ------
-    ValueError
-        When a GPU is asked for and none is available, or the name is unknown.
-    """
-    if not isinstance(device, str):
-        raise ValueError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return "cpu"
-    if device == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError("device='mps' was requested but the MPS backend is not available")
-        return "mps"
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device={device!r} was requested but no CUDA GPU is available "
-                "(torch.cuda.is_available() is False); use device='auto' or 'cpu'"
-            )
-        if ":" in device:
-            idx = device.split(":", 1)[1]
-            if not idx.isdigit() or int(idx) >= torch.cuda.device_count():
-                raise ValueError(
-                    f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA "
-                    "device(s)"
-                )
-        return device
-    raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:<i>' or 'mps', got {device!r}")
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: str | None = None) -> Iterator[None]:
-    """The block is one fit whose own generators, seeded with ``seed``, replace torch's global RNG.
-
-    Module initialisation in torch draws from the global RNG; a detector builds
-    its networks inside :func:`skood._utils.fit_rng`, where those draws come
-    from this fit's generators (one per device, seeded with ``seed`` as
-    ``torch.manual_seed(seed)`` would seed the global ones) instead. The
-    process-wide RNG is neither read nor changed, so fits in threads give the
-    scores of the same fits run one after another, and the caller's global
-    random state is untouched. ``device`` is accepted for compatibility; the
-    generators are created per device on first use.
-    """
-    with fit_generators(seed):
-        yield
+__all__ = ["BaseDeepDetector"]
 
 
 class BaseDeepDetector(OutlierMixin, BaseEstimator):
@@ -260,7 +215,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         self.device_ = resolve_device(self.device)
         Xs = self._fit_feature_mode(Xs)
         seed = fit_seed(self.random_state)
-        with seeded(seed, self.device_):
+        with fit_generators(seed):
             self._train(Xs, y, seed)
         self.train_scores_ = self._check_train_scores(self._score_store(Xs), Xs)
         self.offset_ = self._offset_from(self.train_scores_)
@@ -687,9 +642,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         NotImplementedError
             The detector cannot rebuild its networks (no ``_module_skeletons``).
         """
-        from .persistence import save
-
-        save(self, path)
+        persistence.save(self, path)
 
     @classmethod
     def load(cls, path: Any, *, map_location: str | None = None,
@@ -721,9 +674,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
             or another torch version loads with a
             :class:`~skood.persistence.SkoodVersionWarning`.
         """
-        from .persistence import load
-
-        return load(path, cls, map_location=map_location, **module_params)
+        return persistence.load(path, cls, map_location=map_location, **module_params)
 
     def _module_skeletons(self, shape: tuple[int, ...]) -> dict[str, torch.nn.Module]:
         """Untrained networks of the fitted architecture, one per fitted network attribute.
@@ -741,17 +692,22 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
 
         The store shape is ``(D,)`` of the feature vectors in frozen-feature mode,
         ``image_shape_`` for other image fits and ``(n_features_in_,)`` for tabular ones.
+        Built on the CPU from generators of their own (seed 0), so building them neither
+        reads nor advances torch's global RNG.
         """
-        if getattr(self, "feature_mode_", False):
-            mods = self._module_skeletons((len(self.feature_mean_),))
-            from .pretrained import pretrained_skeleton
+        with fit_generators(0), fit_rng(), torch.device("cpu"):
+            if getattr(self, "feature_mode_", False):
+                mods = self._module_skeletons((len(self.feature_mean_),))
+                bb = self.backbone
+                enc = (pretrained_skeleton(bb) if isinstance(bb, str)
+                       else build_encoder(bb, tuple(self.image_shape_)))
+                return {**mods, "feature_encoder_": enc.eval()}
+            shape = (tuple(self.image_shape_) if self.input_kind_ == "image"
+                     else (self.n_features_in_,))
+            return self._module_skeletons(shape)
 
-            bb = self.backbone
-            enc = (pretrained_skeleton(bb) if isinstance(bb, str)
-                   else build_encoder(bb, tuple(self.image_shape_)))
-            return {**mods, "feature_encoder_": enc.eval()}
-        shape = tuple(self.image_shape_) if self.input_kind_ == "image" else (self.n_features_in_,)
-        return self._module_skeletons(shape)
+
+persistence._register_detector_base(BaseDeepDetector)
 
 
 def _on_device(v: Any, device: str) -> Any:

@@ -11,14 +11,13 @@ detector's ``score_samples`` is "higher = more normal".
 * Blocks and banks: :func:`as_float_tensor`, :func:`unit_row_blocks`,
   :func:`bank_subset` (the capped reference bank, ``max_bank``).
 * Cosine neighbours (SemSAD, NSA): :func:`knn_cosine`,
-  :func:`skip_self_matches`, :func:`nearest_cosine`, :func:`center_cosine`,
+  :func:`skip_self_matches`, :func:`nearest_cosine`,
   :func:`angular_distance`.
 * Mahalanobis geometry (NSA): :func:`covariance_chunked`,
-  :func:`fit_whitening`, :func:`whiten`; :func:`minmax_ensemble` (NSA's
-  feature ensemble).
+  :func:`fit_whitening`, :func:`whiten`.
 * Uncertainty (DUM): :func:`variance_norm`.
-* Classifier confidence (RotAuxMSP): :func:`msp`, :func:`odin`,
-  :func:`transformation_confidence`.
+* Transformation prediction (RotAuxMSP's auxiliary task, GOAD):
+  :func:`transformation_confidence`, :func:`transformation_log_likelihood`.
 
 DistillNeg's kernel score lives with the detector
 (:func:`skood._detectors.distillneg.kernel_cosine`).
@@ -27,7 +26,7 @@ DistillNeg's kernel score lives with the detector
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -39,17 +38,13 @@ __all__ = [
     "angular_distance",
     "as_float_tensor",
     "bank_subset",
-    "center_cosine",
     "covariance_chunked",
     "fit_whitening",
     "knn_cosine",
     "knn_euclidean",
     "knn_loo",
-    "minmax_ensemble",
-    "msp",
     "nearest_cosine",
     "same_inputs",
-    "odin",
     "skip_self_matches",
     "transformation_confidence",
     "transformation_log_likelihood",
@@ -314,24 +309,8 @@ def knn_loo(
     return vals[keep].view(len(idx), k)
 
 
-@torch.inference_mode()
-def center_cosine(
-    query: np.ndarray | torch.Tensor,
-    center: np.ndarray | torch.Tensor,
-    chunk_size: int = 4096,
-    device: str | torch.device = "cpu",
-) -> torch.Tensor:
-    r"""Cosine similarity of each query row to one centre vector, :math:`\cos(\mu, q)`.
-
-    Returns a float32 CPU tensor of shape (n_query,); a zero row gives 0.
-    """
-    c = F.normalize(as_float_tensor(center, device).reshape(1, -1), dim=1)
-    out = [(q @ c.T)[:, 0].cpu() for _, q in unit_row_blocks(query, chunk_size, device, False)]
-    return torch.cat(out) if out else torch.empty(0)
-
-
 # --------------------------------------------------------------------------
-# Mahalanobis geometry: covariance, whitening, and the feature ensemble of NSA,
+# Mahalanobis geometry: covariance and whitening, as in NSA,
 # "No Shifted Augmentations (NSA): compact distributions for robust
 # self-supervised Anomaly Detection" (https://arxiv.org/abs/2203.10344)
 
@@ -483,30 +462,6 @@ def whiten(
     return torch.cat(out) if out else torch.empty((0, W.shape[0]))
 
 
-def minmax_ensemble(
-    scores: list[np.ndarray], ranges: list[tuple[float, float]]
-) -> np.ndarray:
-    r"""Sum of scores, each min-max normalised with a reference range (NSA's feature ensemble).
-
-    .. math::  s(x) = \sum_l \frac{s_l(x) - a_l}{\max(b_l - a_l, \epsilon)}
-
-    where :math:`[a_l, b_l]` is the range of term l's scores on the training
-    data (leave-one-out scores for kNN terms, or every training kNN score
-    would be 0). Each term then contributes about [0, 1] on training-like data.
-
-    Parameters
-    ----------
-    scores : list of arrays of shape (n,)
-    ranges : list of (low, high), one per array
-    """
-    if len(scores) != len(ranges):
-        raise ValueError(f"{len(scores)} score arrays but {len(ranges)} ranges")
-    total = np.zeros(len(scores[0]) if scores else 0, dtype=np.float64)
-    for s, (lo, hi) in zip(scores, ranges, strict=True):
-        total += (np.asarray(s, dtype=np.float64) - lo) / max(hi - lo, 1e-12)
-    return total
-
-
 # --------------------------------------------------------------------------
 # Uncertainty (DUM)
 
@@ -545,77 +500,7 @@ def variance_norm(log_var: torch.Tensor, norm: str = "l2") -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------
-# Classifier confidence (RotAuxMSP). Higher = more normal.
-
-
-def msp(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    r"""Maximum softmax probability.
-
-    .. math::  s(x) = \max_c \operatorname{softmax}(f(x) / T)_c
-
-    Higher means more confident, i.e. more normal; no sign flip is needed
-    for ``score_samples``. Returns a float32 tensor of shape (n,).
-    Hendrycks & Gimpel (2017), "A Baseline for Detecting Misclassified and
-    Out-of-Distribution Examples in Neural Networks"
-    (https://arxiv.org/abs/1610.02136).
-
-    Parameters
-    ----------
-    logits : Tensor of shape (n, n_classes)
-    temperature : float
-        Softmax temperature T (1 for plain MSP).
-    """
-    return torch.softmax(logits.float() / temperature, dim=1).amax(dim=1)
-
-
-def odin(
-    model: Callable[[torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    temperature: float = 1000.0,
-    epsilon: float = 5e-5,
-) -> torch.Tensor:
-    r"""ODIN score: temperature scaling plus input perturbation.
-
-    Liang, Li & Srikant (2018), "Enhancing The Reliability of
-    Out-of-distribution Image Detection in Neural Networks"
-    (https://arxiv.org/abs/1706.02690), eq. 1-2:
-
-    .. math::  \tilde x = x - \epsilon\operatorname{sign}(-\nabla_x \log S_{\hat y}(x; T)),
-       \qquad s(x) = \max_c S_c(\tilde x; T),
-       \qquad S(x; T) = \operatorname{softmax}(f(x) / T)
-
-    with :math:`\hat y` the predicted class: the input is nudged to raise the
-    temperature-scaled confidence of its own prediction, which raises it more
-    for in-distribution inputs. Higher = more normal. The gradient is taken
-    with respect to the input only (``torch.autograd.grad``; parameter
-    gradients are neither computed nor accumulated), so this must not run
-    under :func:`torch.inference_mode` / :func:`torch.no_grad`: it enables
-    gradients itself. Put ``model`` in eval mode first.
-
-    Parameters
-    ----------
-    model : callable
-        Maps a float batch ``x`` to logits (n, n_classes).
-    x : Tensor
-        Model input (one batch, on the model's device).
-    temperature : float
-        T (paper and Ahmed & Courville: 1000).
-    epsilon : float
-        Perturbation size in model-input units (paper setting: 5e-5).
-
-    Returns
-    -------
-    Tensor of shape (n,), float32, detached.
-    """
-    with torch.inference_mode(False), torch.enable_grad():
-        xg = x.detach().clone().float().requires_grad_(True)
-        logits = model(xg).float() / temperature
-        logp = torch.log_softmax(logits, dim=1)
-        top = logp.max(dim=1).values.sum()  # log S_yhat, per-sample terms are independent
-        (grad,) = torch.autograd.grad(top, xg)
-        x_tilde = xg.detach() + epsilon * grad.sign()
-        with torch.no_grad():
-            return msp(model(x_tilde), temperature)
+# Transformation-prediction scores (RotAuxMSP's auxiliary task, GOAD). Higher = more normal.
 
 
 def transformation_confidence(logits: torch.Tensor) -> torch.Tensor:

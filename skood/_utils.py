@@ -1,14 +1,21 @@
-"""Small utilities shared across skood's layers: a fit's random streams and model input.
+"""Small utilities shared across skood's layers: devices, a fit's random streams, model input.
 
-* :func:`fit_seed`: the seed of a fit from ``random_state``, never drawing from
-  numpy's global RNG.
-* :func:`seed_stream`: the seed of one named consumer of randomness in a fit
-  (:data:`SEED_STREAMS`), so each part of a fit draws from its own stream.
-* :func:`fit_generators` and :func:`fit_rng`: the fit's own generators for
-  the draws that name no generator (torch's module initialisation), in place
-  of torch's process-wide RNG, so fits in threads neither share nor change it.
+* :func:`resolve_device`: a ``device`` parameter as a usable device name.
+* The seed helpers, the only ones in skood:
+
+  * :func:`fit_seed`: the seed of a fit from ``random_state``, never drawing
+    from numpy's global RNG;
+  * :func:`seed_stream`: the seed of one named consumer of randomness in a
+    fit (a shared stream of :data:`SEED_STREAMS` or a detector's own), so
+    each part of a fit draws from its own stream;
+  * :func:`fit_generators` (:class:`FitGenerators`) and :func:`fit_rng`: the
+    fit's own generators for the draws that name no generator (torch's module
+    initialisation), in place of torch's process-wide RNG, so fits in threads
+    neither share nor change it.
+
 * :func:`to_model_input`: a stored batch (uint8 images or float rows) as the
   float32 input every network and scorer sees.
+* :func:`batch_slices`: consecutive batches of rows.
 * :func:`check_range_pair`: a ``(low, high)`` parameter, validated.
 """
 
@@ -17,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from numbers import Real
 from typing import Any
 
@@ -28,6 +35,7 @@ from torch.overrides import TorchFunctionMode
 
 __all__ = [
     "SEED_STREAMS",
+    "resolve_device",
     "FitGenerators",
     "fit_generators",
     "fit_rng",
@@ -38,21 +46,52 @@ __all__ = [
     "to_model_input",
 ]
 
-#: The named random streams of one fit, as offsets of its seed (``fit`` draws the
-#: seed from ``random_state``). Each consumer of randomness takes its own stream,
-#: so adding or reordering draws in one part of a fit leaves the others' unchanged.
+#: The random streams that any fit may use, as offsets of its seed (``fit`` draws the
+#: seed from ``random_state``). Each consumer of randomness takes its own stream, so
+#: adding or reordering draws in one part of a fit leaves the others' unchanged. A
+#: detector's own streams are declared in its module (``_SEED_STREAMS``, passed to
+#: :func:`seed_stream`), at offsets that none of these takes; a training phase started
+#: with seed ``s`` (:class:`skood._training.SkoodNet`) uses ``s + 0`` and ``s + 1``.
 SEED_STREAMS: dict[str, int] = {
     "net": 0,  # a training phase: initial weights, data order, the objective's device generator
     "net_cpu": 1,  # a training phase's CPU generator (scalars drawn without a device sync)
-    "dum_variance_net": 1,  # DUM's variance network on image features, after the encoder's phase
-    "semsad_pool": 2,  # SemSAD: the random pool searched for semantic neighbourhoods
-    "semsad_discriminator": 3,  # SemSAD: the pair discriminator's training phase
-    "semsad_partners": 8,  # SemSAD: the training rows every sample is paired with to score it
     "bank": 4,  # the subsample of the training set kept as the scoring bank (``max_bank``)
-    "distillneg_affine": 5,  # DistillNeg: the random affine maps of tabular negatives
-    "rotaux_affine": 7,  # RotAuxMSP: the random affine maps of its tabular auxiliary task
-    "distillneg_kernel": 9,  # DistillNeg: the bank rows that set the adaptive kernel temperature
 }
+
+
+def resolve_device(device: str) -> str:
+    """Resolve ``"auto"``, ``"cpu"``, ``"cuda"``/``"cuda:i"`` or ``"mps"`` to a usable device.
+
+    Raises
+    ------
+    ValueError
+        When a GPU is asked for and none is available, or the name is unknown.
+    """
+    if not isinstance(device, str):
+        raise ValueError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError("device='mps' was requested but the MPS backend is not available")
+        return "mps"
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} was requested but no CUDA GPU is available "
+                "(torch.cuda.is_available() is False); use device='auto' or 'cpu'"
+            )
+        if ":" in device:
+            idx = device.split(":", 1)[1]
+            if not idx.isdigit() or int(idx) >= torch.cuda.device_count():
+                raise ValueError(
+                    f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                    "device(s)"
+                )
+        return device
+    raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:<i>' or 'mps', got {device!r}")
 
 
 def check_range_pair(
@@ -95,8 +134,23 @@ def batch_slices(n: int, batch_size: int, min_size: int = 1) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-def seed_stream(seed: int, name: str) -> int:
-    """The seed of the random stream ``name`` (a key of :data:`SEED_STREAMS`) of a fit."""
+def seed_stream(seed: int, name: str, own: Mapping[str, int] | None = None) -> int:
+    """The seed of the random stream ``name`` of the fit seeded with ``seed``.
+
+    ``name`` is a key of ``own`` (a detector's own streams: the
+    ``_SEED_STREAMS`` of its module) or of the shared :data:`SEED_STREAMS`;
+    the stream's seed is ``seed`` plus its offset.
+
+    Raises
+    ------
+    KeyError
+        ``name`` is neither.
+    """
+    if own is not None and name in own:
+        return seed + own[name]
+    if name not in SEED_STREAMS:
+        known = sorted({*SEED_STREAMS, *(own or {})})
+        raise KeyError(f"unknown seed stream {name!r}; known streams: {known}")
     return seed + SEED_STREAMS[name]
 
 

@@ -65,7 +65,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from skorch.history import History
 from torch import nn
+
+from ._utils import resolve_device
+from ._version import __version__
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SkoodVersionWarning", "load", "save"]
 
@@ -117,8 +121,6 @@ def _encode(v: Any, where: str) -> Any:
                                         for k, e in v.items()]}
     if isinstance(v, np.random.RandomState):
         return {_TAG: "randomstate", "state": _encode(v.get_state(legacy=True), where)}
-    from skorch.history import History
-
     if isinstance(v, History):
         return {_TAG: "history", "entries": _encode(_plain(list(v)), where)}
     raise TypeError(
@@ -187,8 +189,6 @@ def _decode(v: Any, ctx: _LoadContext) -> Any:
             rs.set_state(_decode(v["state"], ctx))
             return rs
         if tag == "history":
-            from skorch.history import History
-
             return History(_decode(v["entries"], ctx))
     except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as e:
         if isinstance(e, _CorruptFile):
@@ -246,9 +246,17 @@ def _is_plain_attr(a: Any) -> bool:
     return _is_plain(a) or (type(a) is tuple and all(_is_plain(e) for e in a))
 
 
+def _class_name(qualname: str) -> str:
+    """``"module:QualName"`` without its module."""
+    return str(qualname).rpartition(":")[2]
+
+
 def _check_structure(skeleton: nn.Module, rec: dict, what: str) -> None:
+    """The submodules of ``skeleton`` are those of the saved network ``rec``: the same names
+    and classes, in the same order. Classes are matched by qualified name, not module path:
+    skood's classes may move between its private modules from one release to the next."""
     got, want = _structure(skeleton), [list(s) for s in rec["structure"]]
-    if got != want:
+    if [[n, _class_name(c)] for n, c in got] != [[n, _class_name(c)] for n, c in want]:
         pairs = enumerate(zip(got, want, strict=False))
         diff = next((i for i, (a, b) in pairs if a != b), min(len(got), len(want)))
         g = got[diff] if diff < len(got) else "nothing"
@@ -281,15 +289,6 @@ def _restore_module(skeleton: nn.Module, rec: dict, what: str) -> nn.Module:
     return skeleton
 
 
-def _skeletons(det: Any) -> dict[str, nn.Module]:
-    """The detector's untrained networks of the fitted architecture, built without
-    touching torch's global RNG."""
-    from ._utils import fit_generators, fit_rng
-
-    with fit_generators(0), fit_rng(), torch.device("cpu"):
-        return det._network_skeletons()
-
-
 def _split_modules(mods: dict[str, nn.Module]) -> tuple[list[str], dict[str, list[str]]]:
     """The stored networks and the aliases (attributes that are submodules of a stored one)."""
     names = list(mods)
@@ -316,10 +315,16 @@ def _split_modules(mods: dict[str, nn.Module]) -> tuple[list[str], dict[str, lis
 
 # --------------------------------------------------------------------- API
 def save(det: Any, path: Any) -> None:
-    """Write the detector ``det`` to ``path`` (a file name or binary file); see the module doc."""
-    from . import __version__
-    from ._base import BaseDeepDetector
+    """Write the detector ``det`` to ``path`` (a file name or binary file); see the module doc.
 
+    Raises
+    ------
+    TypeError
+        A parameter or fitted attribute of a type that cannot be stored without pickle.
+    NotImplementedError
+        ``det`` has networks but cannot rebuild them (its ``_network_skeletons``
+        raises ``NotImplementedError``).
+    """
     cls = type(det)
     name = cls.__name__
     params, module_params = {}, {}
@@ -340,12 +345,13 @@ def save(det: Any, path: Any) -> None:
     primary, aliases = _split_modules(mods)
     modules = {}
     if mods:
-        if cls._module_skeletons is BaseDeepDetector._module_skeletons:
+        try:
+            skeletons = det._network_skeletons()
+        except NotImplementedError:
             raise NotImplementedError(
                 f"{name} does not support save(): it cannot rebuild its networks "
                 "(_module_skeletons is not implemented); pickle it instead"
-            )
-        skeletons = _skeletons(det)
+            ) from None
         for k in primary:
             if k not in skeletons:
                 raise NotImplementedError(f"{name} does not support save(): its network {k!r} "
@@ -373,17 +379,41 @@ def _version_tuple(v: str) -> tuple[int, ...]:
     return tuple(int(p) for p in m.group(0).split(".")) if m else ()
 
 
-def _detector_classes() -> dict[str, type]:
-    from . import _detectors  # noqa: F401 (registers skood's detectors)
-    from ._base import BaseDeepDetector
+#: the base classes whose subclasses :func:`load` finds by the class name in a file;
+#: :class:`skood.BaseDeepDetector` registers itself (:func:`_register_detector_base`),
+#: so this module imports no detector
+_DETECTOR_BASES: list[type] = []
 
-    out, todo = {}, [BaseDeepDetector]
+
+def _register_detector_base(base: type) -> None:
+    """Make :func:`load` without a class (or with ``base``) accept every subclass of ``base``."""
+    if base not in _DETECTOR_BASES:
+        _DETECTOR_BASES.append(base)
+
+
+def _detector_classes() -> dict[str, type]:
+    """Every class defined so far below a registered base, by ``"module:QualName"``."""
+    out, todo = {}, list(_DETECTOR_BASES)
     while todo:
         c = todo.pop()
         for s in c.__subclasses__():
             out.setdefault(_qualname(s), s)
             todo.append(s)
     return out
+
+
+def _stored_class(stored: str) -> type | None:
+    """The known detector class of the file's ``"module:QualName"`` entry, or None.
+
+    A class whose module moved is matched by its qualified name alone when exactly one
+    known class has it (files of skood 0.1.2 name the modules before skood's internals
+    became private: ``skood.detectors.semsad``, now ``skood._detectors.semsad``).
+    """
+    known = _detector_classes()
+    if stored in known:
+        return known[stored]
+    same_name = {c for c in known.values() if c.__qualname__ == _class_name(stored)}
+    return same_name.pop() if len(same_name) == 1 else None
 
 
 def _read(path: Any) -> dict:
@@ -444,17 +474,14 @@ def load(path: Any, cls: type | None = None, *, map_location: str | None = None,
         Not a skood detector file, another format version, another class, a
         file from a newer skood, a missing or mismatching module parameter.
     """
-    from . import __version__
-    from ._base import BaseDeepDetector, resolve_device
-
     payload = _read(path)
     stored_cls = payload.get("class")
-    if cls is None or cls is BaseDeepDetector:
-        cls = _detector_classes().get(stored_cls)
+    if cls is None or cls in _DETECTOR_BASES:
+        cls = _stored_class(stored_cls)
         if cls is None:
             raise ValueError(f"{path!r} holds a {stored_cls!r}, which is not a known skood "
                              "detector class (import the module that defines it first)")
-    elif stored_cls != _qualname(cls):
+    elif stored_cls != _qualname(cls) and _stored_class(stored_cls) is not cls:
         raise ValueError(f"{path!r} holds a {stored_cls!r}, not a {_qualname(cls)!r}; load it "
                          "with that class (or skood.persistence.load)")
     name = cls.__name__
@@ -525,7 +552,7 @@ def load(path: Any, cls: type | None = None, *, map_location: str | None = None,
     mods: dict[str, nn.Module] = {}
     if payload["modules"]:
         try:
-            skeletons = _skeletons(det)
+            skeletons = det._network_skeletons()
         except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as e:
             raise ctx.corrupt(f"the {name} networks cannot be rebuilt: {e!r}") from None
         for k, rec in payload["modules"].items():

@@ -11,15 +11,9 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
 
 from skood import _testing
-from skood._detectors.nsa import NSADetector
+from skood._detectors.nsa import NSADetector, center_cosine, minmax_ensemble
 from skood._nn.losses import simsiam_loss
-from skood._scoring import (
-    covariance_chunked,
-    fit_whitening,
-    minmax_ensemble,
-    nearest_cosine,
-    whiten,
-)
+from skood._scoring import covariance_chunked, fit_whitening, nearest_cosine, whiten
 from skood._utils import to_model_input
 
 tiny = partial(_testing.tiny, "NSADetector")
@@ -244,6 +238,20 @@ def test_nearest_cosine_skips_self_and_minmax():
     assert loo[0] < 1 and loo[2] < 0.2
     s = minmax_ensemble([np.array([0.0, 2.0]), np.array([1.0, 3.0])], [(0, 2), (1, 5)])
     np.testing.assert_allclose(s, [0.0, 1.5])
+    with pytest.raises(ValueError, match="2 score arrays but 1 ranges"):
+        minmax_ensemble([np.zeros(2), np.zeros(2)], [(0, 1)])
+
+
+def test_center_cosine():
+    """Cosine to one centre, block by block; the centre's scale and a zero row do not matter."""
+    rng = np.random.RandomState(0)
+    X, c = rng.normal(size=(10, 4)).astype(np.float32), rng.normal(size=4)
+    want = X @ c / (np.linalg.norm(X, axis=1) * np.linalg.norm(c))
+    got = center_cosine(X, 3 * c, chunk_size=3)
+    assert got.dtype == torch.float32 and got.shape == (10,)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5)
+    assert center_cosine(np.zeros((1, 4), np.float32), c).item() == 0.0
+    assert center_cosine(np.zeros((0, 4), np.float32), c).shape == (0,)
 
 
 # ------------------------------------------------------------------ real data

@@ -17,9 +17,10 @@ from sklearn.utils import get_tags
 
 from skood import RotAuxMSPDetector, _testing
 from skood._augment import RandomAffineMaps, flip_transpose, rotate90
+from skood._detectors._rotaux_parts import PadCropFlip, msp, odin
 from skood._detectors.rotaux_msp import RotAuxModel, RotAuxNet
 from skood._nn.encoders import MLP
-from skood._scoring import msp, odin, transformation_confidence
+from skood._scoring import transformation_confidence
 from skood.metrics import auroc_scorer, average_precision
 
 tiny = partial(_testing.tiny, "RotAuxMSPDetector")
@@ -128,6 +129,30 @@ def test_scorers_match_their_definitions(fitted_images, digits_holdout):
                                msp(model(x).detach(), 1000.0).numpy(), rtol=1e-6)
     # 5 classes at T = 1000: close to uniform
     assert (scores["odin"] >= 0.2).all() and (scores["odin"] < 0.25).all()
+
+
+def test_pad_crop_flip_keeps_the_content_and_is_seeded():
+    """Each image is shifted by at most ``padding`` pixels (zeros come in) and maybe flipped."""
+    x = torch.rand(16, 1, 8, 8)
+    out = PadCropFlip(2)(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and not torch.equal(out, x)
+    assert torch.equal(out, PadCropFlip(2)(x, torch.Generator().manual_seed(0)))
+    for img, o in zip(x[:, 0], out[:, 0], strict=True):
+        shifts = [(dy, dx, f) for dy in range(-2, 3) for dx in range(-2, 3) for f in (0, 1)
+                  if torch.equal(o, _shift(img.flip(-1) if f else img, dy, dx))]
+        assert shifts, "not a padded crop of the image or of its mirror"
+    flipped = PadCropFlip(0)(x, torch.Generator().manual_seed(0))  # no padding: only flips
+    assert all(torch.equal(o, i) or torch.equal(o, i.flip(-1))
+               for o, i in zip(flipped, x, strict=True))
+
+
+def _shift(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``img`` moved by (dy, dx) pixels, zeros where nothing is."""
+    h, w = img.shape
+    out = torch.zeros_like(img)
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        img[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
 
 
 def test_rotation_task_is_learned(fitted_images, digits_holdout):

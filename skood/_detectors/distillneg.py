@@ -45,6 +45,13 @@ from .dino import (
     ema_update_,
 )
 
+#: DistillNeg's own random streams, as offsets of the fit's seed
+#: (:func:`skood._utils.seed_stream`; the shared streams take 0, 1 and 4)
+_SEED_STREAMS = {
+    "affine": 5,  # the random affine maps of tabular negatives
+    "kernel": 9,  # the bank rows that set the adaptive kernel temperature
+}
+
 __all__ = [
     "DistillNegDetector",
     "DistillNegNet",
@@ -1007,7 +1014,7 @@ class DistillNegDetector(BaseDeepDetector):
         maps = None
         if kind == "affine":
             maps = RandomAffineMaps(_N_AFFINE_MAPS, shape[0],
-                                    seed=seed_stream(seed, "distillneg_affine"),
+                                    seed=seed_stream(seed, "affine", _SEED_STREAMS),
                                     identity_first=False).to(dev)
         sampler = NegativeSampler(kind, aux=None if aux is None else aux.to(dev), bank=data,
                                   maps=maps, rotate=is_image)
@@ -1063,7 +1070,7 @@ class DistillNegDetector(BaseDeepDetector):
         if len(self.bank_) < 2:
             return 0.04 if is_image else _TABULAR_WIDE_TEMPERATURE
         gap = nearest_cosine_gap(self.bank_, self.bank_keys_,
-                                 seed=seed_stream(seed, "distillneg_kernel"),
+                                 seed=seed_stream(seed, "kernel", _SEED_STREAMS),
                                  chunk_size=self._chunk_size, device=self._inference_device,
                                  normalized=True)
         if is_image:

@@ -26,6 +26,12 @@ from .._scoring import variance_norm
 from .._training import ContrastiveNet, SkoodNet
 from .._utils import fit_rng, seed_stream, to_model_input
 
+#: DUM's own random streams, as offsets of the fit's seed (:func:`skood._utils.seed_stream`).
+#: The variance network's training phase on image features takes offset 1, the one the
+#: encoder's phase uses for its CPU generator ("net_cpu"); kept so that fits reproduce
+#: the scores of earlier skood versions.
+_SEED_STREAMS = {"variance_net": 1}
+
 __all__ = ["DUMDetector", "DUMVarianceMLP", "DUMNet", "SphereLift", "FeatureView",
            "AffineMap", "whitening_lift"]
 
@@ -625,7 +631,7 @@ class DUMDetector(BaseDeepDetector):
             normalize_means=self.normalize_means,
             name="DUM", max_epochs=self.dum_epochs,
             batch_size=min(self.batch_size, len(Xs)),
-            lr=self.lr, device=dev, seed=seed_stream(seed, "dum_variance_net"),
+            lr=self.lr, device=dev, seed=seed_stream(seed, "variance_net", _SEED_STREAMS),
             verbose=self.verbose,
         )
         net.fit(data)

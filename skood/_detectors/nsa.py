@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 from skorch.callbacks import LRScheduler
 from torch import nn
@@ -23,21 +24,61 @@ from .._nn.heads import SimCLRModel, SimSiamModel
 from .._nn.losses import simsiam_loss
 from .._scoring import (
     angular_distance,
+    as_float_tensor,
     bank_subset,
-    center_cosine,
     fit_whitening,
     knn_loo,
-    minmax_ensemble,
+    unit_row_blocks,
     whiten,
 )
 from .._training import ContrastiveNet, SkoodNet
 from .._utils import check_range_pair, fit_rng, seed_stream, to_model_input
 
-__all__ = ["NSADetector", "SimCLRNet", "SimSiamNet"]
+__all__ = ["NSADetector", "SimCLRNet", "SimSiamNet", "center_cosine", "minmax_ensemble"]
 
 #: the scorers of the feature ensemble ("Ens." of the paper's appendix C)
 _ENCODER_TERMS = ("kcos", "kcos-mah")
 _HEAD_TERMS = ("ccos", "ccos-mah")
+
+
+@torch.inference_mode()
+def center_cosine(
+    query: np.ndarray | torch.Tensor,
+    center: np.ndarray | torch.Tensor,
+    chunk_size: int = 4096,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    r"""Cosine similarity of each query row to one centre vector, :math:`\cos(\mu, q)`.
+
+    Returns a float32 CPU tensor of shape (n_query,); a zero row gives 0.
+    """
+    c = F.normalize(as_float_tensor(center, device).reshape(1, -1), dim=1)
+    out = [(q @ c.T)[:, 0].cpu() for _, q in unit_row_blocks(query, chunk_size, device, False)]
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def minmax_ensemble(
+    scores: list[np.ndarray], ranges: list[tuple[float, float]]
+) -> np.ndarray:
+    r"""Sum of scores, each min-max normalised with a reference range (NSA's feature ensemble).
+
+    .. math::  s(x) = \sum_l \frac{s_l(x) - a_l}{\max(b_l - a_l, \epsilon)}
+
+    where :math:`[a_l, b_l]` is the range of term l's scores on the training
+    data (leave-one-out scores for kNN terms, or every training kNN score
+    would be 0). Each term then contributes about [0, 1] on training-like data.
+
+    Parameters
+    ----------
+    scores : list of arrays of shape (n,)
+    ranges : list of (low, high), one per array
+    """
+    if len(scores) != len(ranges):
+        raise ValueError(f"{len(scores)} score arrays but {len(ranges)} ranges")
+    total = np.zeros(len(scores[0]) if scores else 0, dtype=np.float64)
+    for s, (lo, hi) in zip(scores, ranges, strict=True):
+        total += (np.asarray(s, dtype=np.float64) - lo) / max(hi - lo, 1e-12)
+    return total
 
 
 class _CleanBatchNorm:

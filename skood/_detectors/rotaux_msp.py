@@ -18,13 +18,14 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
-from .._augment import PadCropFlip, RandomAffineMaps, flip_transpose, random_hflip, rotate90
+from .._augment import RandomAffineMaps, flip_transpose, random_hflip, rotate90
 from .._base import BaseDeepDetector
 from .._nn.encoders import build_encoder
 from .._nn.losses import cross_entropy
-from .._scoring import msp, odin, transformation_confidence, transformation_log_likelihood
+from .._scoring import transformation_confidence, transformation_log_likelihood
 from .._training import SkoodNet, piecewise_lr
 from .._utils import batch_slices, fit_rng, seed_stream, to_model_input
+from ._rotaux_parts import PadCropFlip, msp, odin
 
 __all__ = ["RotAuxMSPDetector", "RotAuxModel", "RotAuxNet"]
 
@@ -35,6 +36,9 @@ _AUX_SCORERS = ("rotation", "rotation-loglik", "rotation-centres")
 _MAX_SHIFTED_DIM = 256
 #: ``scoring="auto"`` of an unlabelled tabular fit
 _TABULAR_UNLABELLED_SCORING = "rotation-centres"
+#: RotAuxMSP's own random streams, as offsets of the fit's seed (:func:`skood._utils.seed_stream`;
+#: the shared streams take 0, 1 and 4)
+_SEED_STREAMS = {"affine": 7}  # the random affine maps of its tabular auxiliary task
 
 
 class RotAuxModel(nn.Module):
@@ -278,9 +282,9 @@ class RotAuxMSPDetector(BaseDeepDetector):
     Score (higher = more normal):
 
     * ``scoring="msp"``: :math:`s(x) = \max_c \operatorname{softmax}(c(f(x)))_c`
-      (:func:`skood._scoring.msp`, Hendrycks & Gimpel 2017);
+      (:func:`skood._detectors._rotaux_parts.msp`, Hendrycks & Gimpel 2017);
     * ``scoring="odin"``: the temperature-scaled MSP of the perturbed input
-      (:func:`skood._scoring.odin`, Liang et al. 2018; ``temperature`` and
+      (:func:`skood._detectors._rotaux_parts.odin`, Liang et al. 2018; ``temperature`` and
       ``epsilon`` default to the paper's);
     * ``scoring="rotation"``: the rotation head's confidence
       :math:`s(x) = \frac1K\sum_k \operatorname{softmax}(r(f(\rho_k x)))_k`
@@ -304,9 +308,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
       scores by MSP or ODIN alone; Hendrycks et al. 2019 add the rotation
       loss to the OOD score): the MSP of a ReLU classifier grows towards 1
       far from the data (Hein et al. 2019) while the rotation likelihood
-      falls off it. (skood 0.1 used the arithmetic mean, the "rotation"
-      score; with 64 affine maps on rows a few confident maps dominate that
-      mean and far outliers scored as the most normal samples.)
+      falls off it.
 
     Without labels (``fit(X)``, or ``supervised=False``) this is the classic
     self-supervised rotation detector (Golan & El-Yaniv 2018; Hendrycks et
@@ -328,11 +330,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
     W_m` with :math:`W_m \in \mathbb{R}^{D \times r}`, r = ``affine_dim``
     (GOAD: 32, and M = 256 maps for Thyroid/Arrhythmia, 64 for KDD), on a
     small MLP without normalisation (GOAD trains it with Adam; skood with
-    its SGD). On the 34 ADBench sets with contaminated training rows
-    (inductive protocol, seeds 0-2, ``benchmarks/results/rotaux_quality``)
-    skood 0.1's setting (8 shifted maps, width 256, "rotation") scored 68.0
-    mean AUROC and the default 78.8 (IsolationForest 80.9); on 12 of them
-    (seeds 0 and 1) GOAD's maps under skood's SGD scored 51.
+    its SGD).
 
     Frozen pretrained backbone (images with ``backbone`` a name of
     ``skood._nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
@@ -366,15 +364,14 @@ class RotAuxMSPDetector(BaseDeepDetector):
         flip, transpose and both (:func:`skood._augment.flip_transpose`).
     n_affine_maps : int, default=64
         Number of auxiliary classes (random affine maps) for tabular data
-        (skood 0.1: 8; GOAD: 64 to 256).
+        (GOAD: 64 to 256).
     affine_family : {"shifted", "goad"}, default="shifted"
         The tabular maps: :math:`x W_m + b_m` (D -> D, map 0 the identity; D -> 256
         for D > 256) or GOAD's :math:`x W_m` (D -> ``affine_dim``, no offsets).
     affine_dim : int, default=32
         Output dimension r of GOAD's maps (``affine_family="goad"`` only).
     mlp_width : int, default=64
-        Hidden width of the two-layer MLP trunk on tabular rows (skood 0.1:
-        256); images ignore it.
+        Hidden width of the two-layer MLP trunk on tabular rows; images ignore it.
     dropout : float, default=0.0
         Dropout rate on the pooled features before both heads, in training
         (the paper's WRN-28-10 uses 0.3 inside its residual blocks).
@@ -609,7 +606,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
             padding = shape[1] // 8 if self.padding == "auto" else self.padding
             augment = PadCropFlip(padding) if padding > 0 else random_hflip
         else:
-            maps = self._affine_maps(shape[0], seed_stream(seed, "rotaux_affine"))
+            maps = self._affine_maps(shape[0], seed_stream(seed, "affine", _SEED_STREAMS))
             transform, n_aux, augment = "affine", self.n_affine_maps, None
         n_classes = len(self.classes_) if targets is not None else 0
         with fit_rng():  # initial weights from the fit's generators
@@ -722,7 +719,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
                           for b in batch_slices(len(Xs), bs)])
 
     def _odin_scores(self, Xs: torch.Tensor) -> np.ndarray:
-        # input gradients: no inference_mode here (see skood._scoring.odin)
+        # input gradients: no inference_mode here (see skood._detectors._rotaux_parts.odin)
         dev = self._inference_device
         bs = max(self.batch_size, 256)
         out = [

@@ -33,6 +33,15 @@ from .._training import (
 )
 from .._utils import batch_slices, check_range_pair, fit_rng, seed_stream, to_model_input
 
+#: SemSAD's own random streams, as offsets of the fit's seed (:func:`skood._utils.seed_stream`).
+#: The discriminator's training phase (3) seeds its CPU generator with offset 4, the bank's
+#: ("bank"); kept so that fits reproduce the scores of earlier skood versions.
+_SEED_STREAMS = {
+    "pool": 2,  # the random pool searched for semantic neighbourhoods
+    "discriminator": 3,  # the pair discriminator's training phase
+    "partners": 8,  # the training rows every sample is paired with to score it
+}
+
 __all__ = ["SemSADDetector", "PairDiscriminator", "SemSADPairNet", "semantic_neighbourhoods"]
 
 
@@ -429,7 +438,7 @@ class SemSADDetector(BaseDeepDetector):
 
         # 2. semantic neighbourhoods, precomputed once with the frozen encoder
         self.train_embeddings_ = self._embed(Xs)
-        gen = torch.Generator().manual_seed(seed_stream(seed, "semsad_pool"))
+        gen = torch.Generator().manual_seed(seed_stream(seed, "pool", _SEED_STREAMS))
         self.neighbors_ = semantic_neighbourhoods(
             self.train_embeddings_, self.n_neighbors, self.pool_size, gen, device=dev
         )
@@ -450,7 +459,7 @@ class SemSADDetector(BaseDeepDetector):
             max_epochs=d_epochs,
             batch_size=self.discriminator_batch_size or self.batch_size,
             lr=self.discriminator_lr or self.lr,
-            seed=seed_stream(seed, "semsad_discriminator"),
+            seed=seed_stream(seed, "discriminator", _SEED_STREAMS),
             optimizer__amsgrad=True,
             callbacks=self._lr_callbacks(d_epochs),
             **common,
@@ -464,7 +473,7 @@ class SemSADDetector(BaseDeepDetector):
             self.train_embeddings_ = self.train_embeddings_[keep]
             self.train_store_ = Xs[keep]
         n_bank = len(self.train_store_)
-        gen = torch.Generator().manual_seed(seed_stream(seed, "semsad_partners"))
+        gen = torch.Generator().manual_seed(seed_stream(seed, "partners", _SEED_STREAMS))
         self.partners_ = torch.randperm(n_bank, generator=gen)[: self.n_partners].sort().values
 
     def _lr_callbacks(self, epochs: int) -> list:

@@ -341,9 +341,10 @@ def _tv_pipelines(side: int) -> dict[str, Any]:
 
 
 def _skood_augments() -> dict[str, Callable]:
-    from skood._augment import SemSADNegative, SimCLRAugment
+    from skood._augment import SimCLRAugment
     from skood._detectors._rotaux_parts import PadCropFlip
     from skood._detectors.dino import MultiCrop
+    from skood._detectors.semsad import SemSADNegative
 
     return {"SimCLRAugment": SimCLRAugment(), "SemSADNegative": SemSADNegative(),
             "MultiCrop(2 global, 4 local)": MultiCrop(2, 4, (0.4, 1.0), (0.05, 0.4)),

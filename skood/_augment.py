@@ -12,9 +12,9 @@ fixed order, so a seeded generator reproduces a batch of views exactly.
 
 * Views of images: :func:`random_resized_crop`, :func:`random_hflip`,
   :func:`color_jitter`, :func:`random_grayscale`, :func:`gaussian_blur`,
-  composed by :func:`flip_and_distort` and :class:`SimCLRAugment` (SemSAD's
-  :class:`SemSADPositive` / :class:`SemSADNegative`, NSA, DUM; DistillNeg's
-  multi-crop in :mod:`skood._detectors.dino`).
+  composed by :func:`flip_and_distort` and :class:`SimCLRAugment` (SemSAD,
+  whose positive and negative transforms are in :mod:`skood._detectors.semsad`,
+  NSA, DUM; DistillNeg's multi-crop in :mod:`skood._detectors.dino`).
 * Views of tabular rows: :class:`TabularCorruption` (SCARF-style) and
   :class:`BoundCorruption`.
 * Discrete transformations, deterministic given a per-sample index
@@ -44,8 +44,6 @@ __all__ = [
     "FLIP_TRANSPOSE_OPS",
     "BoundCorruption",
     "RandomAffineMaps",
-    "SemSADNegative",
-    "SemSADPositive",
     "SimCLRAugment",
     "TabularCorruption",
     "color_jitter",
@@ -251,23 +249,6 @@ class SimCLRAugment:
         x = random_resized_crop(x, generator, scale=self.crop_scale)
         return flip_and_distort(x, generator, self.jitter, self.jitter_p, self.gray_p,
                                 self.blur_p)
-
-
-class SemSADPositive(SimCLRAugment):
-    """SemSAD's positive transform: crop scale (0.4, 1), flip, jitter p=0.8 (paper table 7)."""
-
-    def __init__(self) -> None:
-        super().__init__(crop_scale=(0.4, 1.0), gray_p=0.0)
-
-
-class SemSADNegative(SimCLRAugment):
-    """SemSAD's negative transform: crop (0.08, 1), flip, jitter p=0.8, blur sigma~U(0.1, 2).
-
-    ``blur_p`` = 0.5 as in the reference code (paper table 6: 0.2).
-    """
-
-    def __init__(self, blur_p: float = 0.5) -> None:
-        super().__init__(crop_scale=(0.08, 1.0), gray_p=0.0, blur_p=blur_p)
 
 
 @dataclass(eq=False)

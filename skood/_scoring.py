@@ -15,7 +15,6 @@ detector's ``score_samples`` is "higher = more normal".
   :func:`angular_distance`.
 * Mahalanobis geometry (NSA): :func:`covariance_chunked`,
   :func:`fit_whitening`, :func:`whiten`.
-* Uncertainty (DUM): :func:`variance_norm`.
 * Transformation prediction (RotAuxMSP's auxiliary task, GOAD):
   :func:`transformation_confidence`, :func:`transformation_log_likelihood`.
 
@@ -49,7 +48,6 @@ __all__ = [
     "transformation_confidence",
     "transformation_log_likelihood",
     "unit_row_blocks",
-    "variance_norm",
     "whiten",
 ]
 
@@ -464,39 +462,6 @@ def whiten(
 
 # --------------------------------------------------------------------------
 # Uncertainty (DUM)
-
-
-def variance_norm(log_var: torch.Tensor, norm: str = "l2") -> torch.Tensor:
-    r"""Size of a diagonal covariance given its log-variances (DUM's uncertainty score).
-
-    With :math:`\sigma^2 = \exp(\text{log\_var})` per dimension:
-
-    * ``"l2"``: :math:`\lVert \sigma^2 \rVert_2` (the norm of the variance vector);
-    * ``"trace"``: :math:`\sum_j \sigma_j^2`;
-    * ``"logdet"``: :math:`\log\det\Sigma = \sum_j \log\sigma_j^2`.
-
-    Higher means *more uncertain*, i.e. more anomalous; a detector's
-    ``score_samples`` is the negation. Computed in float64. Wu & Goodman
-    (2020), "A Simple Framework for Uncertainty in Contrastive Learning"
-    (https://arxiv.org/abs/2010.02038), section 3.
-
-    Parameters
-    ----------
-    log_var : Tensor of shape (n, d)
-    norm : {"l2", "trace", "logdet"}
-
-    Returns
-    -------
-    Tensor of shape (n,), float64
-    """
-    lv = log_var.double()
-    if norm == "l2":
-        return torch.linalg.vector_norm(lv.exp(), dim=1)
-    if norm == "trace":
-        return lv.exp().sum(dim=1)
-    if norm == "logdet":
-        return lv.sum(dim=1)
-    raise ValueError(f"norm must be 'l2', 'trace' or 'logdet', got {norm!r}")
 
 
 # --------------------------------------------------------------------------

@@ -14,10 +14,15 @@ from sklearn.model_selection import GridSearchCV
 from torch import nn
 
 from skood import _testing
-from skood._detectors.dum import DUMDetector, FeatureView, whitening_lift
+from skood._detectors._dum_parts import (
+    FeatureView,
+    dum_set_loss,
+    product_of_experts,
+    variance_norm,
+    whitening_lift,
+)
+from skood._detectors.dum import DUMDetector
 from skood._nn.heads import ContrastiveModel
-from skood._nn.losses import dum_set_loss, product_of_experts
-from skood._scoring import variance_norm
 
 tiny = partial(_testing.tiny, "DUMDetector")
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import math
+import pickle
 from functools import partial
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
 
 from skood import SemSADDetector, _testing
+from skood._detectors.semsad import SemSADNegative, SemSADPositive, gamma_weighted_pair_loss
 
 tiny = partial(_testing.tiny, "SemSADDetector")
 
@@ -20,6 +24,37 @@ def fitted(fitted_tiny):
     return fitted_tiny("SemSADDetector")
 
 
+# ----------------------------------------------------------------- building blocks
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("op", [SemSADPositive(), SemSADNegative()], ids=["pos", "neg"])
+@pytest.mark.parametrize("shape", [(8, 3, 32, 32), (8, 1, 28, 28)], ids=["rgb", "gray"])
+def test_pair_transforms(op, shape):
+    images = torch.rand(shape, generator=gen(123))
+    before, rng_state = images.clone(), torch.get_rng_state()
+    a = op(images, gen(0))
+    assert a.shape == images.shape and a.dtype == torch.float32
+    assert a.min() >= -1e-6 and a.max() <= 1 + 1e-6
+    assert torch.equal(images, before)  # input untouched
+    assert torch.equal(torch.get_rng_state(), rng_state)  # global RNG untouched
+    assert torch.equal(a, op(images, gen(0)))  # same seed, same output
+    out = op(images[:1].expand(*shape).contiguous(), gen(1))
+    assert not torch.allclose(out[0], out[1])  # randomness per sample
+    assert repr(pickle.loads(pickle.dumps(op))) == repr(op)
+
+
+def test_gamma_weighted_pair_loss_matches_the_formula():
+    s_pos, s_neg = torch.randn(16, 4, generator=gen(0)), torch.randn(16, 4, generator=gen(1))
+    for gamma in (1.0, 3.0):
+        a_pos, a_neg = s_pos - math.log(gamma), s_neg - math.log(gamma)
+        objective = (F.logsigmoid(a_pos).mean()
+                     + gamma * torch.log(1 - torch.sigmoid(a_neg)).mean())
+        torch.testing.assert_close(gamma_weighted_pair_loss(s_pos, s_neg, gamma), -objective)
+
+
+# ----------------------------------------------------------------------- detector
 def test_neighbourhoods(fitted):
     assert fitted.neighbors_.shape == (400, 4)
     # neighbourhoods never contain the sample itself

@@ -15,16 +15,23 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
-from torch.nn import functional as F
 
 from .._augment import BoundCorruption, SimCLRAugment, TabularCorruption
 from .._base import BaseDeepDetector
 from .._nn.encoders import build_encoder
 from .._nn.heads import ContrastiveModel
-from .._nn.losses import dum_set_loss
-from .._scoring import variance_norm
 from .._training import ContrastiveNet, SkoodNet
 from .._utils import fit_rng, seed_stream, to_model_input
+from ._dum_parts import (
+    DUMVarianceMLP,
+    FeatureView,
+    SphereLift,
+    UnitEmbedding,
+    dum_set_loss,
+    variance_norm,
+    whitening_lift,
+    whitening_lift_skeleton,
+)
 
 #: DUM's own random streams, as offsets of the fit's seed (:func:`skood._utils.seed_stream`).
 #: The variance network's training phase on image features takes offset 1, the one the
@@ -32,162 +39,12 @@ from .._utils import fit_rng, seed_stream, to_model_input
 #: the scores of earlier skood versions.
 _SEED_STREAMS = {"variance_net": 1}
 
-__all__ = ["DUMDetector", "DUMVarianceMLP", "DUMNet", "SphereLift", "FeatureView",
-           "AffineMap", "whitening_lift"]
+__all__ = ["DUMDetector", "DUMNet"]
 
 #: m when ``set_size=None`` and ``objective="infonce"``
 _INFONCE_SET_SIZE = 8
 #: tabular augmentation t of the set members (skood's choice): SCARF-style corruption
 _TABULAR_FRAC, _TABULAR_NOISE = 0.1, 0.05
-#: epsilon of :func:`whitening_lift`: eigenvalues shrunk by epsilon x their mean
-_WHITEN_SHRINKAGE = 0.1
-
-
-class DUMVarianceMLP(nn.Module):
-    r"""f1 of DUM: an embedding z to the Gaussian :math:`N(z, \sigma^2(z))`.
-
-    The mean is fixed to the embedding (paper section 3); an MLP (``n_layers``
-    hidden ReLU layers of ``width`` units, then a linear layer r that starts
-    at zero, i.e. at equal variances) predicts the log-variance, bounded to
-    :math:`(-b, b)` with :math:`b` = ``max_log_var``, since the objective
-    sees only ratios of precisions and would let the variances drift:
-
-    .. math::  \log\sigma^2(z) = b \tanh(r(z) / b).
-
-    ``isotropic=True``: one variance per sample (r has one output); else one
-    per dimension. ``forward`` returns the (n, d) log-variances either way.
-    """
-
-    def __init__(self, dim: int, width: int = 256, n_layers: int = 3,
-                 max_log_var: float = 5.0, isotropic: bool = True) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        w_in = dim
-        for _ in range(n_layers):
-            layers += [nn.Linear(w_in, width), nn.ReLU(inplace=True)]
-            w_in = width
-        out = nn.Linear(w_in, 1 if isotropic else dim)
-        nn.init.zeros_(out.weight)  # start from equal variances: sigma^2 = 1 everywhere
-        nn.init.zeros_(out.bias)
-        layers.append(out)
-        self.net = nn.Sequential(*layers)
-        self.dim = int(dim)
-        self.max_log_var = float(max_log_var)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        b = self.max_log_var
-        return (b * torch.tanh(self.net(z) / b)).expand(-1, self.dim)
-
-
-class SphereLift(nn.Module):
-    r"""Tabular g: scaled, centred rows lifted onto the unit sphere :math:`S^d \subset R^{d+1}`.
-
-    .. math::  u = \frac{x - \text{low}}{\text{scale}} - c, \qquad
-       g(x) = \frac{(u, s)}{\lVert (u, s) \rVert}
-
-    with c the training mean of the scaled rows and s their root-mean-square
-    distance to it. The map is injective: a row's distance to the data centre
-    becomes its angle to the pole :math:`(0, \dots, 0, 1)`, on the sphere,
-    where DUM's dot-product objective is bounded.
-    """
-
-    def __init__(self, low: torch.Tensor, scale: torch.Tensor, center: torch.Tensor,
-                 radius: float) -> None:
-        super().__init__()
-        self.register_buffer("low", low.float().clone())
-        self.register_buffer("scale", scale.float().clone())
-        self.register_buffer("center", center.float().clone())
-        self.radius = float(radius)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = (x - self.low) / self.scale - self.center
-        lifted = torch.cat([u, torch.full_like(u[:, :1], self.radius)], dim=1)
-        return F.normalize(lifted, dim=1)
-
-
-class AffineMap(nn.Module):
-    r"""A fixed affine map :math:`x \mapsto x W^\top + b` held in buffers (never trained).
-
-    Buffers, not parameters, so building it draws nothing from any RNG.
-    """
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("weight", weight.clone())
-        self.register_buffer("bias", bias.clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
-
-
-def whitening_lift(features: torch.Tensor, shrinkage: float = _WHITEN_SHRINKAGE) -> nn.Sequential:
-    r"""g's last step: whiten the training embeddings, then :class:`SphereLift` them.
-
-    With :math:`\bar f` the mean and :math:`C = V \Lambda V^\top` the
-    covariance of ``features`` (n, d),
-
-    .. math::  u = W (f - \bar f), \qquad
-       W = V (\Lambda + \epsilon \bar\lambda I)^{-1/2} V^\top,
-
-    :math:`\bar\lambda` the mean eigenvalue and :math:`\epsilon` =
-    ``shrinkage`` (it keeps W finite for rank-deficient C, e.g. more
-    features than rows); then u is lifted with centre 0 and radius the
-    root-mean-square norm of the training u. A row's angle to the pole is
-    then monotone in its (shrunk) Mahalanobis distance to the training mean,
-    the ranking that DUM's trained variances approach (Notes of
-    :class:`DUMDetector`).
-
-    Returns ``nn.Sequential(AffineMap, SphereLift)``, frozen (buffers only).
-    """
-    f = features.detach().double().cpu()
-    mean = f.mean(dim=0)
-    d = f.shape[1]
-    if len(f) > 1:
-        cov = torch.cov((f - mean).T).reshape(d, d)
-    else:
-        cov = torch.zeros(d, d, dtype=f.dtype)
-    ev, V = torch.linalg.eigh(cov)
-    ev = ev.clamp_min(0)
-    ev = ev + shrinkage * (float(ev.mean()) if float(ev.mean()) > 1e-12 else 1.0)
-    W = (V / ev.sqrt()) @ V.T
-    lin = AffineMap(W.float(), (-(W @ mean)).float())
-    u = (f - mean) @ W.T
-    radius = float(u.square().sum(dim=1).mean().sqrt())
-    lift = SphereLift(torch.zeros(d), torch.ones(d), torch.zeros(d),
-                      radius if radius > 1e-12 else 1.0)
-    return nn.Sequential(lin, lift).eval()
-
-
-def whitening_lift_skeleton(d: int) -> nn.Sequential:
-    """An unfitted :func:`whitening_lift` of d features (for loading saved detectors)."""
-    return nn.Sequential(AffineMap(torch.zeros(d, d), torch.zeros(d)),
-                         SphereLift(torch.zeros(d), torch.ones(d), torch.zeros(d), 1.0))
-
-
-class FeatureView(nn.Module):
-    """``model.features(x)``: the representation of a contrastive model before its head."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.features(x)
-
-
-class _UnitEmbedding:
-    r"""The frozen embedding g as a plain callable, projected onto the unit sphere.
-
-    :math:`x \mapsto g(x) / \lVert g(x) \rVert` (a no-op for :class:`SphereLift`
-    and for a unit-norm projection head). A plain callable because skorch
-    refuses module attributes on a net that are not its own modules.
-    """
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.module(x).float(), dim=1)
 
 
 class DUMNet(SkoodNet):
@@ -197,7 +54,7 @@ class DUMNet(SkoodNet):
     frozen callable ``embed`` = g and cut into consecutive sets of 2m samples
     (m = ``set_size``; None: one set per batch for "literal"); f1
     (``module``) predicts the log-variances and
-    :func:`~skood._nn.losses.dum_set_loss` is the objective. m is fixed for the
+    :func:`~skood._detectors._dum_parts.dum_set_loss` is the objective. m is fixed for the
     whole fit (None: half of ``batch_size`` for "literal"): the last, partial
     batch of an epoch trains the whole sets it holds, and is dropped when it
     holds none (``iterator_train__min_batch``), so every optimiser step sees
@@ -361,7 +218,7 @@ class DUMDetector(BaseDeepDetector):
         Bound b of the log-variances, :math:`\log\sigma^2 \in (-b, b)`.
     score_norm : {"l2", "trace", "logdet"}, default="l2"
         Size of the variance used as anomaly score
-        (:func:`skood._scoring.variance_norm`).
+        (:func:`skood._detectors._dum_parts.variance_norm`).
     augment : bool, default=True
         Augment the set members (paper); False uses the plain embeddings.
     tabular_scaling : {"whiten", "standard", "minmax"}, default="whiten"
@@ -611,19 +468,17 @@ class DUMDetector(BaseDeepDetector):
                     "to (N, d)); tabular rows use the identity on their scaled "
                     "features. Pass encoder=None for tabular data."
                 )
-            self.encoder_ = (whitening_lift(Xs) if self.tabular_scaling == "whiten"
-                             else self._tabular_embedding(Xs)).to(dev).eval()
+            self.encoder_ = self._build_embedding(tuple(Xs.shape[1:]), features=Xs).to(dev)
             augment = (BoundCorruption(TabularCorruption(_TABULAR_FRAC, _TABULAR_NOISE), data)
                        if self.augment else None)
         with torch.no_grad():
             dim = self.encoder_(to_model_input(Xs[:2], dev)).shape[1]
         self.embedding_dim_ = int(dim)
         with fit_rng():  # initial weights from the fit's generators
-            f1 = DUMVarianceMLP(dim, self.hidden_width, self.n_layers, self.max_log_var,
-                                isotropic=self._isotropic())
+            f1 = self._build_variance_net(self.embedding_dim_)
         net = DUMNet(
             f1,
-            embed=_UnitEmbedding(self.encoder_),
+            embed=UnitEmbedding(self.encoder_),
             augment=augment,
             set_size=self.set_size,
             objective=self.objective,
@@ -653,10 +508,9 @@ class DUMDetector(BaseDeepDetector):
 
     def _image_embedding(self, data: torch.Tensor, seed: int) -> nn.Module:
         dev = self.device_
+        shape = tuple(data.shape[1:])
         if self.encoder is not None:
-            enc = copy.deepcopy(self.encoder).to(dev).eval()
-            for p in enc.parameters():
-                p.requires_grad_(False)
+            enc = self._build_embedding(shape).to(dev)
             try:
                 with torch.no_grad():
                     out = enc(to_model_input(data[:2], dev))
@@ -672,9 +526,8 @@ class DUMDetector(BaseDeepDetector):
                     f"N = 2 it returned {got}"
                 )
             return enc
-        shape = tuple(data.shape[1:])
-        with fit_rng():
-            model = ContrastiveModel(build_encoder(self._net_backbone, shape), self.projection_dim)
+        with fit_rng():  # initial weights from the fit's generators
+            model = self._build_simclr(shape)
         enc_net = ContrastiveNet(
             model,
             augment=SimCLRAugment(),
@@ -689,23 +542,71 @@ class DUMDetector(BaseDeepDetector):
         model = enc_net.module_.eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        embedding = self.embedding
+        embedding, feats = self.embedding, None
         if embedding in ("auto", "whitened"):
             with torch.no_grad():
                 feats = self._map_batches(FeatureView(model), data).float()
             if embedding == "auto":  # a whitening needs more images than dimensions
                 embedding = "whitened" if len(feats) > feats.shape[1] else "projection"
         self.embedding_ = embedding
+        return self._build_embedding(shape, model=model, features=feats).to(dev)
+
+    # ------------------------------------------------------------- networks
+    def _build_simclr(self, shape: tuple[int, ...]) -> ContrastiveModel:
+        """The untrained SimCLR model of images of ``shape`` (g is built from it)."""
+        return ContrastiveModel(build_encoder(self._net_backbone, shape), self.projection_dim)
+
+    def _build_embedding(
+        self,
+        shape: tuple[int, ...],
+        model: nn.Module | None = None,
+        features: torch.Tensor | None = None,
+    ) -> nn.Module:
+        """g, the frozen embedding ``encoder_``, used by ``fit`` and by ``load``.
+
+        ``fit`` passes what it fitted: the trained SimCLR ``model`` (images)
+        and the ``features`` the lift is fitted to (the tabular rows, or the
+        model's features when ``embedding_`` is "whitened"). Without them
+        (``load``), g is unfitted, of the fitted architecture: an untrained
+        ``model`` and lifts with placeholder buffers, which the saved state
+        fills in. A user ``encoder`` is deep-copied and frozen either way.
+        """
+        if not self._trains_on_images:
+            if self.tabular_scaling == "whiten":
+                g: nn.Module = (whitening_lift(features) if features is not None
+                                else whitening_lift_skeleton(shape[0]))
+            elif features is not None:
+                g = self._tabular_embedding(features)
+            else:
+                d = shape[0]
+                g = SphereLift(torch.zeros(d), torch.ones(d), torch.zeros(d), 1.0)
+            return g.eval()
+        if self.encoder is not None:
+            g = copy.deepcopy(self.encoder).eval()
+            for p in g.parameters():
+                p.requires_grad_(False)
+            return g
+        model = self._build_simclr(shape) if model is None else model
+        embedding = getattr(self, "embedding_", self.embedding)
         if embedding == "projection":
-            return model
-        if embedding == "features":
-            return FeatureView(model)
-        return nn.Sequential(FeatureView(model), whitening_lift(feats)).to(dev).eval()
+            return model.eval()
+        g = FeatureView(model)
+        if embedding == "whitened":
+            lift = (whitening_lift(features) if features is not None
+                    else whitening_lift_skeleton(self.embedding_dim_ - 1))
+            g = nn.Sequential(g, lift)
+        return g.eval()
+
+    def _build_variance_net(self, dim: int) -> DUMVarianceMLP:
+        """f1 on embeddings of ``dim`` dimensions, untrained (``fit`` trains it; ``load``
+        fills in its weights)."""
+        return DUMVarianceMLP(dim, self.hidden_width, self.n_layers, self.max_log_var,
+                              isotropic=self._isotropic())
 
     # ---------------------------------------------------------------- score
     def _log_variance(self, Xs: torch.Tensor) -> torch.Tensor:
         """Predicted log-variances :math:`\\log\\sigma^2(x)` of f1, shape (n, d)."""
-        embed = _UnitEmbedding(self.encoder_)
+        embed = UnitEmbedding(self.encoder_)
         return self._map_batches(lambda x: self.variance_net_(embed(x)), Xs,
                                  batch_size=max(self.batch_size, 256))
 
@@ -727,26 +628,6 @@ class DUMDetector(BaseDeepDetector):
 
     # ---------------------------------------------------------- persistence
     def _module_skeletons(self, shape: tuple[int, ...]) -> dict[str, nn.Module]:
-        """Untrained g and f1 of the fitted architecture (for ``load``).
-
-        Tabular g is a :class:`SphereLift` (after a whitening :class:`AffineMap`) whose
-        buffers, weights and radius the saved state fills in; a user
-        ``encoder`` is copied (frozen) as in ``fit``.
-        """
-        if not self._trains_on_images:
-            d = shape[0]
-            g: nn.Module = (whitening_lift_skeleton(d) if self.tabular_scaling == "whiten" else
-                            SphereLift(torch.zeros(d), torch.ones(d), torch.zeros(d), 1.0))
-        elif self.encoder is not None:
-            g = copy.deepcopy(self.encoder).cpu().eval()
-            for p in g.parameters():
-                p.requires_grad_(False)
-        else:
-            model = ContrastiveModel(build_encoder(self._net_backbone, shape), self.projection_dim)
-            embedding = getattr(self, "embedding_", self.embedding)
-            g = model if embedding == "projection" else FeatureView(model)
-            if embedding == "whitened":
-                g = nn.Sequential(g, whitening_lift_skeleton(self.embedding_dim_ - 1))
-        f1 = DUMVarianceMLP(self.embedding_dim_, self.hidden_width, self.n_layers,
-                            self.max_log_var, isotropic=self._isotropic())
-        return {"encoder_": g, "variance_net_": f1}
+        """Untrained g and f1 of the fitted architecture (for ``load``)."""
+        return {"encoder_": self._build_embedding(shape).cpu(),
+                "variance_net_": self._build_variance_net(self.embedding_dim_)}

@@ -6,25 +6,21 @@ Detection From Semantic Similarity Scores", https://arxiv.org/abs/2012.00461.
 
 from __future__ import annotations
 
+import math
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from .._augment import (
-    BoundCorruption,
-    SemSADNegative,
-    SemSADPositive,
-    SimCLRAugment,
-    TabularCorruption,
-)
+from .._augment import BoundCorruption, SimCLRAugment, TabularCorruption
 from .._base import BaseDeepDetector
 from .._nn.encoders import build_encoder
 from .._nn.heads import ContrastiveModel
-from .._nn.losses import gamma_weighted_pair_loss
+from .._nn.losses import float32_loss
 from .._scoring import bank_subset, knn_cosine, same_inputs, skip_self_matches
 from .._training import (
     ContrastiveNet,
@@ -42,7 +38,60 @@ _SEED_STREAMS = {
     "partners": 8,  # the training rows every sample is paired with to score it
 }
 
-__all__ = ["SemSADDetector", "PairDiscriminator", "SemSADPairNet", "semantic_neighbourhoods"]
+__all__ = [
+    "PairDiscriminator",
+    "SemSADDetector",
+    "SemSADNegative",
+    "SemSADPairNet",
+    "SemSADPositive",
+    "gamma_weighted_pair_loss",
+    "semantic_neighbourhoods",
+]
+
+
+class SemSADPositive(SimCLRAugment):
+    """SemSAD's positive transform: crop scale (0.4, 1), flip, jitter p=0.8 (paper table 7)."""
+
+    def __init__(self) -> None:
+        super().__init__(crop_scale=(0.4, 1.0), gray_p=0.0)
+
+
+class SemSADNegative(SimCLRAugment):
+    """SemSAD's negative transform: crop (0.08, 1), flip, jitter p=0.8, blur sigma~U(0.1, 2).
+
+    ``blur_p`` = 0.5 as in the reference code (paper table 6: 0.2).
+    """
+
+    def __init__(self, blur_p: float = 0.5) -> None:
+        super().__init__(crop_scale=(0.08, 1.0), gray_p=0.0, blur_p=blur_p)
+
+
+@float32_loss
+def gamma_weighted_pair_loss(
+    s_pos: torch.Tensor, s_neg: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    r"""SemSAD's discriminator objective (eq. 4, with its shifted logit).
+
+    "Unsupervised Anomaly Detection from Semantic Similarity Scores"
+    (https://arxiv.org/abs/2012.00461).
+
+    For raw discriminator outputs :math:`s` on positive and negative pairs, with
+    :math:`a = s - \log\gamma` the objective (maximised, averaged over pairs
+    and over the output logits) is
+
+    .. math::  \mathbb{E}_{pos}[\log\sigma(a)] + \gamma\,\mathbb{E}_{neg}[\log(1-\sigma(a))].
+
+    Its pointwise optimum is :math:`a^* = \log(p_{pos}/(\gamma\,p_{neg}))`, so
+    :math:`s^* = \log(p_{pos}/p_{neg})` for every :math:`\gamma`: the weight
+    reshapes the gradients (the paper's point) without moving the optimum of s.
+    The returned value is the negated objective (to minimise), using
+    :math:`\log\sigma(a) = -\mathrm{softplus}(-a)` and
+    :math:`\log(1-\sigma(a)) = -\mathrm{softplus}(a)` for stability.
+    """
+    shift = math.log(gamma)
+    a_pos = s_pos.float() - shift
+    a_neg = s_neg.float() - shift
+    return F.softplus(-a_pos).mean() + gamma * F.softplus(a_neg).mean()
 
 
 class PairDiscriminator(nn.Module):
@@ -98,7 +147,7 @@ class SemSADPairNet(SkoodNet):
       uniform from the semantic neighbourhood S(x), untransformed; otherwise
       ``(t_pos(x), t_pos(x))``, two independent positive transforms;
     * negatives: ``(x, t_neg(x'))`` with ``x'`` another training sample;
-    * loss: :func:`~skood._nn.losses.gamma_weighted_pair_loss` with
+    * loss: :func:`gamma_weighted_pair_loss` with
       :math:`\gamma \sim U(\text{gamma\_range})` drawn anew every step.
     """
 
@@ -419,10 +468,10 @@ class SemSADDetector(BaseDeepDetector):
             view = BoundCorruption(TabularCorruption(frac=0.3, noise=0.1), data)
             pos = BoundCorruption(TabularCorruption(frac=0.15, noise=0.05), data)
             neg = BoundCorruption(TabularCorruption(frac=0.6, noise=2.0), data)
-        with fit_rng():  # initial weights from the fit's generators
-            model = ContrastiveModel(build_encoder(self._net_backbone, shape), self.projection_dim)
+        with fit_rng():  # initial weights from the fit's generators, encoder first
+            nets = self._build_networks(shape)
         enc_net = ContrastiveNet(
-            model,
+            nets["encoder_"],
             augment=view,
             temperature=self.temperature,
             symmetric=False,
@@ -445,10 +494,8 @@ class SemSADDetector(BaseDeepDetector):
 
         # 3. pair discriminator s
         d_epochs = self.discriminator_epochs
-        with fit_rng():
-            discriminator = PairDiscriminator(shape, self._net_backbone, self.n_logits)
         disc_net = SemSADPairNet(
-            discriminator,
+            nets["discriminator_"],
             data=data,
             neighbors=self.neighbors_.to(dev),
             positive=pos,
@@ -475,6 +522,15 @@ class SemSADDetector(BaseDeepDetector):
         n_bank = len(self.train_store_)
         gen = torch.Generator().manual_seed(seed_stream(seed, "partners", _SEED_STREAMS))
         self.partners_ = torch.randperm(n_bank, generator=gen)[: self.n_partners].sort().values
+
+    def _build_networks(self, shape: tuple[int, ...]) -> dict[str, nn.Module]:
+        """The untrained encoder h and discriminator s of inputs of ``shape``, built in
+        this order (``fit`` trains them; ``load`` fills in their weights)."""
+        return {
+            "encoder_": ContrastiveModel(build_encoder(self._net_backbone, shape),
+                                         self.projection_dim),
+            "discriminator_": PairDiscriminator(shape, self._net_backbone, self.n_logits),
+        }
 
     def _lr_callbacks(self, epochs: int) -> list:
         if self.lr_schedule == "steps":
@@ -544,8 +600,4 @@ class SemSADDetector(BaseDeepDetector):
     # ---------------------------------------------------------- persistence
     def _module_skeletons(self, shape: tuple[int, ...]) -> dict[str, nn.Module]:
         """Untrained encoder and discriminator of the fitted architecture (for ``load``)."""
-        return {
-            "encoder_": ContrastiveModel(build_encoder(self._net_backbone, shape),
-                                         self.projection_dim),
-            "discriminator_": PairDiscriminator(shape, self._net_backbone, self.n_logits),
-        }
+        return self._build_networks(shape)

@@ -6,16 +6,20 @@ other classes (:func:`skood.datasets.one_class_split`), an NSADetector
 (``--method``, ``--crop-scale``, ``--lr``: SimSiam, the paper's crops of
 8-100% and NSA's default lr unless they say otherwise) trained with NSA's two
 normalisations on and off, AUROC on a fixed random subset of the test split
-(class k normal, the nine others anomalous). Each trained encoder is scored
-with every ``--scoring`` scorer (the first is the fitted one; the others
-rebuild only the bank, :func:`rescored`). ``--reference`` adds the untrained
-encoder on the same training set (FeatureKNN: the small CNN's initial
-weights, kNN cosine), the row a trained encoder has to beat. Writes
-``runs.csv``, ``table.md`` (mean and standard deviation over seeds, x 100)
-and ``meta.json`` under ``--out``.
+(class k normal, the nine others anomalous). Each ``--scoring`` scorer is a
+fit of its own with that ``scoring`` and the same seed: training does not
+depend on the scorer, so every scorer of a variant scores the same trained
+encoder (through the public API; the encoder is trained once per scorer).
+``--reference`` adds the untrained encoder on the same training set
+(FeatureKNN: the small CNN's initial weights, kNN cosine), the row a trained
+encoder has to beat. Each fit is one job of the benchmark engine
+(``_suite.run_jobs``): cached in ``--out/cache``, so an interrupted run
+resumes, spread over ``--n-jobs`` workers. Writes ``runs.csv``, ``table.md``
+(mean and standard deviation over seeds, x 100) and ``meta.json`` under
+``--out``.
 
 The bare default is 3 classes x 2 pollutions x 2 variants x 2 seeds = 24
-fits of 300 images for 10 epochs, where the encoder learns little.
+fits (per scorer) of 300 images for 10 epochs, where the encoder learns little.
 ``claims.py`` runs it where the encoder has learnt something: NSA's image
 defaults (SimCLR, crops of 50-100%, lr 1e-4) on 1,000 images for 12 epochs,
 scored with k-Cos and k-Cos(Mah), beside the untrained encoder. Usage::
@@ -30,18 +34,15 @@ scored with k-Cos and k-Cos(Mah), beside the untrained encoder. Usage::
 from __future__ import annotations
 
 import argparse
-import copy
-import json
+import functools
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from _suite import environment, write_csv
-from joblib import Parallel, delayed
+from _suite import engine_arguments, execute, job, params_identity, write_csv, write_meta
 
-from skood._detectors.feature_knn import FeatureKNNDetector
-from skood._detectors.nsa import NSADetector
+from skood import FeatureKNNDetector, NSADetector
 from skood.datasets import load_fashion_mnist, one_class_split
 from skood.metrics import auroc
 
@@ -58,45 +59,52 @@ def _fmt(values: list[float]) -> str:
     return f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.1f}"
 
 
-def rescored(det: NSADetector, scoring: str, X_train: np.ndarray) -> NSADetector:
-    """A copy of the fitted ``det`` scored with ``scoring``: the same trained encoder, its
-    banks rebuilt (NSA's own step 2). Training does not depend on ``scoring``, so this is
-    what a fit with ``scoring`` and the same seed computes, without training again."""
-    out = copy.deepcopy(det).set_params(scoring=scoring)
-    out._fit_scorer(out._validate_input(X_train, reset=False))
-    return out
+@functools.lru_cache(maxsize=2)
+def _fashion(data_home: str | None, n_test: int) -> tuple[np.ndarray, ...]:
+    """Fashion-MNIST's training set and a fixed random subset of ``n_test`` test images
+    (loaded once per process)."""
+    X_tr, y_tr = load_fashion_mnist("train", data_home)
+    X_te, y_te = load_fashion_mnist("test", data_home)
+    test = np.random.RandomState(1234).permutation(len(X_te))[:n_test]
+    return X_tr, y_tr, X_te[test], y_te[test]
 
 
-def run_one(k: int, seed: int, p: float, X: np.ndarray, X_te: np.ndarray, y_out: np.ndarray,
-            args: argparse.Namespace) -> list[dict]:
-    """The rows of one training set: each variant under each scorer, and the untrained
-    reference (FeatureKNN on the small CNN's initial weights) with ``--reference``."""
-    rows = []
+def build(k: int, seed: int, p: float, n_train: int, n_test: int,
+          data_home: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(X_train, X_test, y_outlier)``: class k's training set polluted with p."""
+    X_tr, y_tr, X_te, y_te = _fashion(data_home, n_test)
+    rng = np.random.RandomState(seed)
+    normal = rng.permutation(np.flatnonzero(y_tr == k))[:n_train]
+    others = rng.permutation(np.flatnonzero(y_tr != k))[:n_train]
+    sub = np.r_[normal, others]
+    X, _, y_out = one_class_split(X_tr[sub], y_tr[sub], X_te, y_te, k, pollution=p,
+                                  random_state=seed)
+    return X, X_te, y_out
+
+
+def detector(variant: str, scoring: str, seed: int, opts: dict):
+    """The detector of one row: NSA with a variant's normalisations and ``scoring``, or
+    the untrained reference (FeatureKNN on the small CNN's initial weights)."""
+    if variant == UNTRAINED:
+        return FeatureKNNDetector(device=opts["device"], random_state=seed)
+    kw = {"lr": opts["lr"]} if opts["lr"] is not None else {}
+    return NSADetector(method=opts["method"], crop_scale=tuple(opts["crop_scale"]),
+                       max_epochs=opts["epochs"], device=opts["device"], scoring=scoring,
+                       random_state=seed, **VARIANTS[variant], **kw)
+
+
+def run_one(k: int, seed: int, p: float, variant: str, scorings: list[str], opts: dict,
+            data_home: str | None) -> list[dict]:
+    """One fit (one job) and its rows: an NSA variant with its one scorer, or the untrained
+    reference (one fit whose AUROC stands beside every scorer)."""
+    X, X_te, y_out = build(k, seed, p, opts["n_train"], opts["n_test"], data_home)
     base = {"class": k, "pollution": p, "seed": seed, "n_train": len(X)}
-    kw = {"lr": args.lr} if args.lr is not None else {}
-    for name, norm in VARIANTS.items():
-        t0 = time.perf_counter()
-        det = NSADetector(method=args.method, crop_scale=tuple(args.crop_scale),
-                          max_epochs=args.epochs, device=args.device, scoring=args.scoring[0],
-                          random_state=seed, **norm, **kw).fit(X)
-        fit_s = time.perf_counter() - t0
-        for scoring in args.scoring:
-            d = det if scoring == args.scoring[0] else rescored(det, scoring, X)
-            rows.append({**base, "variant": name, "scoring": scoring,
-                         "setting": f"{scoring}, pollution {p:.0%}",
-                         "auroc": auroc(y_out, d.score_samples(X_te)), "fit_s": fit_s})
-    if args.reference:
-        t0 = time.perf_counter()
-        ref = FeatureKNNDetector(device=args.device, random_state=seed).fit(X)
-        a = auroc(y_out, ref.score_samples(X_te))
-        for scoring in args.scoring:
-            rows.append({**base, "variant": UNTRAINED, "scoring": scoring,
-                         "setting": f"{scoring}, pollution {p:.0%}", "auroc": a,
-                         "fit_s": time.perf_counter() - t0})
-    for r in rows:
-        print(f"class {k} pollution {p:.0%} seed {seed} {r['variant']} ({r['scoring']}): "
-              f"AUROC {100 * r['auroc']:.1f} ({r['fit_s']:.0f} s)", flush=True)
-    return rows
+    t0 = time.perf_counter()
+    det = detector(variant, scorings[0], seed, opts).fit(X)
+    a = auroc(y_out, det.score_samples(X_te))
+    return [{**base, "variant": variant, "scoring": scoring,
+             "setting": f"{scoring}, pollution {p:.0%}", "auroc": a,
+             "fit_s": time.perf_counter() - t0} for scoring in scorings]
 
 
 def table(rows: list[dict]) -> str:
@@ -153,34 +161,34 @@ def main(argv=None) -> None:
     ap.add_argument("--lr", type=float, default=None, help="NSA's lr (default: its own)")
     ap.add_argument("--reference", action="store_true",
                     help="add the untrained encoder (FeatureKNN) on the same training sets")
-    ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/nsa_normalisation"))
+    engine_arguments(ap)
     args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    X_tr, y_tr = load_fashion_mnist("train", args.data_home)
-    X_te, y_te = load_fashion_mnist("test", args.data_home)
-    test = np.random.RandomState(1234).permutation(len(X_te))[: args.n_test]
-    X_te, y_te = X_te[test], y_te[test]
-    jobs = []
-    for k in args.classes:
-        for seed in args.seeds:
-            rng = np.random.RandomState(seed)
-            normal = rng.permutation(np.flatnonzero(y_tr == k))[: args.n_train]
-            others = rng.permutation(np.flatnonzero(y_tr != k))[: args.n_train]
-            sub = np.r_[normal, others]
-            for p in POLLUTIONS:
-                X, _, y_out = one_class_split(X_tr[sub], y_tr[sub], X_te, y_te, k,
-                                              pollution=p, random_state=seed)
-                jobs.append(delayed(run_one)(k, seed, p, X, X_te, y_out, args))
+    opts = {k: getattr(args, k) for k in ("n_train", "n_test", "epochs", "device", "method",
+                                          "crop_scale", "lr")}
+    # per training set: each variant under each scorer, then the untrained reference
+    arms = [(v, [s]) for v in VARIANTS for s in args.scoring]
+    if args.reference:
+        arms.append((UNTRAINED, list(args.scoring)))
+    jobs = [job(f"class{k}__p{round(100 * p)}__s{seed}__{variant}__{scorings[0]}",
+                functools.partial(run_one, k, seed, p, variant, scorings, opts, args.data_home),
+                {"class": k, "seed": seed, "pollution": p, "n_train": args.n_train,
+                 "n_test": args.n_test, "scorings": scorings,
+                 "params": params_identity(detector(variant, scorings[0], seed, opts))})
+            for k in args.classes for seed in args.seeds for p in POLLUTIONS
+            for variant, scorings in arms]
     t0 = time.perf_counter()
-    rows = [r for rs in Parallel(n_jobs=args.n_jobs)(jobs) for r in rs]
+    rows = execute(jobs, args.out / "cache", args)
+    if not rows:
+        print("no run done yet")
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "runs.csv", rows)
     given = sys.argv[1:] if argv is None else list(argv)
     given = [a for i, a in enumerate(given)
              if a != "--data-home" and (i == 0 or given[i - 1] != "--data-home")]
-    (args.out / "meta.json").write_text(json.dumps(
-        {**environment(), "script": "benchmarks/nsa_normalisation.py", "argv": given,
-         "wall_s": round(time.perf_counter() - t0, 1)}, indent=1) + "\n")
+    write_meta(args.out, "benchmarks/nsa_normalisation.py", given,
+               wall_s=round(time.perf_counter() - t0, 1))
     md = table(rows)
     lr = "its default lr" if args.lr is None else f"lr={args.lr:g}"
     ref = ("; untrained: FeatureKNN (the small CNN's initial weights, kNN cosine k=2) on "

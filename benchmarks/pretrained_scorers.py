@@ -1,9 +1,10 @@
 """Scorers on frozen pretrained features: what kNN on EfficientNet-Lite0 features depends on.
 
 On the image suite's one-class splits (seed 0, ``--budget cpu``: 1,000
-training images of class k, 2,000 test images), the frozen encoder's pooled
-features (read from the suite's feature cache, :data:`_suite.FEATURE_CACHE`,
-or computed and cached) are scored several ways, all with skood's scorers
+training images of class k, 2,000 test images; ``smoke``: 64 and 300), the
+frozen encoder's pooled features (as FeatureKNNDetector computes them, read
+from the suite's feature cache, :data:`_suite.FEATURE_CACHE`, or computed and
+cached) are scored several ways, all with skood's scorers
 (:mod:`skood._scoring`); AUROC with the other classes as positives:
 
 * ``kcos k=K``: mean cosine similarity to the K nearest training features
@@ -26,25 +27,26 @@ Usage::
         --data-home ../shared/data --out benchmarks/results/pretrained_scorers
 
 Writes ``runs.csv`` (one row per task and scorer), ``table.md`` and
-``meta.json`` to ``--out``.
+``meta.json`` to ``--out``. Each task is one job of the benchmark engine
+(``_suite.run_jobs``): cached in ``--out/cache``, so an interrupted run
+resumes, spread over ``--n-jobs`` workers.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+import functools
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from _image_tasks import image_tasks
-from _suite import FEATURE_CACHE, environment, write_csv
+from _suite import FEATURE_CACHE, Task, engine_arguments, execute, job, write_csv, write_meta
 from sklearn.metrics import roc_auc_score
 from tabular_suite import default_data_home
 
-from skood._detectors.feature_knn import FeatureKNNDetector
+from skood import FeatureKNNDetector
 from skood._scoring import fit_whitening, knn_cosine, knn_euclidean, whiten
 from skood.pretrained import load_pretrained
 
@@ -83,10 +85,18 @@ SCORERS = {
 
 
 def features(encoder, X_train, X_test) -> tuple[torch.Tensor, torch.Tensor]:
-    """The encoder's features of the training and test images, as FeatureKNN computes them."""
-    det = FeatureKNNDetector(backbone=encoder).fit(X_train)
-    test = det._map_batches(det.encoder_, det._validate_input(X_test, reset=False))
-    return det.bank_, test
+    """The encoder's features of the training and test images, as FeatureKNN computes them:
+    the bank (``bank_``) of a FeatureKNNDetector fitted on each set."""
+    return tuple(FeatureKNNDetector(backbone=encoder).fit(X).bank_ for X in (X_train, X_test))
+
+
+def run_one(dataset: str, task: Task, backbone: str) -> list[dict]:
+    """Every scorer on one task's frozen features (one job)."""
+    X_train, _, X_test, y_outlier = task.build(0)
+    train, test = features(load_pretrained(backbone, cache_dir=FEATURE_CACHE), X_train, X_test)
+    return [{"dataset": dataset, "task": task.name, "scorer": name,
+             "auroc": float(roc_auc_score(np.asarray(y_outlier), -score(train, test)))}
+            for name, score in SCORERS.items()]
 
 
 def markdown(rows: list[dict], dataset: str) -> str:
@@ -108,33 +118,35 @@ def main(argv=None) -> None:
     ap.add_argument("--classes", type=int, nargs="+", default=list(range(10)))
     ap.add_argument("--backbone", default="efficientnet_lite0")
     ap.add_argument("--data-home", default=None)
+    ap.add_argument("--budget", choices=["smoke", "cpu", "gpu"], default="cpu",
+                    help="split sizes of the image suite (cpu: 1,000 training and 2,000 "
+                         "test images; smoke: 64 and 300; gpu: all)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/pretrained_scorers"))
+    engine_arguments(ap)
     args = ap.parse_args(argv)
-    encoder = load_pretrained(args.backbone, cache_dir=FEATURE_CACHE)
-    rows, t0 = [], time.perf_counter()
-    for ds in args.dataset:
-        tasks = image_tasks(ds, "one-class", args.classes, "cpu",
-                            args.data_home or default_data_home(), 0.0, "mnist")
-        for task in tasks:
-            X_train, _, X_test, y_outlier = task.build(0)
-            train, test = features(encoder, X_train, X_test)
-            for name, score in SCORERS.items():
-                auroc = roc_auc_score(np.asarray(y_outlier), -score(train, test))
-                rows.append({"dataset": ds, "task": task.name, "scorer": name,
-                             "auroc": float(auroc)})
-            print(task.name, " ".join(f"{r['auroc']:.3f}" for r in rows[-len(SCORERS):]),
-                  flush=True)
+    t0 = time.perf_counter()
+    home = args.data_home or default_data_home()
+    jobs = [job(f"{task.name}__{args.backbone}", functools.partial(run_one, ds, task,
+                                                                    args.backbone),
+                {"task": task.name, "meta": task.meta, "backbone": args.backbone,
+                 "scorers": list(SCORERS)})
+            for ds in args.dataset
+            for task in image_tasks(ds, "one-class", args.classes, args.budget, home, 0.0,
+                                    "mnist")]
+    rows = execute(jobs, args.out / "cache", args)
+    if not rows:
+        print("no run done yet")
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "runs.csv", rows)
-    given = sys.argv[1:] if argv is None else list(argv)
+    datasets = [ds for ds in args.dataset if any(r["dataset"] == ds for r in rows)]
     md = "\n\n".join(
         f"{ds} one-class, frozen {args.backbone} features (seed 0), AUROC x 100:\n\n"
-        + markdown(rows, ds) for ds in args.dataset
+        + markdown(rows, ds) for ds in datasets
     )
     (args.out / "table.md").write_text(md + "\n")
-    meta = {**environment(), "script": "benchmarks/pretrained_scorers.py", "argv": given,
-            "wall_s": round(time.perf_counter() - t0, 1)}
-    (args.out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    write_meta(args.out, "benchmarks/pretrained_scorers.py", argv,
+               wall_s=round(time.perf_counter() - t0, 1))
     print(md)
 
 

@@ -14,6 +14,11 @@ the contaminated training part, score the test part). Prints a Markdown table
 (AUROC and AP, mean over seeds, mean rank) and writes it with the CSV of every
 run, a figure and the environment to ``--out``.
 
+On these small sets skood's detectors are behind IsolationForest and LOF;
+the summary says so (computed from the runs, :func:`verdict`) and points to
+the leaderboards (:data:`LEADERBOARDS`), where the suites that show what
+skood's detectors are good at live.
+
 Given ``--data-home`` (a directory with the ADBench/ODDS files, e.g.
 ``../shared/data``) it runs the full tabular suite of ``tabular_suite.py``
 instead, with the same detectors and budget.
@@ -34,6 +39,9 @@ import numpy as np
 from _suite import SKOOD, Task, available_detectors, select, sweep, sweep_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the leaderboards of every suite, in the documentation
+LEADERBOARDS = "docs/benchmarks"
+BASELINES = ("IsolationForest", "LOF")
 
 
 def _subsample_anomalies(X, y_out, frac, rng):
@@ -69,6 +77,38 @@ def build_digits(k: int, seed: int):
     return Xa[ya == k], None, Xb, (yb != k).astype(int)
 
 
+def verdict(rows: list[dict]) -> str:
+    """One sentence: where skood's detectors stand against IsolationForest and LOF.
+
+    A detector's standing is its mean AUROC over the tasks (each task's mean
+    over seeds), the table's **mean** row.
+    """
+    def mean(det: str) -> float:
+        per_task = {}
+        for r in rows:
+            if r["detector"] == det and r["auroc"] == r["auroc"]:
+                per_task.setdefault(r["dataset"], []).append(r["auroc"])
+        return float(np.mean([np.mean(v) for v in per_task.values()])) if per_task else np.nan
+
+    dets = list(dict.fromkeys(r["detector"] for r in rows))
+    ours = [d for d in dets if d.split("(")[0] in SKOOD]
+    refs = [d for d in BASELINES if d in dets]
+    where = f"see the leaderboards in {LEADERBOARDS} for the suites that show skood's strengths"
+    here = "On scikit-learn's small tables" + (
+        " and 8x8 digits" if any(r["dataset"].startswith("digits") for r in rows) else "")
+    if not ours or not refs:
+        return f"{here} skood's detectors are measured against no baseline; {where}."
+    weaker = min(refs, key=mean)
+    ahead = [d for d in ours if mean(d) >= mean(weaker)]
+    against = " and ".join(refs)
+    if not ahead:
+        return f"{here} every skood detector is behind {against} (mean AUROC); {where}."
+    rest = [d for d in ours if d not in ahead]
+    return (f"{here} {', '.join(ahead)} {'is' if len(ahead) == 1 else 'are'} level with or "
+            f"ahead of {weaker} (mean AUROC)"
+            + (f", the other skood detectors behind {against}" if rest else "") + f"; {where}.")
+
+
 def sklearn_tasks(digits) -> list[Task]:
     tasks = [Task(n, "tabular", functools.partial(build_sklearn_tabular, n))
              for n in ("breast_cancer", "wine")]
@@ -102,6 +142,8 @@ def main(argv=None) -> None:
     print(f"\nskood main job: {len(tasks)} tasks x {len(dets)} detectors x seeds {args.seeds}, "
           f"budget {args.budget!r}\n")
     print(table)
+    if rows:
+        print("\n" + verdict(rows))
     print(f"\nCSV, table, figure and environment written to {args.out}")
 
 

@@ -17,6 +17,9 @@ fixed order, so a seeded generator reproduces a batch of views exactly.
   NSA, DUM; DistillNeg's multi-crop in :mod:`skood._detectors.dino`).
 * Views of tabular rows: :class:`TabularCorruption` (SCARF-style) and
   :class:`BoundCorruption`.
+* Permutations, which keep a sample's content and destroy its structure
+  (DistillNeg's negatives): :func:`patch_permutation`,
+  :func:`pixel_permutation`, and for tabular rows :func:`feature_permutation`.
 * Discrete transformations, deterministic given a per-sample index
   (RotAuxMSP's auxiliary task, DistillNeg's rotated negatives):
   :func:`rotate90`, :func:`random_rotate90`, :func:`flip_transpose`,
@@ -47,10 +50,13 @@ __all__ = [
     "SimCLRAugment",
     "TabularCorruption",
     "color_jitter",
+    "feature_permutation",
     "flip_and_distort",
     "flip_transpose",
     "gaussian_blur",
     "pad_crop",
+    "patch_permutation",
+    "pixel_permutation",
     "random_grayscale",
     "random_hflip",
     "random_resized_crop",
@@ -297,6 +303,58 @@ class BoundCorruption:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.corruption!r}, bank of {len(self.bank)} rows)"
+
+
+# --------------------------------------------------------------------------
+# Permutations: shuffles that keep a sample's content and destroy its structure
+# (DistillNeg's permutation negatives; generic shifting transformations)
+
+
+def patch_permutation(
+    x: torch.Tensor, generator: torch.Generator, n_patches: int = 4
+) -> torch.Tensor:
+    """Cut each image into a g x g grid (g^2 = ``n_patches``) and shuffle the cells per sample.
+
+    DistillNeg's "Perm-N" negatives. When a side is not a multiple of g, its
+    last (side mod g) rows or columns stay in place.
+    """
+    g = math.isqrt(n_patches)
+    if n_patches < 1 or g * g != n_patches:
+        raise ValueError(f"n_patches must be a square number (4, 16, ...), got {n_patches}")
+    n, c, h, w = x.shape
+    ph, pw = h // g, w // g
+    if ph == 0 or pw == 0:
+        raise ValueError(f"images of {h} x {w} pixels cannot be cut into {g} x {g} patches")
+    core = x[:, :, : g * ph, : g * pw]
+    cells = core.reshape(n, c, g, ph, g, pw).permute(0, 2, 4, 1, 3, 5).reshape(n, g * g, c, ph, pw)
+    perm = _rand((n, g * g), generator).argsort(dim=1)
+    cells = cells[torch.arange(n, device=x.device)[:, None], perm]
+    core = cells.reshape(n, g, g, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(n, c, g * ph, g * pw)
+    out = x.clone()
+    out[:, :, : g * ph, : g * pw] = core
+    return out
+
+
+def pixel_permutation(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Shuffle the pixel positions of each image (one permutation per sample, all channels alike).
+
+    DistillNeg's "Pix. Perm." negatives: the colour histogram is kept, every
+    spatial structure destroyed.
+    """
+    n, c, h, w = x.shape
+    perm = _rand((n, h * w), generator).argsort(dim=1)
+    flat = x.reshape(n, c, h * w)
+    return flat.gather(2, perm[:, None, :].expand(n, c, h * w)).reshape(n, c, h, w)
+
+
+def feature_permutation(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Shuffle the features of each tabular row (one permutation per row).
+
+    The tabular analogue of :func:`pixel_permutation`: the row's multiset of
+    values is kept, its assignment to features destroyed.
+    """
+    perm = _rand(tuple(x.shape), generator).argsort(dim=1)
+    return x.gather(1, perm)
 
 
 # --------------------------------------------------------------------------

@@ -10,20 +10,27 @@ detector's ``score_samples`` is "higher = more normal".
 
 * Blocks and banks: :func:`as_float_tensor`, :func:`unit_row_blocks`,
   :func:`bank_subset` (the capped reference bank, ``max_bank``).
-* Cosine neighbours (SemSAD, NSA): :func:`knn_cosine`,
+* Leave-one-out, one rule for every scorer: a bank row is a query's own
+  copy when the two samples' model inputs are bitwise equal, i.e. their
+  :func:`row_fingerprints` are equal. :func:`skip_self_matches`,
+  :func:`knn_loo` / :func:`nearest_cosine` compute the fingerprints of the
+  candidate rows from the inputs; :func:`kernel_cosine` and
+  :func:`nearest_cosine_gap` take precomputed ``keys``. Scoring the training
+  set against itself thereby gives leave-one-out scores.
+* Cosine neighbours (SemSAD, NSA, FeatureKNN): :func:`knn_cosine`,
   :func:`skip_self_matches`, :func:`nearest_cosine`,
-  :func:`angular_distance`.
+  :func:`angular_distance`, :func:`nearest_cosine_gap`.
+* Kernel density (DistillNeg): :func:`kernel_cosine`.
 * Mahalanobis geometry (NSA): :func:`covariance_chunked`,
   :func:`fit_whitening`, :func:`whiten`.
 * Transformation prediction (RotAuxMSP's auxiliary task, GOAD):
   :func:`transformation_confidence`, :func:`transformation_log_likelihood`.
 
-DistillNeg's kernel score lives with the detector
-(:func:`skood._detectors.distillneg.kernel_cosine`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator
 
@@ -39,11 +46,13 @@ __all__ = [
     "bank_subset",
     "covariance_chunked",
     "fit_whitening",
+    "kernel_cosine",
     "knn_cosine",
     "knn_euclidean",
     "knn_loo",
     "nearest_cosine",
-    "same_inputs",
+    "nearest_cosine_gap",
+    "row_fingerprints",
     "skip_self_matches",
     "transformation_confidence",
     "transformation_log_likelihood",
@@ -150,10 +159,28 @@ def knn_cosine(
     return out_s, out_i
 
 
-@torch.inference_mode()
-def same_inputs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Whether row i of ``a`` equals row i of ``b`` (model inputs, up to 1e-6), shape (n,)."""
-    return (a.flatten(1) - b.flatten(1)).abs().amax(dim=1) <= 1e-6
+def row_fingerprints(X: np.ndarray | torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
+    """A 64-bit fingerprint of each row's exact values, on the model-input scale.
+
+    The leave-one-out rule of every scorer here: two samples are the same
+    when their fingerprints are equal. Rows are read as the networks see them
+    (:func:`skood._utils.to_model_input`: float32, uint8 images divided by
+    255), so the same image stored as uint8 or as float in [0, 1] gets the
+    same fingerprint, and -0.0 counts as 0.0. Equal rows get equal
+    fingerprints; different rows collide with probability about 2^-64.
+
+    Returns
+    -------
+    LongTensor of shape (n_rows,)
+    """
+    out = []
+    for s in range(0, len(X), chunk_size):
+        blk = X[s : s + chunk_size]
+        blk = torch.as_tensor(blk) if isinstance(blk, np.ndarray) else blk
+        rows = (to_model_input(blk, "cpu").flatten(1) + 0.0).numpy()  # + 0.0: -0.0 -> 0.0
+        out += [int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(), "little",
+                               signed=True) for r in rows]
+    return torch.tensor(out, dtype=torch.int64)
 
 
 @torch.inference_mode()
@@ -165,10 +192,10 @@ def skip_self_matches(
     Scoring a training sample against the training bank would otherwise pair
     it with itself. Given the two nearest bank indices per query (``idx`` of
     shape (n, 2), nearest first), return the first unless that bank row is
-    identical to the query (up to 1e-6, on the [0, 1] scale for images,
-    whatever dtype they came in), in which case the second. Scores of the
-    training data are thereby leave-one-out scores, and a test sample that
-    duplicates a training sample is treated the same way.
+    the query's copy (equal :func:`row_fingerprints`, whatever dtype the
+    images came in), in which case the second. Scores of the training data
+    are thereby leave-one-out scores, and a test sample that duplicates a
+    training sample is treated the same way.
 
     Parameters
     ----------
@@ -187,9 +214,8 @@ def skip_self_matches(
         return idx[:, 0].clone()
     out = idx[:, 0].clone()
     for s in range(0, len(query), chunk_size):
-        q = to_model_input(query[s : s + chunk_size], "cpu")
-        same = same_inputs(q, to_model_input(bank[idx[s : s + chunk_size, 0]], "cpu"))
         block = slice(s, s + chunk_size)
+        same = row_fingerprints(query[block]) == row_fingerprints(bank[idx[block, 0]])
         out[block] = torch.where(same, idx[block, 1], out[block])
     return out
 
@@ -275,7 +301,7 @@ def knn_loo(
 
     With ``query_inputs`` and ``bank_inputs`` (the samples the features came
     from), the first of the ``k + 1`` nearest bank rows whose input is an
-    exact copy of the query's (:func:`same_inputs`) is left out, so that the
+    exact copy of the query's (equal :func:`row_fingerprints`) is left out, so that the
     training set scored against itself gets leave-one-out neighbours (for
     ``k = 1`` and cosine this is :func:`nearest_cosine`).
 
@@ -299,12 +325,138 @@ def knn_loo(
     same = torch.zeros(idx.shape, dtype=torch.bool)
     for s in range(0, len(idx), chunk_size):
         block = slice(s, s + chunk_size)
-        q = to_model_input(query_inputs[block], "cpu")
+        q = row_fingerprints(query_inputs[block])
         for j in range(k + 1):
-            same[block, j] = same_inputs(q, to_model_input(bank_inputs[idx[block, j]], "cpu"))
+            same[block, j] = q == row_fingerprints(bank_inputs[idx[block, j]])
     drop = torch.where(same.any(1), same.int().argmax(1), torch.full_like(idx[:, 0], k))
     keep = torch.arange(k + 1)[None, :] != drop[:, None]
     return vals[keep].view(len(idx), k)
+
+
+@torch.inference_mode()
+def nearest_cosine_gap(
+    bank: np.ndarray | torch.Tensor, bank_keys: torch.Tensor | None = None,
+    max_queries: int = 2048, seed: int = 0, chunk_size: int = 4096,
+    device: str | torch.device = "cpu", normalized: bool = False,
+) -> float:
+    r"""Median over the bank of :math:`1 - \cos` to the nearest *other* bank row.
+
+    The typical nearest-neighbour distance of a set of features, e.g. the
+    scale of an adaptive kernel temperature (DistillNeg's
+    ``kernel_temperature="auto"``). Rows whose key equals the query's key
+    (exact copies of the query sample, :func:`row_fingerprints`) are left
+    out; without keys only the row itself is. At most ``max_queries`` bank
+    rows, drawn uniformly from a generator seeded with ``seed``, are the
+    queries; every bank row is a candidate neighbour.
+
+    Returns
+    -------
+    float, in [0, 2]; 0 when the features have collapsed (every query has an
+    identical feature vector among the other rows).
+    """
+    n = len(bank)
+    if n < 2:
+        raise ValueError("the bank needs at least 2 rows")
+    gen = torch.Generator().manual_seed(int(seed))
+    pick = torch.randperm(n, generator=gen)[: max_queries].sort().values
+    keys = (torch.as_tensor(bank_keys) if bank_keys is not None
+            else torch.arange(n, dtype=torch.int64))
+    bank = torch.as_tensor(bank)
+    blocks = list(unit_row_blocks(bank, chunk_size, device, normalized))
+    best = []
+    for q0, q in unit_row_blocks(bank[pick], chunk_size, device, normalized):
+        qk = keys[pick[q0 : q0 + chunk_size]].to(device)
+        top = torch.full((len(q),), -2.0, device=device)
+        for b0, blk in blocks:
+            sim = q @ blk.T
+            same = qk[:, None] == keys[b0 : b0 + len(blk)].to(device)[None, :]
+            top = torch.maximum(top, sim.masked_fill(same, -2.0).max(dim=1).values)
+        best.append(top.cpu())
+    top = torch.cat(best)
+    top = top[top > -2.0]  # queries with no other row (all copies) have no neighbour
+    if len(top) == 0:
+        return 0.0
+    return float((1.0 - top.double()).clamp(min=0.0).median())
+
+
+# --------------------------------------------------------------------------
+# Kernel density (DistillNeg's score; generic: a kernel sum over a reference bank)
+
+
+@torch.inference_mode()
+def kernel_cosine(
+    query: np.ndarray | torch.Tensor, bank: np.ndarray | torch.Tensor, temperature: float = 0.04,
+    chunk_size: int = 4096, device: str | torch.device = "cpu", normalized: bool = False,
+    query_keys: torch.Tensor | None = None, bank_keys: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Log of the mean exponentiated cosine similarity of each query row to a bank.
+
+    .. math::  s(q) = \log \frac{1}{M}\sum_{m=1}^{M}
+       \exp\Big(\frac{1}{\tau}\,\frac{q \cdot b_m}{\lVert q\rVert\,\lVert b_m\rVert}\Big)
+       = \operatorname{logsumexp}_m \frac{\cos(q, b_m)}{\tau} - \log M
+
+    A kernel density on the unit sphere (a von Mises-Fisher kernel up to a
+    constant); the logarithm of DistillNeg's temperature-weighted kernel sum
+    (Rafiee et al. 2022, https://arxiv.org/abs/2201.06378, eq. 6, whose
+    anomaly score is :math:`\mathcal{S} = -e^{s(q)}`). Higher means more
+    similar to the bank, i.e. more normal. Computed in log space (a running
+    logsumexp over bank blocks, accumulated in float64), so it neither
+    overflows for small :math:`\tau` (:math:`e^{1/\tau}` is :math:`e^{25}`
+    at 0.04, :math:`e^{1000}` at 0.001) nor ever holds more than a
+    ``chunk_size x chunk_size`` block of similarities.
+
+    Parameters
+    ----------
+    query : array of shape (n_query, d)
+    bank : array of shape (M, d)
+    temperature : float
+        :math:`\tau > 0` (DistillNeg's paper: 0.04).
+    chunk_size : int
+        Rows of query and of bank handled at once.
+    device : str or torch.device
+        Where to compute; the result comes back on the CPU.
+    normalized : bool
+        Set when both inputs already have unit rows.
+    query_keys, bank_keys : LongTensor of shapes (n_query,) and (M,), optional
+        Bank rows whose key equals the query's key are left out of its sum
+        (and of M), e.g. :func:`row_fingerprints` of the samples the
+        features came from: scoring the training set against itself then
+        gives leave-one-out scores. A query whose every bank row is left
+        out falls back to the full sum.
+
+    Returns
+    -------
+    Tensor of shape (n_query,), float64.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    n_bank = len(bank)
+    if n_bank < 1:
+        raise ValueError("the bank is empty")
+    use_keys = query_keys is not None and bank_keys is not None
+    blocks = [(blk, bank_keys[b0 : b0 + chunk_size].to(device) if use_keys else None)
+              for b0, blk in unit_row_blocks(bank, chunk_size, device, normalized)]
+    out = torch.empty(len(query), dtype=torch.float64)
+    for q0, q in unit_row_blocks(query, chunk_size, device, normalized):
+        acc = torch.full((len(q),), float("-inf"), dtype=torch.float64, device=device)
+        acc_kept = acc.clone()
+        kept = torch.zeros(len(q), dtype=torch.float64, device=device)
+        qk = query_keys[q0 : q0 + chunk_size].to(device) if use_keys else None
+        for blk, bk in blocks:
+            logits = (q @ blk.T) / temperature
+            acc = torch.logaddexp(acc, torch.logsumexp(logits, dim=1).double())
+            if use_keys:
+                same = qk[:, None] == bk[None, :]
+                lse = torch.logsumexp(logits.masked_fill(same, float("-inf")), dim=1)
+                acc_kept = torch.logaddexp(acc_kept, lse.double())
+                kept += (~same).sum(dim=1).double()
+        score = acc - math.log(n_bank)
+        if use_keys:
+            score = torch.where(kept > 0, acc_kept - kept.clamp(min=1).log(), score)
+        out[q0 : q0 + len(q)] = score.cpu()
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -458,10 +610,6 @@ def whiten(
             x = x - md
         out.append((x @ Wd).cpu())
     return torch.cat(out) if out else torch.empty((0, W.shape[0]))
-
-
-# --------------------------------------------------------------------------
-# Uncertainty (DUM)
 
 
 # --------------------------------------------------------------------------

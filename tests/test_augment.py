@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import pytest
@@ -13,8 +14,11 @@ from skood._augment import (
     SimCLRAugment,
     TabularCorruption,
     color_jitter,
+    feature_permutation,
     flip_transpose,
     gaussian_blur,
+    patch_permutation,
+    pixel_permutation,
     random_grayscale,
     random_hflip,
     random_resized_crop,
@@ -137,3 +141,56 @@ def test_random_affine_maps_are_x_w_plus_b_per_row():
         maps(x, 5)
     with pytest.raises(ValueError, match="shape"):
         maps(x, torch.zeros(3, dtype=torch.long))
+
+
+# ---------------------------------------------------------------- permutations
+def test_patch_and_pixel_permutations_move_but_keep_content():
+    x = torch.rand(5, 3, 8, 8)
+
+    def cells(t: torch.Tensor, n: int) -> torch.Tensor:  # (N, n cells, C * cell pixels)
+        p = 8 // math.isqrt(n)
+        c = t.unfold(2, p, p).unfold(3, p, p).reshape(len(t), t.shape[1], n, -1)
+        return c.permute(0, 2, 1, 3).reshape(len(t), n, -1)
+
+    for n in (4, 16):
+        y = patch_permutation(x, gen(), n)
+        cx, cy = cells(x, n), cells(y, n)
+        for i in range(5):  # the same cells, in another order
+            assert sorted(map(tuple, cx[i].tolist())) == sorted(map(tuple, cy[i].tolist()))
+        assert not torch.equal(x, y)
+        assert torch.equal(y, patch_permutation(x, gen(), n))  # seeded
+    y = pixel_permutation(x, gen())
+    assert torch.equal(x.flatten(2).sort(dim=2).values, y.flatten(2).sort(dim=2).values)
+    # all channels move together: the (r, g, b) triples are kept
+    trip = lambda t, i: sorted(map(tuple, t[i].flatten(1).T.tolist()))  # noqa: E731
+    assert trip(x, 0) == trip(y, 0)
+    # odd sides: the remainder rows/columns stay where they are
+    z = torch.rand(2, 1, 9, 9)
+    zz = patch_permutation(z, gen(), 4)
+    assert torch.equal(z[..., 8, :], zz[..., 8, :]) and torch.equal(z[..., :, 8], zz[..., :, 8])
+    with pytest.raises(ValueError, match="square number"):
+        patch_permutation(x, gen(), 8)
+    with pytest.raises(ValueError, match="cannot be cut"):
+        patch_permutation(torch.rand(2, 1, 3, 3), gen(), 16)
+
+
+def test_patch_permutation_by_hand():
+    """A 2 x 2 image cut into 4 one-pixel cells: each output is a permutation of its 4 pixels,
+    and the two samples of a batch get their own permutations."""
+    x = torch.arange(8.0).reshape(2, 1, 2, 2)
+    y = patch_permutation(x, gen(3), 4)
+    for i in range(2):
+        assert sorted(y[i].flatten().tolist()) == x[i].flatten().tolist()
+
+
+def test_feature_permutation_and_random_rotations():
+    x = torch.randn(20, 6)
+    x0 = x.clone()
+    y = feature_permutation(x, gen())
+    assert torch.equal(x.sort(dim=1).values, y.sort(dim=1).values) and not torch.equal(x, y)
+    assert torch.equal(x, x0)  # the input is untouched
+    imgs = torch.rand(30, 1, 5, 5)
+    rot = random_rotate90(imgs, gen())
+    for i in range(30):
+        matches = [k for k in range(4) if torch.equal(rot[i], torch.rot90(imgs[i], k, (-2, -1)))]
+        assert matches and 0 not in matches  # rotated by 90, 180 or 270 degrees, never 0

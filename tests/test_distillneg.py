@@ -1,9 +1,8 @@
-"""DistillNegDetector: contract, negatives, kernel scorer, building blocks, real data."""
+"""DistillNegDetector: contract, negatives, kernel temperature, uniform cross-entropy, real data."""
 
 from __future__ import annotations
 
 import math
-import pickle
 from functools import partial
 
 import numpy as np
@@ -15,27 +14,9 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
 
 from skood import DistillNegDetector, _testing
-from skood._augment import random_rotate90
-from skood._detectors.dino import (
-    DINOHead,
-    DINOModel,
-    MultiCrop,
-    SmallViT,
-    cosine_schedule,
-    dino_center_update,
-    dino_loss,
-    ema_update_,
-    random_solarize,
-)
-from skood._detectors.distillneg import (
-    feature_permutation,
-    kernel_cosine,
-    nearest_cosine_gap,
-    patch_permutation,
-    pixel_permutation,
-    row_fingerprints,
-    uniform_cross_entropy,
-)
+from skood._detectors.dino import SmallViT
+from skood._detectors.distillneg import uniform_cross_entropy
+from skood._scoring import kernel_cosine
 
 tiny = partial(_testing.tiny, "DistillNegDetector")
 
@@ -215,80 +196,11 @@ def test_other_backbones(digit_images, backbone):
     assert np.isfinite(det.score_samples(X_test[:20])).all()
 
 
-# ------------------------------------------------- the kernel scorer (eq. 6)
-def _direct_log_kernel(q: np.ndarray, b: np.ndarray, tau: float) -> np.ndarray:
-    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
-    bn = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return np.log(np.mean(np.exp(qn @ bn.T / tau), axis=1))
-
-
-@pytest.mark.parametrize("chunk_size", [1, 3, 7, 4096])
-def test_kernel_cosine_matches_direct_computation(chunk_size):
-    rng = np.random.RandomState(0)
-    q, b = rng.normal(size=(11, 5)), rng.normal(size=(17, 5))
-    expected = _direct_log_kernel(q, b, 0.5)
-    got = kernel_cosine(q.astype(np.float32), b.astype(np.float32), temperature=0.5,
-                        chunk_size=chunk_size)
-    assert got.dtype == torch.float64 and got.shape == (11,)
-    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-5)
-    # the paper's tau = 0.04 still fits a direct float64 computation (exp(25))
-    np.testing.assert_allclose(kernel_cosine(q, b, 0.04, chunk_size).numpy(),
-                               _direct_log_kernel(q, b, 0.04), rtol=1e-5, atol=1e-4)
-
-
-def test_kernel_cosine_no_overflow_at_extreme_similarity():
-    b = np.random.RandomState(1).normal(size=(50, 4))
-    q = b[:3].copy()  # cos = 1 with one bank row each
-    tau = 1e-3  # exp(1 / tau) = exp(1000) overflows float64
-    with np.errstate(over="ignore"):
-        assert not np.isfinite(_direct_log_kernel(q, b, tau)).all()
-    got = kernel_cosine(q, b, temperature=tau, chunk_size=8).numpy()
-    assert np.isfinite(got).all()
-    # the sum is dominated by the identical row: log(exp(1/tau) / M) = 1/tau - log M
-    np.testing.assert_allclose(got, 1 / tau - math.log(50), rtol=1e-6)
-    # far-away (opposite) queries underflow gracefully instead of giving -inf or NaN
-    far = kernel_cosine(-q[:1], b[:1], temperature=tau).numpy()  # cos = -1: exp(-1000)
-    np.testing.assert_allclose(far, -1 / tau, rtol=1e-6)
-
-
-def test_kernel_cosine_keys_leave_rows_out():
-    rng = np.random.RandomState(2)
-    b = rng.normal(size=(9, 3))
-    keys = torch.arange(9)
-    got = kernel_cosine(b, b, temperature=0.3, chunk_size=4, query_keys=keys, bank_keys=keys)
-    for i in range(9):
-        others = np.delete(b, i, axis=0)
-        np.testing.assert_allclose(got[i].item(), _direct_log_kernel(b[i : i + 1], others, 0.3)[0],
-                                   rtol=1e-5)
-    # a query whose every bank row is left out falls back to the full sum
-    one = kernel_cosine(b[:1], b[:1], 0.3, query_keys=keys[:1], bank_keys=keys[:1])
-    np.testing.assert_allclose(one.item(), 1 / 0.3, rtol=1e-6)
-    with pytest.raises(ValueError, match="temperature"):
-        kernel_cosine(b, b, temperature=0.0)
-
-
+# ------------------------------------------------- the kernel temperature
 def _brute_force_gap(f: torch.Tensor, keys: torch.Tensor) -> float:
     u = F.normalize(f.double(), dim=1)
     sim = (u @ u.T).masked_fill(keys[:, None] == keys[None, :], -2.0)
     return float((1 - sim.max(dim=1).values).median())
-
-
-def test_nearest_cosine_gap_matches_brute_force():
-    x = torch.randn(300, 6, generator=_gen())
-    keys = torch.arange(300)
-    expected = _brute_force_gap(x, keys)
-    assert nearest_cosine_gap(x, chunk_size=64) == pytest.approx(expected, abs=1e-6)
-    # exact copies (equal keys) are not neighbours; without keys they are
-    twice, twice_keys = torch.cat([x, x]), torch.cat([keys, keys])
-    assert nearest_cosine_gap(twice, twice_keys, chunk_size=64) == pytest.approx(expected, abs=1e-6)
-    assert nearest_cosine_gap(twice.numpy(), chunk_size=64) == 0.0
-    # a subsample of queries: seeded, and close to the full median on a big bank
-    big = torch.randn(3000, 6, generator=_gen(1))
-    sub = nearest_cosine_gap(big, max_queries=1000, seed=3)
-    assert sub == nearest_cosine_gap(big, max_queries=1000, seed=3)
-    assert sub == pytest.approx(_brute_force_gap(big, torch.arange(3000)), rel=0.1)
-    with pytest.raises(ValueError, match="at least 2"):
-        nearest_cosine_gap(x[:1])
 
 
 def test_auto_kernel_temperature_scales_with_the_features(digit_images):
@@ -308,133 +220,13 @@ def test_auto_kernel_temperature_scales_with_the_features(digit_images):
         (0.2, _brute_force_gap(rows.bank_, rows.bank_keys_)), rel=1e-5)
 
 
-def test_row_fingerprints():
-    X = torch.tensor(np.random.RandomState(0).randint(0, 256, (6, 1, 4, 4)), dtype=torch.uint8)
-    k = row_fingerprints(X)
-    assert k.dtype == torch.int64 and len(set(k.tolist())) == 6
-    np.testing.assert_array_equal(k, row_fingerprints(X.float() / 255))  # scale-independent
-    np.testing.assert_array_equal(k[[0, 0]], row_fingerprints(X[[0, 0]]))
-
-
-# ---------------------------------------------------------- building blocks
-def test_patch_and_pixel_permutations_move_but_keep_content():
-    x = torch.rand(5, 3, 8, 8)
-    def cells(t: torch.Tensor, n: int) -> torch.Tensor:  # (N, n cells, C * cell pixels)
-        p = 8 // math.isqrt(n)
-        c = t.unfold(2, p, p).unfold(3, p, p).reshape(len(t), t.shape[1], n, -1)
-        return c.permute(0, 2, 1, 3).reshape(len(t), n, -1)
-
-    for n in (4, 16):
-        y = patch_permutation(x, _gen(), n)
-        cx, cy = cells(x, n), cells(y, n)
-        for i in range(5):  # the same cells, in another order
-            assert sorted(map(tuple, cx[i].tolist())) == sorted(map(tuple, cy[i].tolist()))
-        assert not torch.equal(x, y)
-    y = pixel_permutation(x, _gen())
-    assert torch.equal(x.flatten(2).sort(dim=2).values, y.flatten(2).sort(dim=2).values)
-    # all channels move together: the (r, g, b) triples are kept
-    trip = lambda t, i: sorted(map(tuple, t[i].flatten(1).T.tolist()))  # noqa: E731
-    assert trip(x, 0) == trip(y, 0)
-    # odd sides: the remainder rows/columns stay where they are
-    z = torch.rand(2, 1, 9, 9)
-    zz = patch_permutation(z, _gen(), 4)
-    assert torch.equal(z[..., 8, :], zz[..., 8, :]) and torch.equal(z[..., :, 8], zz[..., :, 8])
-    with pytest.raises(ValueError, match="square number"):
-        patch_permutation(x, _gen(), 8)
-    with pytest.raises(ValueError, match="cannot be cut"):
-        patch_permutation(torch.rand(2, 1, 3, 3), _gen(), 16)
-
-
-def test_feature_permutation_and_rotations():
-    x = torch.randn(20, 6)
-    y = feature_permutation(x, _gen())
-    assert torch.equal(x.sort(dim=1).values, y.sort(dim=1).values) and not torch.equal(x, y)
-    imgs = torch.rand(30, 1, 5, 5)
-    rot = random_rotate90(imgs, _gen())
-    for i in range(30):
-        matches = [k for k in range(4) if torch.equal(rot[i], torch.rot90(imgs[i], k, (-2, -1)))]
-        assert matches and 0 not in matches  # rotated by 90, 180 or 270 degrees, never 0
-
-
-def test_multicrop_and_solarize():
-    x = torch.rand(4, 3, 28, 28)
-    mc = MultiCrop(n_global=2, n_local=3, local_scale=(0.15, 0.4))
-    g, loc = mc(x, _gen())
-    assert len(g) == 2 and len(loc) == 3
-    assert all(v.shape == (4, 3, 28, 28) for v in g) and all(v.shape == (4, 3, 14, 14) for v in loc)
-    assert all(((v >= 0) & (v <= 1)).all() for v in g + loc)
-    assert mc.local_shape(6, 6) == (4, 4) and mc.local_shape(3, 40) == (3, 20)
-    g2, _ = mc(x, _gen())
-    assert torch.equal(g[0], g2[0])  # reproducible from the generator
-    s = random_solarize(x, _gen(), p=1.0)
-    torch.testing.assert_close(s, torch.where(x >= 0.5, 1 - x, x))
-
-
-def test_dino_loss_matches_its_definition():
-    torch.manual_seed(0)
-    s = [torch.randn(3, 5) for _ in range(4)]
-    t = [torch.randn(3, 5) for _ in range(2)]
-    c = torch.randn(1, 5)
-    terms = []
-    for i in range(2):
-        q = F.softmax((t[i] - c) / 0.04, dim=-1)
-        for j in range(4):
-            if i != j:
-                terms.append(-(q * F.log_softmax(s[j] / 0.1, dim=-1)).sum(-1).mean())
-    torch.testing.assert_close(dino_loss(s, t, c, 0.1, 0.04), torch.stack(terms).mean())
-    # no gradient reaches the teacher
-    tt = [v.clone().requires_grad_(True) for v in t]
-    ss = [v.clone().requires_grad_(True) for v in s]
-    dino_loss(ss, tt, c).backward()
-    assert tt[0].grad is None and ss[0].grad is not None
-    with pytest.raises(ValueError, match="other than"):
-        dino_loss(s[:1], t[:1], c)
-
-
-def test_uniform_cross_entropy_and_center():
+def test_uniform_cross_entropy():
     logits = torch.zeros(4, 10)
     assert uniform_cross_entropy(logits).item() == pytest.approx(math.log(10))
     assert uniform_cross_entropy(torch.randn(4, 10) * 5).item() > math.log(10)
-    c = dino_center_update(torch.zeros(1, 3), [torch.ones(2, 3), 3 * torch.ones(2, 3)], 0.9)
-    torch.testing.assert_close(c, torch.full((1, 3), 0.2))
-
-
-def test_dino_head_model_and_ema():
-    head = DINOHead(16, out_features=32, hidden_features=8, bottleneck_features=4)
-    out = head(torch.randn(5, 16))
-    assert out.shape == (5, 32) and (out.abs() <= 1 + 1e-5).all()  # cosines
-    assert "weight_g" not in dict(head.named_parameters())  # fixed gains (norm_last_layer)
-    enc = torch.nn.Sequential(torch.nn.Linear(3, 6))
-    enc.out_features = 6
-    model = DINOModel(enc, n_soft_classes=10, hidden_features=8, bottleneck_features=4)
-    pickle.loads(pickle.dumps(model))
-    for ps, pt in zip(model.student.parameters(), model.teacher.parameters(), strict=True):
-        assert torch.equal(ps, pt) and not pt.requires_grad
-    with torch.no_grad():
-        for p in model.student.parameters():
-            p.add_(1.0)
-    before = [p.clone() for p in model.teacher.parameters()]
-    ema_update_(model.teacher, model.student, 0.9)
-    for b, ps, pt in zip(before, model.student.parameters(), model.teacher.parameters(),
-                         strict=True):
-        torch.testing.assert_close(pt, 0.9 * b + 0.1 * ps)
-
-
-def test_cosine_schedule():
-    s = cosine_schedule(1.0, 0.0, 10, warmup_steps=2)
-    assert len(s) == 10 and s[0] == 0.0 and s[2] == pytest.approx(1.0)
-    assert np.all(np.diff(s[2:]) <= 0) and s[-1] < 0.05
-    np.testing.assert_allclose(cosine_schedule(0.99, 1.0, 3), [0.99, 0.9925, 0.9975])
-    assert len(cosine_schedule(1.0, 0.0, 1, warmup_steps=5)) == 1
-
-
-def test_small_vit_any_input_size():
-    vit = SmallViT(1, (28, 28))
-    assert vit.patch_size == 4 and vit.grid == 7
-    assert vit(torch.rand(2, 1, 28, 28)).shape == (2, 192)
-    assert vit(torch.rand(2, 1, 14, 14)).shape == (2, 192)  # interpolated positions
-    with pytest.raises(ValueError, match="smaller than one"):
-        vit(torch.rand(2, 1, 3, 3))
+    # the temperature divides the logits
+    z = torch.randn(3, 10)
+    torch.testing.assert_close(uniform_cross_entropy(z, 0.5), uniform_cross_entropy(2 * z))
 
 
 # ------------------------------------------------------------------ real data

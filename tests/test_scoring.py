@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -13,10 +15,13 @@ from skood._scoring import (
     bank_subset,
     covariance_chunked,
     fit_whitening,
+    kernel_cosine,
     knn_cosine,
     knn_euclidean,
     knn_loo,
     nearest_cosine,
+    nearest_cosine_gap,
+    row_fingerprints,
     skip_self_matches,
     unit_row_blocks,
     whiten,
@@ -203,3 +208,152 @@ def test_fit_whitening_and_whiten_give_identity_covariance():
     assert whiten(X[:0], mean, W).shape == (0, 3)
     with pytest.raises(ValueError, match="method"):
         fit_whitening(X, "pca")
+
+
+# ---------------------------------------------------------------- leave-one-out: one rule
+
+
+def test_row_fingerprints_are_equal_exactly_for_equal_model_inputs():
+    X = torch.tensor(np.random.RandomState(0).randint(0, 256, (6, 1, 4, 4)), dtype=torch.uint8)
+    k = row_fingerprints(X, chunk_size=4)
+    assert k.dtype == torch.int64 and len(set(k.tolist())) == 6
+    assert torch.equal(k, row_fingerprints(X.float() / 255))  # uint8 or [0, 1] floats alike
+    assert torch.equal(k[[0, 0]], row_fingerprints(X[[0, 0]]))
+    assert torch.equal(row_fingerprints(np.array([[0.0, 1.0]])),
+                       row_fingerprints(torch.tensor([[-0.0, 1.0]])))  # -0.0 is 0.0
+    # one float32 ulp apart: two samples
+    a = torch.tensor([[1.0, 2.0]])
+    b = torch.tensor([[np.nextafter(np.float32(1.0), np.float32(2.0)), 2.0]])
+    assert row_fingerprints(a) != row_fingerprints(b)
+
+
+def test_every_leave_one_out_scorer_uses_the_same_rule():
+    """Bank inputs 0, 1, 2 (features equal to the inputs' directions); the query's input is a
+    copy of row 1 (as float64), then one ulp away from it: every scorer leaves row 1 out in
+    the first case and keeps it in the second."""
+    bank_in = torch.tensor([[0.0], [1.0], [2.0]])
+    feats = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    q_feats = feats[1:2]
+    near = np.nextafter(np.float32(1.0), np.float32(2.0))
+    for q_in, is_copy in [(np.array([[1.0]]), True), (torch.tensor([[near]]), False)]:
+        _, idx = knn_cosine(q_feats, feats, k=2)
+        assert (skip_self_matches(q_in, bank_in, idx).item() != 1) == is_copy
+        nearest = nearest_cosine(q_feats, feats, q_in, bank_in).item()
+        assert (nearest < 1 - 1e-6) == is_copy
+        full = kernel_cosine(q_feats, feats, 1.0).item()
+        loo = kernel_cosine(q_feats, feats, 1.0, query_keys=row_fingerprints(q_in),
+                            bank_keys=row_fingerprints(bank_in)).item()
+        assert (loo != full) == is_copy
+
+
+# ---------------------------------------------------------------- kernel density
+
+
+def test_kernel_cosine_by_hand():
+    """Query [2, 0] against [1, 0], [0, 1] at tau = 1: log((e^1 + e^0) / 2); leaving the first
+    bank row out by key: log(e^0 / 1) = 0."""
+    q, b = np.array([[2.0, 0.0]]), np.array([[1.0, 0.0], [0.0, 1.0]])
+    got = kernel_cosine(q, b, temperature=1.0)
+    assert got.dtype == torch.float64
+    assert got.item() == pytest.approx(math.log((math.e + 1.0) / 2.0), rel=1e-6)
+    # tau = 0.5 doubles the exponents: log((e^2 + e^0) / 2)
+    assert kernel_cosine(q, b, 0.5).item() == pytest.approx(math.log((math.e**2 + 1) / 2), rel=1e-6)
+    keys = torch.tensor([7, 8])
+    loo = kernel_cosine(q, b, 1.0, query_keys=torch.tensor([7]), bank_keys=keys)
+    assert loo.item() == pytest.approx(0.0, abs=1e-7)
+
+
+def _direct_log_kernel(q: np.ndarray, b: np.ndarray, tau: float) -> np.ndarray:
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    bn = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return np.log(np.mean(np.exp(qn @ bn.T / tau), axis=1))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 7, 4096])
+def test_kernel_cosine_matches_direct_computation(chunk_size):
+    rng = np.random.RandomState(0)
+    q, b = rng.normal(size=(11, 5)), rng.normal(size=(17, 5))
+    expected = _direct_log_kernel(q, b, 0.5)
+    got = kernel_cosine(q.astype(np.float32), b.astype(np.float32), temperature=0.5,
+                        chunk_size=chunk_size)
+    assert got.dtype == torch.float64 and got.shape == (11,)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-5)
+    # tau = 0.04 still fits a direct float64 computation (exp(25))
+    np.testing.assert_allclose(kernel_cosine(q, b, 0.04, chunk_size).numpy(),
+                               _direct_log_kernel(q, b, 0.04), rtol=1e-5, atol=1e-4)
+
+
+def test_kernel_cosine_no_overflow_at_extreme_similarity():
+    b = np.random.RandomState(1).normal(size=(50, 4))
+    q = b[:3].copy()  # cos = 1 with one bank row each
+    tau = 1e-3  # exp(1 / tau) = exp(1000) overflows float64
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(_direct_log_kernel(q, b, tau)).all()
+    got = kernel_cosine(q, b, temperature=tau, chunk_size=8).numpy()
+    assert np.isfinite(got).all()
+    # the sum is dominated by the identical row: log(exp(1/tau) / M) = 1/tau - log M
+    np.testing.assert_allclose(got, 1 / tau - math.log(50), rtol=1e-6)
+    # far-away (opposite) queries underflow gracefully instead of giving -inf or NaN
+    far = kernel_cosine(-q[:1], b[:1], temperature=tau).numpy()  # cos = -1: exp(-1000)
+    np.testing.assert_allclose(far, -1 / tau, rtol=1e-6)
+
+
+def test_kernel_cosine_keys_leave_rows_out():
+    rng = np.random.RandomState(2)
+    b = rng.normal(size=(9, 3))
+    keys = torch.arange(9)
+    got = kernel_cosine(b, b, temperature=0.3, chunk_size=4, query_keys=keys, bank_keys=keys)
+    for i in range(9):
+        others = np.delete(b, i, axis=0)
+        np.testing.assert_allclose(got[i].item(), _direct_log_kernel(b[i : i + 1], others, 0.3)[0],
+                                   rtol=1e-5)
+    # every copy is left out: two bank rows share the query's key
+    twice = kernel_cosine(b[:1], b[[0, 0, 1]], 0.3, query_keys=keys[:1],
+                          bank_keys=torch.tensor([0, 0, 1]))
+    np.testing.assert_allclose(twice.item(), _direct_log_kernel(b[:1], b[1:2], 0.3)[0], rtol=1e-6)
+    # a query whose every bank row is left out falls back to the full sum
+    one = kernel_cosine(b[:1], b[:1], 0.3, query_keys=keys[:1], bank_keys=keys[:1])
+    np.testing.assert_allclose(one.item(), 1 / 0.3, rtol=1e-6)
+    with pytest.raises(ValueError, match="temperature"):
+        kernel_cosine(b, b, temperature=0.0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        kernel_cosine(b, b, chunk_size=0)
+    with pytest.raises(ValueError, match="empty"):
+        kernel_cosine(b, b[:0])
+
+
+def _brute_force_gap(f: torch.Tensor, keys: torch.Tensor) -> float:
+    u = torch.nn.functional.normalize(f.double(), dim=1)
+    sim = (u @ u.T).masked_fill(keys[:, None] == keys[None, :], -2.0)
+    return float((1 - sim.max(dim=1).values).median())
+
+
+def test_nearest_cosine_gap_by_hand():
+    """Directions 0, 90 and 180 degrees: nearest other row at 90 degrees for each (1 - cos =
+    1), median 1; with the first two rows one sample (equal keys) the first two's nearest other
+    rows are at 180 and 90 degrees (2 and 1), the third's at 90 (1): median 1."""
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    assert nearest_cosine_gap(x) == pytest.approx(1.0)
+    assert nearest_cosine_gap(x, torch.tensor([5, 5, 6])) == pytest.approx(1.0)
+    # [1, 0] twice and [0, 1]: without keys the copies are each other's neighbours (0, 0, 1)
+    y = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert nearest_cosine_gap(y) == 0.0
+    assert nearest_cosine_gap(y, torch.tensor([3, 3, 4])) == pytest.approx(1.0)
+
+
+def test_nearest_cosine_gap_matches_brute_force():
+    x = torch.randn(300, 6, generator=torch.Generator().manual_seed(0))
+    keys = torch.arange(300)
+    expected = _brute_force_gap(x, keys)
+    assert nearest_cosine_gap(x, chunk_size=64) == pytest.approx(expected, abs=1e-6)
+    # exact copies (equal keys) are not neighbours; without keys they are
+    twice, twice_keys = torch.cat([x, x]), torch.cat([keys, keys])
+    assert nearest_cosine_gap(twice, twice_keys, chunk_size=64) == pytest.approx(expected, abs=1e-6)
+    assert nearest_cosine_gap(twice.numpy(), chunk_size=64) == 0.0
+    # a subsample of queries: seeded, and close to the full median on a big bank
+    big = torch.randn(3000, 6, generator=torch.Generator().manual_seed(1))
+    sub = nearest_cosine_gap(big, max_queries=1000, seed=3)
+    assert sub == nearest_cosine_gap(big, max_queries=1000, seed=3)
+    assert sub == pytest.approx(_brute_force_gap(big, torch.arange(3000)), rel=0.1)
+    with pytest.raises(ValueError, match="at least 2"):
+        nearest_cosine_gap(x[:1])

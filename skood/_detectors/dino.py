@@ -5,8 +5,9 @@ Properties in Self-Supervised Vision Transformers"
 (https://arxiv.org/abs/2104.14294), as Rafiee et al. (2022) write it in
 section 3.1 of "Self-Supervised Anomaly Detection by Self-Distillation
 and Negative Sampling" (https://arxiv.org/abs/2201.06378); the equation
-numbers below are theirs. One step of
-:class:`skood._detectors.distillneg.DistillNegNet` uses, in order:
+numbers below are theirs. :class:`DINONet` trains a :class:`DINOModel`
+(:class:`skood._detectors.distillneg.DistillNegNet` adds the negatives); one
+step uses, in order:
 
 * :class:`MultiCrop`: the global and local views of a batch (with
   :func:`random_solarize`);
@@ -27,8 +28,9 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,10 +40,12 @@ from torchvision.models import VisionTransformer
 
 from .._augment import flip_and_distort, random_resized_crop
 from .._nn.losses import float32_loss
+from .._training import SkoodNet
 
 __all__ = [
     "DINOHead",
     "DINOModel",
+    "DINONet",
     "EncoderWithHead",
     "MultiCrop",
     "SmallViT",
@@ -52,6 +56,9 @@ __all__ = [
     "ema_update_",
     "random_solarize",
 ]
+
+#: final learning rate of the cosine schedule (DINO's min_lr)
+_MIN_LR = 1e-6
 
 
 # --------------------------------------------------------------------------
@@ -487,3 +494,160 @@ def ema_update_(target: torch.nn.Module, source: torch.nn.Module, momentum: floa
     # one multi-tensor kernel per op instead of two kernels per parameter
     torch._foreach_mul_(targets, momentum)
     torch._foreach_add_(targets, sources, alpha=1.0 - momentum)
+
+
+# --------------------------------------------------------------------------
+# The training step
+
+
+class DINONet(SkoodNet):
+    r"""skorch net: DINO self-distillation of a :class:`DINOModel` (eq. 1-3).
+
+    Every step:
+
+    1. views of the batch (``views(x, generator)``, e.g. :class:`MultiCrop`):
+       the teacher sees the global views, the student every view;
+       :math:`\mathcal{L}_{pos}` is :func:`dino_loss` with the centred
+       teacher output at temperature :math:`\tau_t` (linear warm-up
+       ``teacher_temp``) and the student's at ``student_temp``;
+    2. :math:`\mathcal{L} = \mathcal{L}_{pos}`, plus the term of
+       :meth:`extra_loss` when it returns one (DistillNeg's negatives);
+    3. per-parameter gradient-norm clipping at ``clip_grad`` (DINO's
+       ``clip_gradients``, :func:`clip_grad_per_param_`); an AdamW step with
+       the learning rate and weight decay of this step (linear warm-up then
+       cosine, :func:`cosine_schedule`; no decay on biases and normalisation
+       weights); the EMA teacher update (:func:`ema_update_`) with this
+       step's momentum (cosine from ``teacher_momentum`` to 1) and the centre
+       update (:func:`dino_center_update`).
+
+    The steps are :class:`~skood._training.SkoodNet`'s hooks: the schedules in
+    :meth:`before_step`, the clipping in :meth:`after_backward`, the teacher
+    update in :meth:`after_step`. The optimiser (``optimizer``, e.g. AdamW)
+    gets only the student's parameters (:meth:`get_all_learnable_params`),
+    biases and normalisation weights without weight decay
+    (``decay_1d=False``); its ``weight_decay`` starts at ``weight_decay[0]``
+    (``optimizer__weight_decay`` overrides it). When training ends, the
+    teacher's BatchNorm statistics are recomputed with its final weights
+    over the clean training data (precise BN: :meth:`batchnorm_module`,
+    :meth:`batchnorm_forward`). The per-batch term :math:`\mathcal{L}_{pos}`
+    is recorded in the history as ``loss_pos``.
+
+    Parameters
+    ----------
+    module : DINOModel
+    views : callable
+        ``views(x, generator) -> (global_views, local_views)``.
+    student_temp : float
+    teacher_temp : tuple (start, end, warm-up fraction)
+    center_momentum : float
+    teacher_momentum : float
+    weight_decay : tuple (start, end)
+    lr_warmup : float
+        Fraction of the steps of linear learning-rate warm-up.
+    clip_grad : float
+        0 disables clipping.
+    """
+
+    def __init__(
+        self,
+        module: Any,
+        *args: Any,
+        views: Any = None,
+        student_temp: float = 0.1,
+        teacher_temp: tuple[float, float, float] = (0.055, 0.01, 1.0),
+        center_momentum: float = 0.9,
+        teacher_momentum: float = 0.996,
+        weight_decay: tuple[float, float] = (0.04, 0.4),
+        lr_warmup: float = 0.1,
+        clip_grad: float = 3.0,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("decay_1d", False)
+        kwargs.setdefault("optimizer__weight_decay", weight_decay[0])
+        super().__init__(module, *args, **kwargs)
+        self.views = views
+        self.student_temp = student_temp
+        self.teacher_temp = teacher_temp
+        self.center_momentum = center_momentum
+        self.teacher_momentum = teacher_momentum
+        self.weight_decay = weight_decay
+        self.lr_warmup = lr_warmup
+        self.clip_grad = clip_grad
+
+    # --- optimiser and schedules ---------------------------------------------
+    def get_all_learnable_params(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """The student's parameters (the teacher follows by EMA)."""
+        for name, p in self.module_.student.named_parameters(prefix="student"):
+            if p.requires_grad:
+                yield name, p
+
+    def on_train_begin(self, net: Any, X: Any = None, y: Any = None, **kwargs: Any) -> None:
+        super().on_train_begin(net, X=X, y=y, **kwargs)
+        per_epoch = len(self.get_iterator(self.get_dataset(X), training=True))
+        n = max(1, self.max_epochs * per_epoch)
+        self.lr_schedule_ = cosine_schedule(self.lr, _MIN_LR, n, round(self.lr_warmup * n))
+        self.wd_schedule_ = cosine_schedule(self.weight_decay[0], self.weight_decay[1], n)
+        self.momentum_schedule_ = cosine_schedule(self.teacher_momentum, 1.0, n)
+        t0, t1, frac = self.teacher_temp
+        warm = max(1, round(frac * n))
+        self.teacher_temp_schedule_ = np.concatenate(
+            [np.linspace(t0, t1, warm), np.full(n - warm, t1)]
+        )[:n]
+        self.step_ = 0
+
+    def _at(self, schedule: np.ndarray) -> float:
+        return float(schedule[min(self.step_, len(schedule) - 1)])
+
+    def before_step(self) -> None:
+        """This step's learning rate and weight decay (biases and norms: no decay)."""
+        decay, no_decay = self.optimizer_.param_groups
+        decay["lr"] = no_decay["lr"] = self._at(self.lr_schedule_)
+        decay["weight_decay"] = self._at(self.wd_schedule_)
+
+    def after_backward(self) -> None:
+        """DINO's per-parameter gradient clipping at ``clip_grad``."""
+        if self.clip_grad > 0:
+            clip_grad_per_param_(self.module_.student.parameters(), self.clip_grad)
+
+    def after_step(self, x: torch.Tensor, idx: torch.Tensor, step: dict[str, Any]) -> None:
+        """The EMA teacher update with this step's momentum (eq. 2)."""
+        ema_update_(self.module_.teacher, self.module_.student, self._at(self.momentum_schedule_))
+        self.step_ += 1
+
+    # --- objective ---------------------------------------------------------------
+    def student_logits(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Student logits of each view; views of one size go through in one forward pass."""
+        if not views:
+            return []
+        return list(self.module_.student(torch.cat(views)).chunk(len(views)))
+
+    def extra_loss(self, x: torch.Tensor) -> torch.Tensor | None:
+        r"""A term added to :math:`\mathcal{L}_{pos}` after the views' draws (None: none).
+
+        Called once per step, after the views of ``x`` are drawn from
+        ``generator_`` and before the centre update.
+        """
+        return None
+
+    def compute_loss(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        model = self.module_
+        views_g, views_l = self.views(x, self.generator_)
+        with torch.no_grad():
+            teacher = list(model.teacher(torch.cat(views_g)).chunk(len(views_g)))
+        student = self.student_logits(views_g) + self.student_logits(views_l)
+        tau_t = self._at(self.teacher_temp_schedule_)
+        loss_pos = dino_loss(student, teacher, model.center, self.student_temp, tau_t)
+        extra = self.extra_loss(x)
+        loss = loss_pos if extra is None else loss_pos + extra
+        self.record_batch_value("loss_pos", loss_pos)
+        model.center.copy_(dino_center_update(model.center, teacher, self.center_momentum))
+        return loss
+
+    # --- precise BatchNorm: the teacher's, on clean training data -------------
+    def batchnorm_module(self) -> nn.Module:
+        """The teacher: scoring uses its features."""
+        return self.module_.teacher
+
+    def batchnorm_forward(self, x: torch.Tensor, idx: torch.Tensor) -> None:
+        """The teacher on the unaugmented batch: scoring compares features of clean samples."""
+        self.module_.teacher(x)

@@ -6,16 +6,19 @@ Sampling" (https://arxiv.org/abs/2201.06378); equation numbers are the
 paper's. What is DistillNeg's own is here: the negatives
 :math:`\mathcal{D}_{neg}` (sections 3.2, 4.1: :class:`NegativeSampler`), their
 objective (eq. 4-5, :func:`uniform_cross_entropy`, :class:`DistillNegNet`)
-and the kernel score (eq. 6, :func:`kernel_cosine`), plus skood's tabular
-views (:class:`TabularViews`). The DINO machinery it trains with (multi-crop,
-head, loss, EMA teacher, schedules; eq. 1-3) is in :mod:`skood._detectors.dino`.
+and the scoring with two kernels, plus skood's tabular views
+(:class:`TabularViews`). The DINO machinery it trains with (multi-crop, head,
+loss, EMA teacher, schedules; eq. 1-3) is in :mod:`skood._detectors.dino`.
+The generic pieces are in the shared layer: the kernel score (eq. 6,
+:func:`skood._scoring.kernel_cosine`), its adaptive temperature
+(:func:`skood._scoring.nearest_cosine_gap`), the leave-one-out fingerprints
+(:func:`skood._scoring.row_fingerprints`) and the permutation negatives
+(:func:`skood._augment.patch_permutation`, :func:`~skood._augment.pixel_permutation`,
+:func:`~skood._augment.feature_permutation`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any, ClassVar
@@ -27,23 +30,20 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array
 from torch import nn
 
-from .._augment import RandomAffineMaps, TabularCorruption, random_rotate90
+from .._augment import (
+    RandomAffineMaps,
+    TabularCorruption,
+    feature_permutation,
+    patch_permutation,
+    pixel_permutation,
+    random_rotate90,
+)
 from .._base import BaseDeepDetector
 from .._nn.encoders import BACKBONES, PRETRAINED_BACKBONES, build_encoder
 from .._nn.losses import float32_loss
-from .._scoring import bank_subset, unit_row_blocks
-from .._training import SkoodNet
+from .._scoring import bank_subset, kernel_cosine, nearest_cosine_gap, row_fingerprints
 from .._utils import fit_rng, seed_stream, to_model_input
-from .dino import (
-    DINOModel,
-    MultiCrop,
-    SmallViT,
-    clip_grad_per_param_,
-    cosine_schedule,
-    dino_center_update,
-    dino_loss,
-    ema_update_,
-)
+from .dino import DINOModel, DINONet, MultiCrop, SmallViT
 
 #: DistillNeg's own random streams, as offsets of the fit's seed
 #: (:func:`skood._utils.seed_stream`; the shared streams take 0, 1 and 4)
@@ -57,16 +57,8 @@ __all__ = [
     "DistillNegNet",
     "NegativeSampler",
     "TabularViews",
-    "feature_permutation",
-    "kernel_cosine",
-    "nearest_cosine_gap",
-    "patch_permutation",
-    "pixel_permutation",
-    "row_fingerprints",
     "uniform_cross_entropy",
 ]
-
-Rows = np.ndarray | torch.Tensor
 
 _IMAGE_NEGATIVES = ("rotation", "perm-4", "perm-16", "pixel-perm")
 _TABULAR_NEGATIVES = ("affine", "feature-perm", "corruption")
@@ -81,8 +73,6 @@ _LOCAL_SCALE = (0.15, 0.4)
 _IMAGE_GAP_SCALE = 0.25
 _TABULAR_WIDE_TEMPERATURE = 0.2
 _MIN_KERNEL_TEMPERATURE = 1e-4
-#: final learning rate of the cosine schedule (DINO's min_lr)
-_MIN_LR = 1e-6
 #: the paper's training settings (section 4), shared by its ResNet and ViT presets
 _PAPER_SETTINGS: dict[str, Any] = {
     "max_epochs": 500,
@@ -102,57 +92,6 @@ _PAPER_SETTINGS: dict[str, Any] = {
 
 # --------------------------------------------------------------------------
 # Negatives (sections 3.2, 4.1): shifting transformations of the batch or of auxiliary data
-
-
-def _uniform(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    return torch.rand(shape, generator=generator, device=generator.device)
-
-
-def patch_permutation(
-    x: torch.Tensor, generator: torch.Generator, n_patches: int = 4
-) -> torch.Tensor:
-    """Cut each image into a g x g grid (g^2 = ``n_patches``) and shuffle the cells per sample.
-
-    DistillNeg's "Perm-N" negatives. When a side is not a multiple of g, its
-    last (side mod g) rows or columns stay in place.
-    """
-    g = math.isqrt(n_patches)
-    if n_patches < 1 or g * g != n_patches:
-        raise ValueError(f"n_patches must be a square number (4, 16, ...), got {n_patches}")
-    n, c, h, w = x.shape
-    ph, pw = h // g, w // g
-    if ph == 0 or pw == 0:
-        raise ValueError(f"images of {h} x {w} pixels cannot be cut into {g} x {g} patches")
-    core = x[:, :, : g * ph, : g * pw]
-    cells = core.reshape(n, c, g, ph, g, pw).permute(0, 2, 4, 1, 3, 5).reshape(n, g * g, c, ph, pw)
-    perm = _uniform((n, g * g), generator).argsort(dim=1)
-    cells = cells[torch.arange(n, device=x.device)[:, None], perm]
-    core = cells.reshape(n, g, g, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(n, c, g * ph, g * pw)
-    out = x.clone()
-    out[:, :, : g * ph, : g * pw] = core
-    return out
-
-
-def pixel_permutation(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Shuffle the pixel positions of each image (one permutation per sample, all channels alike).
-
-    DistillNeg's "Pix. Perm." negatives: the colour histogram is kept, every
-    spatial structure destroyed.
-    """
-    n, c, h, w = x.shape
-    perm = _uniform((n, h * w), generator).argsort(dim=1)
-    flat = x.reshape(n, c, h * w)
-    return flat.gather(2, perm[:, None, :].expand(n, c, h * w)).reshape(n, c, h, w)
-
-
-def feature_permutation(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Shuffle the features of each tabular row (one permutation per row).
-
-    The tabular analogue of a pixel permutation: the row's multiset of
-    values is kept, its assignment to features destroyed.
-    """
-    perm = _uniform(tuple(x.shape), generator).argsort(dim=1)
-    return x.gather(1, perm)
 
 
 @dataclass(eq=False)
@@ -257,316 +196,59 @@ def uniform_cross_entropy(logits: torch.Tensor, temperature: float = 1.0) -> tor
     return -F.log_softmax(logits.float() / temperature, dim=-1).mean(dim=-1).mean()
 
 
-class DistillNegNet(SkoodNet):
-    r"""skorch net: DINO self-distillation of a :class:`~.dino.DINOModel` with negatives.
+class DistillNegNet(DINONet):
+    r"""skorch net: :class:`~skood._detectors.dino.DINONet` with negatives (eq. 4-5).
 
-    Every step (section 3):
-
-    1. multi-crop views of the batch: the teacher sees the global views, the
-       student every view; :math:`\mathcal{L}_{pos}` is
-       :func:`~skood._detectors.dino.dino_loss` with the centred teacher output at
-       temperature :math:`\tau_t` (linear warm-up ``teacher_temp``) and the
-       student's at ``student_temp``;
-    2. with ``lam > 0``: one global and ``n_local`` local views of the
-       negative batch (``negatives(x, generator)``) through the student, and
-       :math:`\mathcal{L}_{neg}` = :func:`uniform_cross_entropy`
-       averaged over those views;
-    3. :math:`\mathcal{L} = \mathcal{L}_{pos} + \lambda\mathcal{L}_{neg}` (eq. 5);
-       per-parameter gradient-norm clipping at ``clip_grad`` (DINO's
-       ``clip_gradients``, :func:`~skood._detectors.dino.clip_grad_per_param_`); an
-       AdamW step with the learning rate and weight decay of this step
-       (linear warm-up then cosine; no decay on biases and normalisation
-       weights); the EMA teacher update with this step's
-       momentum (cosine from ``teacher_momentum`` to 1) and the centre update.
-
-    The steps are :class:`~skood._training.SkoodNet`'s hooks: the schedules in
-    :meth:`before_step`, the clipping in :meth:`after_backward`, the teacher
-    update in :meth:`after_step`. The optimiser (``optimizer``, AdamW in the
-    detector) gets only the student's parameters
-    (:meth:`get_all_learnable_params`), biases and normalisation weights
-    without weight decay (``decay_1d=False``); its ``weight_decay`` starts at
-    ``weight_decay[0]`` (``optimizer__weight_decay`` overrides it). When
-    training ends, the teacher's BatchNorm statistics are recomputed with its
-    final weights over the clean training data (precise BN:
-    :meth:`batchnorm_module`, :meth:`batchnorm_forward`).
-    The per-batch loss terms are recorded in the history as ``loss_pos`` and
-    (with negatives) ``loss_neg``.
+    Every step as in :class:`~skood._detectors.dino.DINONet`; with
+    ``lam > 0``, after the views of the batch, one global and ``n_local``
+    local views of the negative batch (``negatives(x, generator)``) through
+    the student, :math:`\mathcal{L}_{neg}` = :func:`uniform_cross_entropy`
+    averaged over those views, and
+    :math:`\mathcal{L} = \mathcal{L}_{pos} + \lambda\mathcal{L}_{neg}` (eq. 5).
+    The per-batch :math:`\mathcal{L}_{neg}` is recorded in the history as
+    ``loss_neg``.
 
     Parameters
     ----------
     module : DINOModel
-    views : callable
-        ``views(x, generator) -> (global_views, local_views)``.
     negative_views : callable or None
-        The same for the negatives (one global view).
+        ``negative_views(x, generator) -> (global_views, local_views)`` of the
+        negatives (one global view).
     negatives : callable or None
         ``negatives(x, generator) -> negative source batch``.
     lam : float
-    student_temp : float
-    teacher_temp : tuple (start, end, warm-up fraction)
-    center_momentum : float
-    teacher_momentum : float
-    weight_decay : tuple (start, end)
-    lr_warmup : float
-        Fraction of the steps of linear learning-rate warm-up.
-    clip_grad : float
-        0 disables clipping.
+    **kwargs
+        :class:`~skood._detectors.dino.DINONet`'s (``views``, ``student_temp``, ...).
     """
 
     def __init__(
         self,
         module: Any,
         *args: Any,
-        views: Any = None,
         negative_views: Any = None,
         negatives: Any = None,
         lam: float = 1.0,
-        student_temp: float = 0.1,
-        teacher_temp: tuple[float, float, float] = (0.055, 0.01, 1.0),
-        center_momentum: float = 0.9,
-        teacher_momentum: float = 0.996,
-        weight_decay: tuple[float, float] = (0.04, 0.4),
-        lr_warmup: float = 0.1,
-        clip_grad: float = 3.0,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("decay_1d", False)
-        kwargs.setdefault("optimizer__weight_decay", weight_decay[0])
         super().__init__(module, *args, **kwargs)
-        self.views = views
         self.negative_views = negative_views
         self.negatives = negatives
         self.lam = lam
-        self.student_temp = student_temp
-        self.teacher_temp = teacher_temp
-        self.center_momentum = center_momentum
-        self.teacher_momentum = teacher_momentum
-        self.weight_decay = weight_decay
-        self.lr_warmup = lr_warmup
-        self.clip_grad = clip_grad
 
-    # --- optimiser and schedules ---------------------------------------------
-    def get_all_learnable_params(self) -> Iterator[tuple[str, nn.Parameter]]:
-        """The student's parameters (the teacher follows by EMA)."""
-        for name, p in self.module_.student.named_parameters(prefix="student"):
-            if p.requires_grad:
-                yield name, p
-
-    def on_train_begin(self, net: Any, X: Any = None, y: Any = None, **kwargs: Any) -> None:
-        super().on_train_begin(net, X=X, y=y, **kwargs)
-        per_epoch = len(self.get_iterator(self.get_dataset(X), training=True))
-        n = max(1, self.max_epochs * per_epoch)
-        self.lr_schedule_ = cosine_schedule(self.lr, _MIN_LR, n, round(self.lr_warmup * n))
-        self.wd_schedule_ = cosine_schedule(self.weight_decay[0], self.weight_decay[1], n)
-        self.momentum_schedule_ = cosine_schedule(self.teacher_momentum, 1.0, n)
-        t0, t1, frac = self.teacher_temp
-        warm = max(1, round(frac * n))
-        self.teacher_temp_schedule_ = np.concatenate(
-            [np.linspace(t0, t1, warm), np.full(n - warm, t1)]
-        )[:n]
-        self.step_ = 0
-
-    def _at(self, schedule: np.ndarray) -> float:
-        return float(schedule[min(self.step_, len(schedule) - 1)])
-
-    def before_step(self) -> None:
-        """This step's learning rate and weight decay (biases and norms: no decay)."""
-        decay, no_decay = self.optimizer_.param_groups
-        decay["lr"] = no_decay["lr"] = self._at(self.lr_schedule_)
-        decay["weight_decay"] = self._at(self.wd_schedule_)
-
-    def after_backward(self) -> None:
-        """DINO's per-parameter gradient clipping at ``clip_grad``."""
-        if self.clip_grad > 0:
-            clip_grad_per_param_(self.module_.student.parameters(), self.clip_grad)
-
-    def after_step(self, x: torch.Tensor, idx: torch.Tensor, step: dict[str, Any]) -> None:
-        """The EMA teacher update with this step's momentum (eq. 2)."""
-        ema_update_(self.module_.teacher, self.module_.student, self._at(self.momentum_schedule_))
-        self.step_ += 1
-
-    # --- objective ---------------------------------------------------------------
-    def _student(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Student logits of each view; views of one size go through in one forward pass."""
-        if not views:
-            return []
-        return list(self.module_.student(torch.cat(views)).chunk(len(views)))
-
-    def compute_loss(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        model, g = self.module_, self.generator_
-        views_g, views_l = self.views(x, g)
-        with torch.no_grad():
-            teacher = list(model.teacher(torch.cat(views_g)).chunk(len(views_g)))
-        student = self._student(views_g) + self._student(views_l)
-        tau_t = self._at(self.teacher_temp_schedule_)
-        loss_pos = dino_loss(student, teacher, model.center, self.student_temp, tau_t)
-        loss = loss_pos
-        if self.lam > 0 and self.negatives is not None:
-            neg_g, neg_l = self.negative_views(self.negatives(x, g), g)
-            neg = self._student(neg_g) + self._student(neg_l)
-            loss_neg = torch.stack([uniform_cross_entropy(o, self.student_temp)
-                                    for o in neg]).mean()
-            loss = loss_pos + self.lam * loss_neg
-            self.record_batch_value("loss_neg", loss_neg)
-        self.record_batch_value("loss_pos", loss_pos)
-        model.center.copy_(dino_center_update(model.center, teacher, self.center_momentum))
-        return loss
-
-    # --- precise BatchNorm: the teacher's, on clean training data -------------
-    def batchnorm_module(self) -> nn.Module:
-        """The teacher: scoring uses its features."""
-        return self.module_.teacher
-
-    def batchnorm_forward(self, x: torch.Tensor, idx: torch.Tensor) -> None:
-        """The teacher on the unaugmented batch: scoring compares features of clean samples."""
-        self.module_.teacher(x)
+    def extra_loss(self, x: torch.Tensor) -> torch.Tensor | None:
+        r""":math:`\lambda\mathcal{L}_{neg}` on views of the negatives drawn for ``x``."""
+        if not (self.lam > 0 and self.negatives is not None):
+            return None
+        g = self.generator_
+        neg_g, neg_l = self.negative_views(self.negatives(x, g), g)
+        neg = self.student_logits(neg_g) + self.student_logits(neg_l)
+        loss_neg = torch.stack([uniform_cross_entropy(o, self.student_temp) for o in neg]).mean()
+        self.record_batch_value("loss_neg", loss_neg)
+        return self.lam * loss_neg
 
 
 # --------------------------------------------------------------------------
 # The score (eq. 6): a kernel sum in log space, leaving a sample's own copy out
-
-
-def row_fingerprints(X: np.ndarray | torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
-    """A 64-bit fingerprint of each row's exact values, on the model-input scale.
-
-    Rows are read as the networks see them (:func:`skood._utils.to_model_input`:
-    float32, uint8 images divided by 255), so the same image stored as uint8
-    or as float in [0, 1] gets the same fingerprint. Equal rows get equal
-    fingerprints; different rows collide with probability about 2^-64.
-    Used as ``query_keys`` / ``bank_keys`` of :func:`kernel_cosine` to leave
-    a sample's own copy out of its score.
-
-    Returns
-    -------
-    LongTensor of shape (n_rows,)
-    """
-    out = []
-    for s in range(0, len(X), chunk_size):
-        blk = X[s : s + chunk_size]
-        blk = torch.as_tensor(blk) if isinstance(blk, np.ndarray) else blk
-        rows = (to_model_input(blk, "cpu").flatten(1) + 0.0).numpy()  # + 0.0: -0.0 -> 0.0
-        out += [int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(), "little",
-                               signed=True) for r in rows]
-    return torch.tensor(out, dtype=torch.int64)
-
-
-@torch.inference_mode()
-def kernel_cosine(
-    query: Rows, bank: Rows, temperature: float = 0.04, chunk_size: int = 4096,
-    device: str | torch.device = "cpu", normalized: bool = False,
-    query_keys: torch.Tensor | None = None, bank_keys: torch.Tensor | None = None,
-) -> torch.Tensor:
-    r"""Log of the mean exponentiated cosine similarity of each query row to a bank.
-
-    .. math::  s(q) = \log \frac{1}{M}\sum_{m=1}^{M}
-       \exp\Big(\frac{1}{\tau}\,\frac{q \cdot b_m}{\lVert q\rVert\,\lVert b_m\rVert}\Big)
-       = \operatorname{logsumexp}_m \frac{\cos(q, b_m)}{\tau} - \log M
-
-    the logarithm of DistillNeg's temperature-weighted kernel sum (eq. 6,
-    whose anomaly score is :math:`\mathcal{S} = -e^{s(q)}`). Higher
-    means more similar to the bank, i.e. more normal. Computed in log space
-    (a running logsumexp over bank blocks, accumulated in float64), so it
-    neither overflows for small :math:`\tau` (:math:`e^{1/\tau}` is
-    :math:`e^{25}` at 0.04, :math:`e^{1000}` at 0.001) nor ever holds more
-    than a ``chunk_size x chunk_size`` block of similarities.
-
-    Parameters
-    ----------
-    query : array of shape (n_query, d)
-    bank : array of shape (M, d)
-    temperature : float
-        :math:`\tau > 0` (paper: 0.04).
-    chunk_size : int
-        Rows of query and of bank handled at once.
-    device : str or torch.device
-        Where to compute; the result comes back on the CPU.
-    normalized : bool
-        Set when both inputs already have unit rows.
-    query_keys, bank_keys : LongTensor of shapes (n_query,) and (M,), optional
-        Bank rows whose key equals the query's key are left out of its sum
-        (and of M), e.g. :func:`row_fingerprints` of the samples the
-        features came from: scoring the training set against itself then
-        gives leave-one-out scores. A query whose every bank row is left
-        out falls back to the full sum.
-
-    Returns
-    -------
-    Tensor of shape (n_query,), float64.
-    """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    n_bank = len(bank)
-    if n_bank < 1:
-        raise ValueError("the bank is empty")
-    use_keys = query_keys is not None and bank_keys is not None
-    blocks = [(blk, bank_keys[b0 : b0 + chunk_size].to(device) if use_keys else None)
-              for b0, blk in unit_row_blocks(bank, chunk_size, device, normalized)]
-    out = torch.empty(len(query), dtype=torch.float64)
-    for q0, q in unit_row_blocks(query, chunk_size, device, normalized):
-        acc = torch.full((len(q),), float("-inf"), dtype=torch.float64, device=device)
-        acc_kept = acc.clone()
-        kept = torch.zeros(len(q), dtype=torch.float64, device=device)
-        qk = query_keys[q0 : q0 + chunk_size].to(device) if use_keys else None
-        for blk, bk in blocks:
-            logits = (q @ blk.T) / temperature
-            acc = torch.logaddexp(acc, torch.logsumexp(logits, dim=1).double())
-            if use_keys:
-                same = qk[:, None] == bk[None, :]
-                lse = torch.logsumexp(logits.masked_fill(same, float("-inf")), dim=1)
-                acc_kept = torch.logaddexp(acc_kept, lse.double())
-                kept += (~same).sum(dim=1).double()
-        score = acc - math.log(n_bank)
-        if use_keys:
-            score = torch.where(kept > 0, acc_kept - kept.clamp(min=1).log(), score)
-        out[q0 : q0 + len(q)] = score.cpu()
-    return out
-
-
-@torch.inference_mode()
-def nearest_cosine_gap(
-    bank: Rows, bank_keys: torch.Tensor | None = None, max_queries: int = 2048, seed: int = 0,
-    chunk_size: int = 4096, device: str | torch.device = "cpu", normalized: bool = False,
-) -> float:
-    r"""Median over the bank of :math:`1 - \cos` to the nearest *other* bank row.
-
-    The typical nearest-neighbour distance of the reference features, the
-    scale of the adaptive kernel temperature (``kernel_temperature="auto"``
-    of :class:`DistillNegDetector`). Rows whose key equals the query's key
-    (exact copies of the query sample, :func:`row_fingerprints`) are left
-    out; without keys only the row itself is. At most ``max_queries`` bank
-    rows, drawn uniformly from a generator seeded with ``seed``, are the
-    queries; every bank row is a candidate neighbour.
-
-    Returns
-    -------
-    float, in [0, 2]; 0 when the features have collapsed (every query has an
-    identical feature vector among the other rows).
-    """
-    n = len(bank)
-    if n < 2:
-        raise ValueError("the bank needs at least 2 rows")
-    gen = torch.Generator().manual_seed(int(seed))
-    pick = torch.randperm(n, generator=gen)[: max_queries].sort().values
-    keys = (torch.as_tensor(bank_keys) if bank_keys is not None
-            else torch.arange(n, dtype=torch.int64))
-    bank = torch.as_tensor(bank)
-    blocks = list(unit_row_blocks(bank, chunk_size, device, normalized))
-    best = []
-    for q0, q in unit_row_blocks(bank[pick], chunk_size, device, normalized):
-        qk = keys[pick[q0 : q0 + chunk_size]].to(device)
-        top = torch.full((len(q),), -2.0, device=device)
-        for b0, blk in blocks:
-            sim = q @ blk.T
-            same = qk[:, None] == keys[b0 : b0 + len(blk)].to(device)[None, :]
-            top = torch.maximum(top, sim.masked_fill(same, -2.0).max(dim=1).values)
-        best.append(top.cpu())
-    top = torch.cat(best)
-    top = top[top > -2.0]  # queries with no other row (all copies) have no neighbour
-    if len(top) == 0:
-        return 0.0
-    return float((1.0 - top.double()).clamp(min=0.0).median())
 
 
 def _robust_location_scale(scores: torch.Tensor) -> tuple[float, float]:
@@ -626,7 +308,7 @@ class DistillNegDetector(BaseDeepDetector):
     the logarithm of the paper's kernel sum :math:`-\mathcal{S}(x)`
     (monotone, so every ranking and AUROC is the paper's); higher means more
     normal. It is computed in log space and in blocks
-    (:func:`kernel_cosine`), so it neither overflows nor holds
+    (:func:`skood._scoring.kernel_cosine`), so it neither overflows nor holds
     an n_test x n_train matrix. A sample identical to a training sample is
     scored without that training sample, so the training scores (and
     ``offset_``) are leave-one-out.
@@ -635,7 +317,7 @@ class DistillNegDetector(BaseDeepDetector):
     default "auto" (skood's choice) is, for images,
     :math:`\tau = \tfrac14\,\delta` with :math:`\delta` the bank's median
     cosine distance from a feature to its nearest other bank feature
-    (:func:`nearest_cosine_gap`). A briefly trained network's features lie
+    (:func:`skood._scoring.nearest_cosine_gap`). A briefly trained network's features lie
     within a few hundredths of each other in cosine, where a fixed 0.04
     weighs the whole bank nearly alike and the score becomes a global
     density; the adaptive :math:`\tau` keeps the kernel local on the scale
@@ -987,10 +669,12 @@ class DistillNegDetector(BaseDeepDetector):
         return store
 
     # ------------------------------------------------------------------ fit
-    def _build_encoder(self, shape: tuple[int, ...]) -> nn.Module:
-        if self.backbone == "vit":
-            return SmallViT(shape[0], (shape[1], shape[2]))
-        return build_encoder(self._net_backbone, shape)
+    def _build_model(self, shape: tuple[int, ...]) -> DINOModel:
+        """Untrained student, teacher and centre for inputs of ``shape``: the networks of
+        ``fit`` (which calls this under the fit's generators) and of ``load``."""
+        encoder = (SmallViT(shape[0], (shape[1], shape[2])) if self.backbone == "vit"
+                   else build_encoder(self._net_backbone, shape))
+        return DINOModel(encoder, self.n_soft_classes, self.head_hidden_dim, use_bn=self.head_bn)
 
     def _fit_store(self, Xs: torch.Tensor, y: Any, seed: int) -> None:
         shape = tuple(Xs.shape[1:])
@@ -1019,8 +703,7 @@ class DistillNegDetector(BaseDeepDetector):
         sampler = NegativeSampler(kind, aux=None if aux is None else aux.to(dev), bank=data,
                                   maps=maps, rotate=is_image)
         with fit_rng():  # initial weights from the fit's generators
-            model = DINOModel(self._build_encoder(shape), self.n_soft_classes,
-                              self.head_hidden_dim, use_bn=self.head_bn)
+            model = self._build_model(shape)
         net = DistillNegNet(
             model,
             views=views,
@@ -1078,7 +761,8 @@ class DistillNegDetector(BaseDeepDetector):
         return (_TABULAR_WIDE_TEMPERATURE, max(gap, _MIN_KERNEL_TEMPERATURE))
 
     def _kernel_scores(self, feats: torch.Tensor, keys: torch.Tensor) -> list[torch.Tensor]:
-        """:func:`kernel_cosine` of ``feats`` against the bank at each resolved temperature."""
+        """:func:`~skood._scoring.kernel_cosine` of ``feats`` against the bank at each resolved
+        temperature."""
         taus = self.kernel_temperature_
         return [kernel_cosine(feats, self.bank_, temperature=t, chunk_size=self._chunk_size,
                               device=self._inference_device, normalized=True,
@@ -1105,5 +789,4 @@ class DistillNegDetector(BaseDeepDetector):
     # ---------------------------------------------------------- persistence
     def _module_skeletons(self, shape: tuple[int, ...]) -> dict[str, nn.Module]:
         """Untrained student, teacher and centre of the fitted architecture (for ``load``)."""
-        return {"model_": DINOModel(self._build_encoder(shape), self.n_soft_classes,
-                                    self.head_hidden_dim, use_bn=self.head_bn)}
+        return {"model_": self._build_model(shape)}

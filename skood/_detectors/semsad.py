@@ -21,7 +21,7 @@ from .._base import BaseDeepDetector
 from .._nn.encoders import build_encoder
 from .._nn.heads import ContrastiveModel
 from .._nn.losses import float32_loss
-from .._scoring import bank_subset, knn_cosine, same_inputs, skip_self_matches
+from .._scoring import bank_subset, knn_cosine, row_fingerprints, skip_self_matches
 from .._training import (
     ContrastiveNet,
     SkoodNet,
@@ -583,6 +583,7 @@ class SemSADDetector(BaseDeepDetector):
         r""":math:`\frac{1}{M}\sum_j s(x_j, x)` over the fixed partners, skipping copies of x."""
         dev = self._inference_device
         partners = to_model_input(self.train_store_[self.partners_], dev)
+        partner_keys = row_fingerprints(self.train_store_[self.partners_])
         m = len(partners)
         rows = max(1, max(self.batch_size, 256) // m)  # samples per batch of pairs
         out = []
@@ -592,7 +593,7 @@ class SemSADDetector(BaseDeepDetector):
             a = partners.repeat(r, *([1] * (x.dim() - 1)))  # (r * m, ...), partner fastest
             xb = x.repeat_interleave(m, dim=0)
             s = self.discriminator_(a, xb).float().sum(dim=1).view(r, m)
-            keep = ~same_inputs(a, xb).view(r, m)
+            keep = (row_fingerprints(Xs[b])[:, None] != partner_keys[None, :]).to(s.device)
             keep |= ~keep.any(dim=1, keepdim=True)  # every partner a copy: keep them all
             out.append(((s * keep).sum(dim=1) / keep.sum(dim=1)).cpu())
         return torch.cat(out).double().numpy()

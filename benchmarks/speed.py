@@ -31,6 +31,13 @@ Four sections, measured in one process and one run (issue 8, item 1):
     whitening (Ledoit-Wolf covariance of the n query features) with skood's
     two-pass chunked estimate, next to scikit-learn's ``LedoitWolf``.
 
+Each section (section (a): each detector) is one job of the benchmark engine
+(``_suite.run_jobs``), cached in ``--out/cache`` under the budget, device,
+backbone and library versions: an interrupted run resumes, and a second run
+re-tabulates the measurements it has; ``--rerun`` measures again (after a
+change of skood that its version does not show). ``--n-jobs`` above 1 runs
+sections side by side, which distorts their timings: the default is 1.
+
 Outputs under ``--out`` (default ``benchmarks/results/speed/<device>``):
 ``speed.md`` (the tables), ``speed.csv`` (one row per measurement) and
 ``meta.json`` (versions, device, load average, sizes).
@@ -46,6 +53,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import gc
 import json
 import math
@@ -64,8 +72,11 @@ from _suite import (
     SKOOD,
     PeakMemory,
     budget_params,
+    engine_arguments,
     environment,
+    execute,
     fit_detector,
+    job,
     make_detector,
     skood_class,
     write_csv,
@@ -574,6 +585,19 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def run_section(sec: str, sizes: dict, device: str, backbone: str,
+                detectors: list[str]) -> list[dict]:
+    """The rows of one section (of section (a): of ``detectors``), one job."""
+    t = time.perf_counter()
+    if sec == "a":
+        rows = bench_training(sizes, device, backbone, detectors)
+    else:
+        rows = {"b": bench_augment, "c": bench_scoring, "d": bench_memory}[sec](sizes, device)
+    what = f"({sec})" + (f" {', '.join(detectors)}" if sec == "a" else "")
+    print(f"section {what} done in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--budget", choices=tuple(BUDGETS), default="smoke")
@@ -583,7 +607,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--detectors", nargs="+", default=list(SKOOD), choices=list(SKOOD))
     ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--no-progress", action="store_true", help="accepted for the test harness")
+    engine_arguments(ap)
     args = ap.parse_args(argv)
 
     device = args.device
@@ -597,16 +621,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     load_before = os.getloadavg()
     t0 = time.perf_counter()
 
-    rows: list[dict] = []
-    steps = {"a": lambda: bench_training(sizes, device, args.backbone, args.detectors),
-             "b": lambda: bench_augment(sizes, device),
-             "c": lambda: bench_scoring(sizes, device),
-             "d": lambda: bench_memory(sizes, device)}
-    for sec in SECTIONS:
-        if sec in args.sections:
-            t = time.perf_counter()
-            rows += steps[sec]()
-            print(f"section ({sec}) done in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    parts = [(sec, [d]) for sec in SECTIONS if sec == "a" and sec in args.sections
+             for d in args.detectors]
+    parts += [(sec, []) for sec in SECTIONS if sec != "a" and sec in args.sections]
+    ident = {"budget": args.budget, "sizes": sizes, "device": device, "backbone": args.backbone,
+             "torch": torch.__version__}
+    jobs = [job(f"{sec}__{'_'.join(dets) or 'all'}__{args.budget}__{device}",
+                functools.partial(run_section, sec, sizes, device, args.backbone, dets),
+                {**ident, "section": sec, "detectors": dets})
+            for sec, dets in parts]
+    rows = execute(jobs, out / "cache", args)
+    if not rows:
+        print("no measurement done yet")
+        return rows
 
     table = markdown(rows)
     (out / "speed.md").write_text(table + "\n")

@@ -1,8 +1,13 @@
 """The five papers' central claims as ablations, in one run.
 
-Each claim is measured by its own script (run here with the same budget
-flags), and this script reads that script's ``runs.csv`` and reports the
-claim the same way for all five: per setting, the treatment against the
+Each claim is data (:class:`Claim`): variants x tasks, i.e. which column of
+a runs.csv names the compared arms (``variant``, with ``reference`` the
+control), which columns name a task, which one a setting reported apart,
+and the metric. The arms are run on the tasks by the claim's script, on the
+benchmark engine (``_suite.run_jobs``: every fit cached, so a claim resumes
+and a re-run only re-tabulates; ``--n-jobs``, ``--report-only``, ``--prune``
+and ``--rerun`` are passed on). This script then reads each ``runs.csv`` and
+reports every claim the same way: per setting, the treatment against the
 control, mean ± standard deviation over seeds of the per-seed mean over
 tasks, and the paired difference; a difference within its own spread is
 "no effect", never a win.
@@ -17,11 +22,12 @@ tasks, and the paired difference; a difference within its own spread is
   (``semsad_ablation.py``: variants vs the defaults);
 * DUM: beats IsolationForest on tabular data (``dum_tabular.py``).
 
-Run it from the repository root (the scripts write under ``benchmarks/results``).
+Each script writes under ``--out`` (default ``benchmarks/results``), in its own folder.
 
 Usage::
 
-    python benchmarks/claims.py --data-home ../shared/data [--only nsa semsad] [--seeds 0 1 2]
+    python benchmarks/claims.py --data-home ../shared/data [--only nsa semsad] [--seeds 0 1 2] \
+        [--n-jobs 2]
 
 ``--dry-run`` only rebuilds ``claims.md`` from the scripts' existing CSVs.
 """
@@ -32,57 +38,68 @@ import argparse
 import csv
 import importlib
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _suite import ablation_table
+from _suite import ablation_table, engine_arguments
 from tabular_suite import default_data_home
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks/results"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Claim:
-    """How to run one claim's script and read its ``runs.csv``.
+    """One claim as data: its arms (variants) x tasks, and the script that runs them.
 
-    ``task`` columns name a task (joined), ``variant`` the compared arm,
-    ``group`` a setting reported separately (e.g. the pollution level),
-    ``metric`` the score column; ``reference`` is the control arm's value.
+    In the script's ``runs.csv`` (``csv``, under ``--out``): ``variant`` is the
+    column naming the compared arm, ``reference`` the control arm's value,
+    ``task`` the columns that (joined) name a task, ``group`` a setting
+    reported separately (e.g. the pollution level), ``metric`` the score
+    column. ``script`` (a benchmark script on the engine) runs the arms on
+    the tasks with ``args``, writing to ``out`` (under ``--out``).
     """
 
     title: str
     script: str
+    out: str
     csv: str
     variant: str
     reference: str
     task: tuple[str, ...]
     metric: str = "auroc"
     group: str | None = None
-    args: list[str] = field(default_factory=list)
+    args: tuple[str, ...] = field(default_factory=tuple)
 
 
 #: the NSA claim where the encoder has learnt something (the image defaults: SimCLR, crops of
 #: 50-100%, lr 1e-4, 1,000 images, 12 epochs), both scorers, the untrained encoder beside
-NSA_ARGS = ["--method", "simclr", "--crop-scale", "0.5", "1", "--n-train", "1000", "--epochs",
-            "12", "--scoring", "kcos", "kcos-mah", "--reference", "--n-jobs", "2"]
+NSA_ARGS = ("--method", "simclr", "--crop-scale", "0.5", "1", "--n-train", "1000", "--epochs",
+            "12", "--scoring", "kcos", "kcos-mah", "--reference")
 
 CLAIMS = {
-    "nsa": Claim("NSA: feature/projection normalisation (one-class Fashion-MNIST)",
-                 "nsa_normalisation", "nsa_normalisation/runs.csv", "variant", "norm off",
-                 ("class",), group="setting", args=NSA_ARGS),
-    "distillneg": Claim("DistillNeg: negatives (lam=1) vs plain self-distillation (lam=0)",
-                        "distillneg_negatives", "distillneg_negatives/runs.csv", "lam", "0.0",
-                        ("setting",)),
-    "rotaux": Claim("RotAuxMSP: rotation auxiliary task, hold-one-class-out AP (Fashion-MNIST)",
-                    "rotaux_holdout", "rotaux_holdout/runs.csv", "variant", "lam=0 MSP",
-                    ("held_out",), metric="ap"),
-    "semsad": Claim("SemSAD: gamma range vs fixed gamma, neighbourhood size",
-                    "semsad_ablation", "semsad_ablation/fashion/cpu/runs.csv", "detector",
-                    "SemSAD", ("dataset",)),
-    "dum": Claim("DUM vs IsolationForest (transductive tabular, the paper's datasets)",
-                 "dum_tabular", "dum_tabular.csv", "detector", "IsolationForest", ("dataset",)),
+    "nsa": Claim(
+        "NSA: feature/projection normalisation (one-class Fashion-MNIST)",
+        script="nsa_normalisation", out="nsa_normalisation", csv="nsa_normalisation/runs.csv",
+        variant="variant", reference="norm off", task=("class",), group="setting",
+        args=NSA_ARGS),
+    "distillneg": Claim(
+        "DistillNeg: negatives (lam=1) vs plain self-distillation (lam=0)",
+        script="distillneg_negatives", out="distillneg_negatives",
+        csv="distillneg_negatives/runs.csv", variant="lam", reference="0.0", task=("setting",)),
+    "rotaux": Claim(
+        "RotAuxMSP: rotation auxiliary task, hold-one-class-out AP (Fashion-MNIST)",
+        script="rotaux_holdout", out="rotaux_holdout", csv="rotaux_holdout/runs.csv",
+        variant="variant", reference="lam=0 MSP", task=("held_out",), metric="ap"),
+    "semsad": Claim(
+        "SemSAD: gamma range vs fixed gamma, neighbourhood size",
+        script="semsad_ablation", out="semsad_ablation",
+        csv="semsad_ablation/fashion/cpu/runs.csv", variant="detector", reference="SemSAD",
+        task=("dataset",)),
+    "dum": Claim(
+        "DUM vs IsolationForest (transductive tabular, the paper's datasets)",
+        script="dum_tabular", out=".", csv="dum_tabular.csv", variant="detector",
+        reference="IsolationForest", task=("dataset",)),
 }
 
 
@@ -113,6 +130,15 @@ def read_claim(claim: Claim, out: Path) -> list[str]:
     return lines
 
 
+def engine_flags(args: argparse.Namespace) -> list[str]:
+    """The engine options of this call, as arguments for a claim's script."""
+    flags = ["--n-jobs", str(args.n_jobs)] if args.n_jobs != 1 else []
+    for flag in ("no_progress", "report_only", "prune", "rerun"):
+        if getattr(args, flag):
+            flags.append("--" + flag.replace("_", "-"))
+    return flags
+
+
 def main(argv=None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", nargs="*", choices=list(CLAIMS), default=list(CLAIMS))
@@ -120,14 +146,14 @@ def main(argv=None) -> str:
     ap.add_argument("--seeds", nargs="+", default=None, help="passed on to every script")
     ap.add_argument("--dry-run", action="store_true", help="only summarise existing CSVs")
     ap.add_argument("--out", type=Path, default=OUT)
+    engine_arguments(ap)
     args = ap.parse_args(argv)
     data_home = args.data_home or default_data_home()
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     for name in args.only:
         claim = CLAIMS[name]
         if args.dry_run:
             continue
-        script_args = list(claim.args)
+        script_args = [*claim.args, *engine_flags(args), "--out", str(args.out / claim.out)]
         if data_home:
             script_args += ["--data-home", data_home]
         if args.seeds:

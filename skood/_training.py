@@ -18,8 +18,10 @@ callbacks and history. This module provides the pieces those subclasses share:
   recorded without host-device synchronisation, a
   :class:`TrainingDivergedError` when the loss stops being finite, and a
   ``KeyboardInterrupt`` that propagates instead of ending training early).
-* :func:`flush_denormals`: the training epochs run with subnormal floats
-  flushed to zero on the CPU (dead units' optimiser state slows steps).
+* :func:`flush_denormals` (a context manager) and
+  :func:`is_flushing_denormals` (the query): the training epochs run with
+  subnormal floats flushed to zero on the CPU (dead units' optimiser state
+  slows steps).
 * :func:`cumulative_batchnorm`: the BatchNorm statistics of the final
   weights ("precise BN", :meth:`SkoodNet.recalibrate_batchnorm`).
 * :class:`PhaseProgress`: a tqdm progress bar per training phase.
@@ -55,7 +57,7 @@ __all__ = [
     "TrainingDivergedError",
     "cumulative_batchnorm",
     "flush_denormals",
-    "flushing_denormals",
+    "is_flushing_denormals",
     "piecewise_lr",
 ]
 
@@ -187,14 +189,32 @@ class SkoodNet(NeuralNet):
     from ``self.generator_`` (on the training device) or
     ``self.cpu_generator_``, both seeded from ``seed`` when training starts.
 
-    Two methods restate skorch's: :meth:`train_step`, which steps
-    ``optimizer_`` alone, and :meth:`run_single_epoch`, so that the training
-    loop has no host-device synchronisation on CUDA: the per-batch losses
-    (``train_loss``, and the values subclasses record with
-    :meth:`record_batch_value`) stay detached tensors on the device during
-    an epoch and become Python floats all at once when its batches are done,
-    so the history holds the same floats as skorch's per-batch
-    ``loss.item()`` would give. On the CPU they are floats from the start.
+    SkoodNet overrides ten methods of :class:`skorch.NeuralNet`, each for
+    one reason:
+
+    * ``__init__``: skood's defaults (below) and its own parameters;
+    * ``_default_callbacks``: skorch's, without ``PrintLog`` unless
+      ``verbose=2``, plus :class:`PhaseProgress` at ``verbose=1``;
+    * ``initialize_optimizer``: ``optimizer_`` built by :meth:`make_optimizer`
+      (which knows ``decay_1d``);
+    * ``on_train_begin``: the seeded generators, and the autocast dtype and
+      memory format, resolved once per phase;
+    * :meth:`train_step` and :meth:`train_step_single`: one step of
+      ``optimizer_`` alone, through the hooks, with the loss from
+      :meth:`compute_loss` (skorch's step computes it from ``infer`` and the
+      criterion, and steps every registered optimiser with its closure);
+    * :meth:`run_single_epoch`: no host-device synchronisation on CUDA: the
+      per-batch losses (``train_loss``, and the values subclasses record
+      with :meth:`record_batch_value`) stay detached tensors on the device
+      during an epoch and become Python floats all at once when its batches
+      are done, so the history holds the same floats as skorch's per-batch
+      ``loss.item()`` would give (on the CPU they are floats from the start);
+      and the divergence check below;
+    * :meth:`fit_loop` and :meth:`partial_fit`: the epochs under
+      :func:`flush_denormals`, the check of the final parameters, and the
+      failure behaviour below;
+    * ``on_train_end``: precise BatchNorm (:meth:`recalibrate_batchnorm`) and
+      the module back in the contiguous memory format.
 
     Two behaviours differ from skorch's on failure. When an epoch's
     recorded training losses are not all finite, :meth:`run_single_epoch`
@@ -581,8 +601,9 @@ class SkoodNet(NeuralNet):
         return low + (high - low) * u
 
 
-def flushing_denormals() -> bool:
-    """Whether this thread's CPU arithmetic flushes subnormal floats to zero.
+def is_flushing_denormals() -> bool:
+    """Whether this thread's CPU arithmetic flushes subnormal floats to zero (the query;
+    :func:`flush_denormals` is the context manager that sets the mode).
 
     Probed by one scalar multiplication whose exact result is subnormal
     (half the smallest normal float32): it is 0 when flushing is on.
@@ -610,9 +631,10 @@ def flush_denormals(on: bool = True) -> Iterator[bool]:
     arithmetic, which is all of it with one thread and the part that
     PyTorch does not split across its intra-op threads otherwise. It is
     restored on exit, so the caller's mode is unchanged. Yields whether
-    flushing is on inside (``False`` where the CPU does not support it).
+    flushing is on inside (``False`` where the CPU does not support it);
+    :func:`is_flushing_denormals` reads the mode.
     """
-    before = flushing_denormals()
+    before = is_flushing_denormals()
     supported = torch.set_flush_denormal(on)
     try:
         yield on and supported

@@ -47,6 +47,14 @@ architecture under the parameter's name (``DUMDetector.load(path,
 encoder=MyEncoder())``). The loaded detector gets a copy of that module with
 the saved weights (the caller's module is not modified).
 
+Classes are found by name: the file's ``class`` entry among the subclasses of
+the registered detector base (:class:`skood.BaseDeepDetector`, which registers
+itself, so this module imports no detector), by qualified name alone when
+its module moved and exactly one known class has that name; the networks'
+submodules are compared by qualified class name. Files of skood 0.1.2, which
+name the modules before skood's internals became private
+(``skood.detectors.semsad``), therefore load.
+
 Compatibility: ``load`` raises ``ValueError`` for a file that is not a skood
 detector file (or holds anything but tensors and plain values), a different
 format version, a class other than the one ``load`` is called on, or a file

@@ -11,7 +11,14 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
 
 from skood import _testing
-from skood._detectors.nsa import NSADetector, center_cosine, minmax_ensemble
+from skood._detectors.nsa import (
+    NSADetector,
+    SimCLRNet,
+    SimSiamNet,
+    center_cosine,
+    minmax_ensemble,
+)
+from skood._nn.heads import SimCLRModel, SimSiamModel
 from skood._nn.losses import simsiam_loss
 from skood._scoring import covariance_chunked, fit_whitening, nearest_cosine, whiten
 from skood._utils import to_model_input
@@ -240,6 +247,38 @@ def test_nearest_cosine_skips_self_and_minmax():
     np.testing.assert_allclose(s, [0.0, 1.5])
     with pytest.raises(ValueError, match="2 score arrays but 1 ranges"):
         minmax_ensemble([np.zeros(2), np.zeros(2)], [(0, 1)])
+
+
+class _BatchNormFirst(torch.nn.Module):
+    """An encoder whose first layer is BatchNorm: its running mean shows what input set it."""
+
+    out_features = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn, self.lin = torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 4)
+
+    def forward(self, x):
+        return self.lin(self.bn(x))
+
+
+def _far_views(x, g):
+    return x + 10.0 + torch.randn(x.shape, generator=g)
+
+
+@pytest.mark.parametrize("net_cls", [SimSiamNet, SimCLRNet])
+def test_nsa_nets_train_and_recompute_batchnorm_on_the_clean_rows(net_cls):
+    """Both nets train on augmented views; precise BN then sees the unaugmented rows."""
+    torch.manual_seed(0)
+    X = torch.randn(64, 3) * 2 + 5
+    model = (SimSiamModel(_BatchNormFirst(), projection_dim=8, predictor_dim=4)
+             if net_cls is SimSiamNet else SimCLRModel(_BatchNormFirst(), projection_dim=8))
+    net = net_cls(model, augment=_far_views, max_epochs=2, batch_size=16, lr=0.01, seed=0,
+                  device="cpu")
+    net.fit(X)
+    assert np.isfinite(net.history[:, "train_loss"]).all()
+    # four batches of 16 clean rows, averaged: the mean of X (the views' mean is near 15)
+    torch.testing.assert_close(model.encoder.bn.running_mean, X.mean(0), rtol=1e-5, atol=1e-5)
 
 
 def test_center_cosine():

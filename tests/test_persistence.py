@@ -1,4 +1,4 @@
-"""save / load without pickle (issue 18, item 10).
+"""save / load without pickle.
 
 Every detector, on tables and images and with the settings that change its
 networks' structure, round-trips through ``save``/``load`` with identical
@@ -12,6 +12,7 @@ import io
 import math
 import os
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -23,7 +24,7 @@ from torch import nn
 import skood
 from skood._base import BaseDeepDetector
 from skood._testing import DETECTORS, tiny
-from skood.persistence import FORMAT_VERSION, SkoodVersionWarning, load
+from skood.persistence import FORMAT, FORMAT_VERSION, SkoodVersionWarning, load
 
 
 def _same(a, b, where: str = "") -> None:
@@ -252,7 +253,7 @@ def _resave(payload, tmp_path, **changes):
 
 def test_payload_has_versions_and_only_plain_data(saved):
     path, payload = saved
-    assert payload["format"] == "skood-detector"
+    assert payload["format"] == FORMAT == "skood-detector"
     assert payload["format_version"] == FORMAT_VERSION
     assert payload["skood_version"] == skood.__version__
     assert payload["torch_version"] == str(torch.__version__)
@@ -352,6 +353,48 @@ def test_tampered_networks(tmp_path, saved):
     fitted = {**payload["fitted"], "offset_": {"__skood__": "code", "src": "print(1)"}}
     with pytest.raises(ValueError, match="unknown entry tag"):
         skood.SemSADDetector.load(_resave(payload, tmp_path, fitted=fitted))
+
+
+def _old_module_names(v):
+    """``v`` with skood's module paths as skood 0.1.2 wrote them (``skood._detectors.semsad``
+    was ``skood.detectors.semsad``, ``skood._nn.encoders`` ``skood.nn.encoders``, ...)."""
+    if isinstance(v, str):
+        return re.sub(r"\bskood\._", "skood.", v)
+    if isinstance(v, list):
+        return [_old_module_names(e) for e in v]
+    return v
+
+
+def test_files_of_skood_0_1_2_load(tmp_path, saved, blobs):
+    """Files written before skood's internals became private name the old module paths, for
+    the detector class and every submodule of its networks; they load with the same scores."""
+    path, payload = saved
+    modules = {k: {**rec, "structure": _old_module_names(rec["structure"])}
+               for k, rec in payload["modules"].items()}
+    old = _resave(payload, tmp_path, modules=modules,
+                  **{"class": "skood.detectors.semsad:SemSADDetector"})
+    assert "skood.nn.encoders:" in str(modules)  # the submodules' names changed too
+    want = skood.SemSADDetector.load(path).score_samples(blobs[1])
+    for loader in (load, skood.load, BaseDeepDetector.load, skood.SemSADDetector.load):
+        det = loader(old)
+        assert type(det) is skood.SemSADDetector
+        np.testing.assert_array_equal(det.score_samples(blobs[1]), want)
+    with pytest.raises(ValueError, match="not a.*NSADetector"):
+        skood.NSADetector.load(old)
+    with pytest.raises(ValueError, match="not a known skood detector class"):
+        load(_resave(payload, tmp_path, **{"class": "skood.detectors.semsad:NoSuchDetector"}))
+
+
+def test_a_moved_class_must_be_unambiguous(tmp_path, saved):
+    """Matching by class name alone needs exactly one known detector class of that name."""
+    _, payload = saved
+    twins = [type(BaseDeepDetector)("Twin", (skood.SemSADDetector,), {"__module__": m})
+             for m in ("first_module", "second_module")]
+    path = _resave(payload, tmp_path, **{"class": "old_module:Twin"})
+    with pytest.raises(ValueError, match="not a known skood detector class"):
+        load(path)
+    assert load(_resave(payload, tmp_path, **{"class": "first_module:Twin"})).__class__ \
+        is twins[0]
 
 
 # ------------------------------------------------------------------ device

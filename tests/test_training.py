@@ -23,11 +23,13 @@ from skood._detectors.dino import clip_grad_per_param_, dino_loss, ema_update_
 from skood._nn.losses import nt_xent
 from skood._testing import tiny
 from skood._training import (
+    ContrastiveNet,
     SkoodNet,
     TensorLoader,
     cumulative_batchnorm,
     flush_denormals,
-    flushing_denormals,
+    is_flushing_denormals,
+    piecewise_lr,
 )
 from skood.datasets import load_digits_images
 
@@ -184,7 +186,7 @@ def _subnormal_product() -> float:
 
 @pytest.fixture
 def restore_flush_mode():
-    before = flushing_denormals()
+    before = is_flushing_denormals()
     if not torch.set_flush_denormal(before):
         pytest.skip("this CPU cannot flush subnormal floats (not x86 with SSE)")
     yield
@@ -195,18 +197,18 @@ def restore_flush_mode():
 def test_flush_denormals_is_on_inside_and_restores_the_callers_mode(callers_mode,
                                                                    restore_flush_mode):
     torch.set_flush_denormal(callers_mode)
-    assert flushing_denormals() is callers_mode
+    assert is_flushing_denormals() is callers_mode
     assert _subnormal_product() == (0.0 if callers_mode else _HALF_TINY)
     with flush_denormals() as on:
-        assert on and flushing_denormals()
+        assert on and is_flushing_denormals()
         assert _subnormal_product() == 0.0
-    assert flushing_denormals() is callers_mode
+    assert is_flushing_denormals() is callers_mode
     with flush_denormals(False) as on:
-        assert not on and not flushing_denormals()
-    assert flushing_denormals() is callers_mode
+        assert not on and not is_flushing_denormals()
+    assert is_flushing_denormals() is callers_mode
     with pytest.raises(RuntimeError, match="boom"), flush_denormals():
         raise RuntimeError("boom")
-    assert flushing_denormals() is callers_mode
+    assert is_flushing_denormals() is callers_mode
 
 
 class _ModeNet(SkoodNet):
@@ -217,7 +219,7 @@ class _ModeNet(SkoodNet):
         self.modes_ = []
 
     def compute_loss(self, x, idx):
-        self.modes_.append(flushing_denormals())
+        self.modes_.append(is_flushing_denormals())
         return self.module_(x).square().mean()
 
 
@@ -231,7 +233,7 @@ def test_training_flushes_subnormals_and_leaves_the_callers_mode(flush, callers_
     net.fit(torch.randn(20, 3, generator=torch.Generator().manual_seed(0)))
     # 3 steps x 2 epochs, each flushing when asked to, in the caller's mode otherwise
     assert net.modes_ == [flush or callers_mode] * 6
-    assert flushing_denormals() is callers_mode  # the caller's arithmetic is untouched
+    assert is_flushing_denormals() is callers_mode  # the caller's arithmetic is untouched
 
 
 # --------------------------------------------------------------------------
@@ -331,6 +333,48 @@ def test_cumulative_batchnorm_equals_momentum_none():
     assert not any(m._forward_pre_hooks for m in _bns(net))
     with cumulative_batchnorm(nn.Linear(2, 2)) as has_bn:
         assert not has_bn
+
+
+def test_piecewise_lr_scales_by_fractions_of_the_budget():
+    cb = piecewise_lr((0.5, 0.75), (0.1, 0.01), max_epochs=8)
+    assert cb.policy is torch.optim.lr_scheduler.LambdaLR
+    assert [cb.lr_lambda(e) for e in range(8)] == [1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01]
+    net = _LrNet(nn.Linear(2, 1), max_epochs=4, batch_size=8, lr=1.0, device="cpu",
+                 optimizer=torch.optim.SGD, callbacks=[("steps", piecewise_lr((0.5,), (0.1,), 4))])
+    net.fit(torch.randn(16, 2))
+    assert net.lrs_ == pytest.approx([1.0, 1.0, 0.1, 0.1])  # the same shape at any budget
+
+
+class _LrNet(SkoodNet):
+    """Records the learning rate each epoch trains with."""
+
+    def compute_loss(self, x, idx):
+        return self.module_(x).pow(2).mean()
+
+    def on_epoch_begin(self, net, **kwargs):
+        super().on_epoch_begin(net, **kwargs)
+        self.lrs_ = [*getattr(self, "lrs_", []), self.optimizer_.param_groups[0]["lr"]]
+
+
+def _noisy(x, g):
+    return x + 0.1 * torch.randn(x.shape, generator=g)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_contrastive_net_is_nt_xent_of_two_views(symmetric):
+    torch.manual_seed(0)
+    net = ContrastiveNet(nn.Linear(3, 4), augment=_noisy, temperature=0.2, symmetric=symmetric,
+                         max_epochs=2, batch_size=8, lr=0.01, device="cpu", seed=1)
+    net.fit(torch.randn(32, 3))
+    assert all(math.isfinite(v) for v in net.history[:, "train_loss"])
+    x = torch.randn(8, 3)
+    net.generator_ = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        got = net.compute_loss(x, torch.arange(8))
+        g = torch.Generator().manual_seed(5)
+        v1, v2 = _noisy(x, g), _noisy(x, g)  # two views, in this order, from the net's generator
+        z1, z2 = net.module_(torch.cat([v1, v2])).chunk(2)
+        assert torch.equal(got, nt_xent(z1, z2, 0.2, symmetric))
 
 
 def test_clip_grad_per_param_equals_per_tensor_clipping():

@@ -1,10 +1,15 @@
 """The detectors, one module per paper.
 
-Each module holds what is its paper's own (objective, scorer, estimator);
-:mod:`skood._detectors.dino` holds the DINO self-distillation parts that
-DistillNeg trains with. Building blocks that two or more detectors use live
-in the shared layer (:mod:`skood._augment`, :mod:`skood._nn`,
-:mod:`skood._scoring`, :mod:`skood._training`).
+Where code lives (one rule): a building block that only one detector uses
+lives in that detector's module, or, to keep the module short, in its private
+sibling ``_<detector>_parts`` (:mod:`skood._detectors._rotaux_parts`,
+:mod:`skood._detectors._dum_parts`); :mod:`skood._detectors.dino` holds the
+DINO self-distillation parts that DistillNeg trains with. Generic building
+blocks live in the shared layer: scorers in :mod:`skood._scoring`,
+augmentations in :mod:`skood._augment`, networks and losses in
+:mod:`skood._nn`, training plumbing in :mod:`skood._training`, seeds and
+small helpers in :mod:`skood._utils`. A detector's random streams are
+declared in its module (``_SEED_STREAMS``; see :func:`skood._utils.seed_stream`).
 """
 
 from .distillneg import DistillNegDetector

@@ -1,8 +1,17 @@
-"""Smoke runs of the benchmark scripts (tiny budgets, real outputs) and the engine."""
+"""The benchmark engine (in process) and smoke runs of the benchmark scripts (subprocesses at
+tiny budgets, real outputs).
+
+The scripts are not on ``sys.path``: :func:`bench` imports one from its file (its sibling
+modules first), and every run of a script, and every sweep with several workers (whose
+workers import the scripts' modules), is a subprocess.
+"""
 
 from __future__ import annotations
 
+import ast
 import csv
+import functools
+import importlib.util
 import json
 import subprocess
 import sys
@@ -11,14 +20,31 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import _suite  # noqa: E402
+BENCH = ROOT / "benchmarks"
 
 
-def run(args):
-    res = subprocess.run([sys.executable, *args, "--no-progress"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=600)
+def bench(name: str):
+    """``benchmarks/<name>.py`` as a module, imported from its path (``_suite``,
+    ``tabular_suite`` and ``_image_tasks``, which the scripts import, first)."""
+    for dep in ("_suite", "tabular_suite", "_image_tasks", name):
+        if dep not in sys.modules:
+            spec = importlib.util.spec_from_file_location(dep, BENCH / f"{dep}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[dep] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[dep]
+                raise
+    return sys.modules[name]
+
+
+_suite = bench("_suite")
+
+
+def run(args, progress_flag=True):
+    res = subprocess.run([sys.executable, *args, *(["--no-progress"] if progress_flag else [])],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout
 
@@ -36,6 +62,9 @@ def test_main_job_smoke(tmp_path):
                  "mean rank", "AP", "Cost per run", "| SemSAD | 3 |"):
         assert name in table
     assert "**mean**" in out
+    # one sentence on where skood stands against the two baselines, and where to look next
+    verdict = [ln for ln in out.splitlines() if ln.startswith("On scikit-learn's small tables")]
+    assert len(verdict) == 1 and "LOF" in verdict[0] and "docs/benchmarks" in verdict[0]
     rows = read_rows(tmp_path / "runs.csv")
     assert len(rows) == 3 * 3 and not any(r["error"] for r in rows)
     for r in rows:
@@ -44,6 +73,21 @@ def test_main_job_smoke(tmp_path):
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert {"versions", "device", "wall_s_this_call"} <= set(meta)
     assert meta["versions"]["torch"].startswith("2.")
+
+
+def test_main_job_verdict_is_computed_from_the_runs():
+    main_job = bench("main_job")
+
+    def rows(**means):
+        return [{"dataset": d, "detector": det, "seed": 0, "auroc": v}
+                for det, v in means.items() for d in ("wine", "digits-0")]
+
+    behind = main_job.verdict(rows(IsolationForest=0.9, LOF=0.8, SemSAD=0.7, NSA=0.79))
+    assert "every skood detector is behind IsolationForest and LOF" in behind
+    assert behind.startswith("On scikit-learn's small tables and 8x8 digits")
+    mixed = main_job.verdict(rows(IsolationForest=0.9, LOF=0.8, SemSAD=0.85, NSA=0.7))
+    assert "SemSAD is level with or ahead of LOF" in mixed and "the other skood" in mixed
+    assert "docs/benchmarks" in behind and "docs/benchmarks" in mixed
 
 
 def test_main_job_default_detectors_are_skood_plus_if_lof():
@@ -110,6 +154,7 @@ def test_committed_runs_csv_counts_as_done_without_the_cache(tmp_path):
     assert {p.name for p in (tmp_path / "cache").iterdir()} == {*cached, rows[0]["key"] + ".json"}
 
 
+@pytest.mark.slow
 def test_tabular_suite_transductive(tmp_path, data_home):
     run(["benchmarks/tabular_suite.py", "--data-home", str(data_home), "--datasets", "wine",
          "--sources", "adbench", "--protocol", "transductive", "--detectors", "SemSAD", "KNN",
@@ -119,6 +164,7 @@ def test_tabular_suite_transductive(tmp_path, data_home):
     assert all(r["n_train"] == r["n_test"] for r in rows)  # fit and score the same rows
 
 
+@pytest.mark.slow
 def test_image_suite_protocols(tmp_path, data_home):
     common = ["--dataset", "fashion", "--budget", "smoke", "--data-home", str(data_home),
               "--detectors", "SemSAD", "IsolationForest", "--out", str(tmp_path)]
@@ -147,21 +193,6 @@ def test_image_suite_two_workers_equal_one(tmp_path):
         assert not any(r["error"] for r in got)
         rows[name] = {(r["dataset"], r["detector"]): r["auroc"] for r in got}
     assert len(rows["two"]) == 4 and rows["two"] == rows["serial"]
-
-
-def test_sweep_same_results_with_parallel_workers(tmp_path):
-    import main_job
-
-    tasks = main_job.sklearn_tasks([0])
-    kw = dict(detectors=["IsolationForest", "KNN"], seeds=[0], budget="smoke", progress=False)
-    serial = _suite.run_sweep(tasks, out=tmp_path / "a", n_jobs=1, **kw)
-    parallel = _suite.run_sweep(tasks, out=tmp_path / "b", n_jobs=2, **kw)
-
-    def key(r):
-        return r["dataset"], r["detector"]
-
-    assert [(key(r), r["auroc"]) for r in sorted(serial, key=key)] == \
-        [(key(r), r["auroc"]) for r in sorted(parallel, key=key)]
 
 
 def test_failed_run_is_recorded_not_fatal(tmp_path):
@@ -242,7 +273,7 @@ def test_ablation_table_verdicts():
 
 
 def test_claims_summary_reads_each_scripts_csv(tmp_path):
-    import claims
+    claims = bench("claims")
 
     d = tmp_path / "nsa_normalisation"
     d.mkdir()
@@ -256,6 +287,16 @@ def test_claims_summary_reads_each_scripts_csv(tmp_path):
     assert "setting = kcos, pollution 10%" in text and "better" in text and "+10.0" in text
     assert "not run yet (`python benchmarks/semsad_ablation.py`)" in text
     assert (tmp_path / "claims.md").read_text() == text
+
+
+def test_claims_pass_the_engine_options_to_their_scripts():
+    claims = bench("claims")
+    args = claims.argparse.Namespace(n_jobs=2, no_progress=True, report_only=True, prune=False,
+                                     rerun=False)
+    assert claims.engine_flags(args) == ["--n-jobs", "2", "--no-progress", "--report-only"]
+    for claim in claims.CLAIMS.values():  # every claim's script is on the engine
+        source = (BENCH / f"{claim.script}.py").read_text()
+        assert "sweep_arguments" in source or "engine_arguments" in source, claim.script
 
 
 def test_cache_identity_holds_every_parameter():
@@ -294,7 +335,7 @@ def test_scale_smoke_full_rows_and_bank_cap(tmp_path, data_home):
 
 
 def test_scale_notes_only_for_runs_in_the_table_one_line_per_note():
-    import scale
+    scale = bench("scale")
 
     notes = {("a", "NSA"): "old peak", ("b", "NSA"): "old peak", ("c", "NSA"): "old peak",
              ("a", "DUM"): "other"}
@@ -304,22 +345,6 @@ def test_scale_notes_only_for_runs_in_the_table_one_line_per_note():
     # every note names a dataset and detector of the default sweep (no orphan notes)
     assert all(name in scale.LARGEST and det in scale.DEFAULT_DETECTORS
                for name, det in scale.RUN_NOTES)
-
-
-def test_readme_results_section_is_generated_from_the_results():
-    """The README's Results section is exactly what readme_results.py writes from
-    benchmarks/results (no hand-edited numbers, no stale tables)."""
-    res = subprocess.run([sys.executable, "benchmarks/readme_results.py", "--check"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, "README results are stale: run python benchmarks/readme_results.py"
-
-
-def test_included_tables_lose_their_title_and_nest_their_headings():
-    import readme_results
-
-    md = "# Title\n\nText.\n\n## Part\n\n| a |\n# not a title"
-    assert readme_results.demote(md) == "Text.\n\n#### Part\n\n| a |\n#### not a title"
-    assert readme_results.demote("## Part\nText.") == "#### Part\nText."
 
 
 def _blobs(seed):
@@ -362,10 +387,10 @@ def test_prune_deletes_only_superseded_versions_of_the_sweeps_runs(tmp_path):
 def test_pretrained_scorers_match_brute_force():
     """benchmarks/pretrained_scorers.py: each scorer against a direct numpy computation."""
     import numpy as np
-    import pretrained_scorers as ps
     import torch
     from sklearn.covariance import LedoitWolf
 
+    ps = bench("pretrained_scorers")
     rng = np.random.RandomState(0)
     train = np.abs(rng.normal(size=(60, 5))) + 0.1
     test = np.abs(rng.normal(size=(30, 5))) + 0.1
@@ -395,18 +420,110 @@ def test_pretrained_scorers_match_brute_force():
     assert set(ps.SCORERS) == {*expected, "kcos-mah"}
 
 
-def test_nsa_normalisation_rescored_equals_a_fit_with_that_scorer(digit_images):
-    """nsa_normalisation.py scores one trained encoder with several scorers: bit-identical
-    to fitting with each scorer (training does not depend on it)."""
+def test_nsa_scorers_share_one_trained_encoder(digit_images):
+    """nsa_normalisation.py fits each scorer on its own: training does not depend on the
+    scorer, so the fits of one seed train the same encoder (the scorers compare one
+    encoder) and differ only in their scores."""
     import numpy as np
-    from nsa_normalisation import rescored
+    import torch
 
-    from skood._testing import tiny
+    from skood import NSADetector
 
     train, test = digit_images[0], digit_images[1]
-    kcos = tiny("NSADetector", scoring="kcos", batch_size=32).fit(train)
-    mah = tiny("NSADetector", scoring="kcos-mah", batch_size=32).fit(train)
-    again = rescored(kcos, "kcos-mah", train)
-    np.testing.assert_array_equal(again.score_samples(test), mah.score_samples(test))
-    assert not np.array_equal(kcos.score_samples(test), mah.score_samples(test))
-    assert kcos.terms_ == [(0, "kcos")]  # the fitted detector is not changed
+    fits = {s: NSADetector(scoring=s, max_epochs=1, batch_size=32, device="cpu",
+                           random_state=0).fit(train) for s in ("kcos", "kcos-mah")}
+    a, b = (f.encoder_.state_dict() for f in fits.values())
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(*(f.score_samples(test) for f in fits.values()))
+
+
+# ------------------------------------------------------------------ the generic engine
+def _rows(log: Path, name: str, n: int) -> list[dict]:
+    """A job's rows (``n`` of them); each call appends ``name`` to ``log``."""
+    with open(log, "a") as f:
+        f.write(name + "\n")
+    return [{"job": name, "i": i, "auroc": 0.5} for i in range(n)]
+
+
+def test_run_jobs_caches_resumes_prunes_and_reruns(tmp_path):
+    log, cache = tmp_path / "log", tmp_path / "cache"
+
+    def jobs(size=1):
+        return [_suite.job(name, functools.partial(_rows, log, name, n), {"size": size, "n": n})
+                for name, n in (("one", 1), ("three", 3))]
+
+    def ran():
+        names = log.read_text().split() if log.exists() else []
+        log.unlink(missing_ok=True)
+        return names
+
+    kw = dict(progress=False)
+    first = _suite.run_jobs(jobs(), cache, **kw)
+    assert [(r["job"], r["i"]) for r in first] == [("one", 0), *(("three", i) for i in range(3))]
+    assert ran() == ["one", "three"]
+    # done jobs are read from the cache (one row as a row, several as a list), in job order
+    assert _suite.run_jobs(jobs()[::-1], cache, **kw) == first[1:] + first[:1]
+    assert ran() == []
+    assert json.loads((cache / f"{jobs()[0].key}.json").read_text()) == first[0]
+    # an interrupted run: only the missing job runs; a report runs nothing
+    (cache / f"{jobs()[1].key}.json").unlink()
+    assert _suite.run_jobs(jobs(), cache, cached_only=True, **kw) == first[:1]
+    assert _suite.run_jobs(jobs(), cache, **kw) == first and ran() == ["three"]
+    # another identity is another job; prune deletes the superseded versions only
+    assert jobs(size=2)[0].key != jobs()[0].key and jobs(2)[0].prefix == jobs()[0].prefix
+    _suite.run_jobs(jobs(size=2), cache, **kw)
+    assert ran() == ["one", "three"] and len(list(cache.glob("*.json"))) == 4
+    _suite.run_jobs(jobs(size=2), cache, prune=True, **kw)
+    assert ran() == [] and sorted(p.stem for p in cache.glob("*.json")) == sorted(
+        j.key for j in jobs(size=2))
+    # rerun: every job again
+    _suite.run_jobs(jobs(size=2), cache, rerun=True, **kw)
+    assert ran() == ["one", "three"]
+
+
+def test_no_benchmark_uses_private_detector_api():
+    """No script reaches into a detector (or any object) through a private attribute:
+    ``obj._name`` only on ``self``/``cls`` or on an imported module."""
+    bad = []
+    for path in sorted(BENCH.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        modules = {a.asname or a.name.split(".")[0] for node in ast.walk(tree)
+                   if isinstance(node, ast.Import) for a in node.names}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                    and not node.attr.startswith("__")
+                    and not (isinstance(node.value, ast.Name)
+                             and node.value.id in {"self", "cls", *modules})):
+                bad.append(f"{path.name}:{node.lineno} .{node.attr}")
+    assert not bad, bad
+
+
+def test_dum_tabular_on_the_engine_resumes_and_reruns(tmp_path, data_home):
+    """A script that is not a (task, detector, seed) sweep gets the engine's cache: a second
+    call computes nothing and writes the same table; --rerun computes every run again."""
+    args = ["benchmarks/dum_tabular.py", "--data-home", str(data_home), "--datasets", "wbc",
+            "--seeds", "0", "--dum-epochs", "1", "--out", str(tmp_path)]
+    run(args)
+    rows = read_rows(tmp_path / "dum_tabular.csv")
+    assert [r["detector"] for r in rows] == ["DUM", "IsolationForest", "LOF"]
+    assert all(0.5 < float(r["auroc"]) <= 1 for r in rows)
+    cache = sorted((tmp_path / "cache" / "dum_tabular").glob("*.json"))
+    stamps = [p.stat().st_mtime_ns for p in cache]
+    run(args)
+    assert [p.stat().st_mtime_ns for p in cache] == stamps
+    assert read_rows(tmp_path / "dum_tabular.csv") == rows  # timings included: nothing re-run
+    run([*args, "--rerun"])
+    assert all(p.stat().st_mtime_ns > t for p, t in zip(cache, stamps, strict=True))
+    assert [r["auroc"] for r in read_rows(tmp_path / "dum_tabular.csv")] == [
+        r["auroc"] for r in rows]
+
+
+@pytest.mark.slow
+def test_dum_orientation_smoke_on_two_workers(tmp_path, data_home):
+    out = run(["benchmarks/dum_orientation.py", "--data-home", str(data_home), "--datasets",
+               "45_wine", "--seeds", "0", "1", "--max-samples", "200", "--n-jobs", "2",
+               "--out", str(tmp_path)])
+    rows = read_rows(tmp_path / "runs.csv")
+    bo = bench("dum_orientation")
+    assert [r["variant"] for r in rows[:3]] == [*bo.VARIANTS, bo.ANCHOR] and len(rows) == 6
+    assert "mean (flips)" in out and (tmp_path / "meta.json").exists()

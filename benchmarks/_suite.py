@@ -487,7 +487,25 @@ def job(name: str, run: Callable[[], list[dict]], ident: dict, gpu: bool = True)
 
     prefix = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) + "__"
     text = json.dumps({"skood": skood.__version__, **ident}, sort_keys=True, default=repr)
-    return Job(prefix + hashlib.sha1(text.encode()).hexdigest()[:10], run, prefix, name, gpu)
+    return Job(prefix + hashlib.sha1(text.encode()).hexdigest()[:10], _importable(run), prefix,
+               name, gpu)
+
+
+def _importable(run: Callable) -> Callable:
+    """``run`` (a function or a ``functools.partial`` of one) with a function of the running
+    script (``__main__``) replaced by the same function of the script imported as a module:
+    joblib's workers import it by name, with everything it uses (a module-level cache,
+    say), where a function of ``__main__`` would be shipped without them."""
+    func = run.func if isinstance(run, functools.partial) else run
+    main = sys.modules.get("__main__")
+    if getattr(func, "__module__", None) != "__main__" or not getattr(main, "__file__", None):
+        return run
+    import importlib
+
+    func = getattr(importlib.import_module(Path(main.__file__).stem), func.__qualname__)
+    if isinstance(run, functools.partial):
+        return functools.partial(func, *run.args, **run.keywords)
+    return func
 
 
 def _json_value(v: Any) -> Any:

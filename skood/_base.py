@@ -69,7 +69,7 @@ from ._utils import (
     resolve_device,
     to_model_input,
 )
-from .pretrained import PretrainedEncoder, pretrained_skeleton
+from .pretrained import PretrainedEncoder, _pretrained_skeleton
 
 __all__ = ["BaseDeepDetector"]
 
@@ -699,7 +699,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
             if getattr(self, "feature_mode_", False):
                 mods = self._module_skeletons((len(self.feature_mean_),))
                 bb = self.backbone
-                enc = (pretrained_skeleton(bb) if isinstance(bb, str)
+                enc = (_pretrained_skeleton(bb) if isinstance(bb, str)
                        else build_encoder(bb, tuple(self.image_shape_)))
                 return {**mods, "feature_encoder_": enc.eval()}
             shape = (tuple(self.image_shape_) if self.input_kind_ == "image"

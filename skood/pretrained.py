@@ -518,7 +518,7 @@ def load_pretrained(
                              cache_dir=cache_dir)
 
 
-def pretrained_skeleton(name: str) -> PretrainedEncoder:
+def _pretrained_skeleton(name: str) -> PretrainedEncoder:
     """``load_pretrained(name)`` with random weights, reading no weights file or cache.
 
     The architecture :meth:`skood._base.BaseDeepDetector.load` rebuilds for a

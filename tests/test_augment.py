@@ -194,3 +194,48 @@ def test_feature_permutation_and_random_rotations():
     for i in range(30):
         matches = [k for k in range(4) if torch.equal(rot[i], torch.rot90(imgs[i], k, (-2, -1)))]
         assert matches and 0 not in matches  # rotated by 90, 180 or 270 degrees, never 0
+
+
+# ---------------------------------------------------------------- named by the layout rule
+
+
+def test_pad_crop_is_a_window_of_the_zero_padded_image():
+    from skood._augment import pad_crop
+
+    x = torch.arange(1.0, 10.0).reshape(1, 1, 3, 3).repeat(6, 2, 1, 1)
+    g = torch.Generator().manual_seed(0)
+    out = pad_crop(x, g, padding=1)
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    windows = [padded[0, :, i:i + 3, j:j + 3] for i in range(3) for j in range(3)]
+    for o in out:  # each sample: one of the 9 windows, the same for every channel
+        assert any(torch.equal(o, w) for w in windows)
+    assert torch.equal(pad_crop(x, g, padding=0), x)
+
+
+def test_flip_and_distort_without_colour_steps_only_flips():
+    from skood._augment import flip_and_distort
+
+    x = torch.rand(16, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    out = flip_and_distort(x, torch.Generator().manual_seed(1), jitter_p=0.0, gray_p=0.0)
+    flipped = [torch.equal(o, xi.flip(-1)) for o, xi in zip(out, x, strict=True)]
+    kept = [torch.equal(o, xi) for o, xi in zip(out, x, strict=True)]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True))
+    assert any(flipped) and any(kept)  # p = 0.5 each on 16 samples
+    again = flip_and_distort(x, torch.Generator().manual_seed(1))
+    assert torch.equal(again, flip_and_distort(x, torch.Generator().manual_seed(1)))
+    assert ((again >= 0) & (again <= 1)).all()
+
+
+def test_bound_corruption_resamples_from_its_bank():
+    from skood._augment import BoundCorruption, TabularCorruption
+
+    bank = torch.full((5, 3), 7.0)
+    t = BoundCorruption(TabularCorruption(frac=1.0, noise=0.0), bank)
+    out = t(torch.zeros(4, 3), torch.Generator().manual_seed(0))
+    assert torch.equal(out, torch.full((4, 3), 7.0))  # every feature from the bank
+    c = TabularCorruption(frac=0.5, noise=0.1)
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(BoundCorruption(c, bank)(x, torch.Generator().manual_seed(3)),
+                       c(x, torch.Generator().manual_seed(3), bank=bank))
+    assert "bank of 5 rows" in repr(t)

@@ -278,3 +278,62 @@ def test_negatives_benchmark_smoke(data_home, tmp_path):
         "--epochs", "1", "--seeds", "0", "1", "--n-test", "60", "--device", "cpu")
     assert "lam=1" in table and "lam=0" in table and "Fashion-MNIST vs MNIST" in table
     assert len(runs) == 2 * 2 * 2
+
+
+# ---------------------------------------------------------------- negatives, views, the net
+
+
+def test_negative_sampler_kinds():
+    from skood._detectors.distillneg import NegativeSampler
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    rot = NegativeSampler("rotation")(x, g)
+    for r, xi in zip(rot, x, strict=True):  # turned by 90, 180 or 270 degrees, never 0
+        turns = [torch.equal(r, torch.rot90(xi, k, dims=(1, 2))) for k in range(4)]
+        assert any(turns[1:]) and not turns[0]
+    pix = NegativeSampler("pixel-perm")(x, g)  # the same pixel values, elsewhere
+    assert torch.equal(pix.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
+    rows = torch.randn(5, 7, generator=torch.Generator().manual_seed(2))
+    perm = NegativeSampler("feature-perm")(rows, g)
+    assert torch.equal(perm.sort(1).values, rows.sort(1).values)
+    aux = torch.full((3, 7), 9.0)
+    assert torch.equal(NegativeSampler("array", aux=aux)(rows, g), torch.full((5, 7), 9.0))
+    with pytest.raises(ValueError, match="unknown kind of negatives"):
+        NegativeSampler("mixup")(rows, g)
+
+
+def test_tabular_views_local_views_move_further_than_global_ones():
+    from skood._detectors.distillneg import TabularViews
+
+    bank = torch.randn(200, 6, generator=torch.Generator().manual_seed(0))
+    glob, loc = TabularViews(bank, n_global=2, n_local=3)(bank, torch.Generator().manual_seed(1))
+    assert len(glob) == 2 and len(loc) == 3
+    assert all(v.shape == bank.shape for v in glob + loc)
+    d_glob = torch.stack([(v - bank).pow(2).mean() for v in glob]).mean()
+    d_loc = torch.stack([(v - bank).pow(2).mean() for v in loc]).mean()
+    assert d_glob < d_loc  # 20% resampled + noise 0.05 against 50% + noise 0.1
+
+
+def test_distillneg_net_adds_lambda_times_the_negative_loss():
+    from skood._detectors.dino import DINOModel
+    from skood._detectors.distillneg import DistillNegNet, NegativeSampler
+
+    def views(x, g):
+        return [x, x + 0.1], [x + 0.2]
+
+    enc = torch.nn.Sequential(torch.nn.Linear(3, 6))
+    enc.out_features = 6
+    model = DINOModel(enc, n_soft_classes=10, hidden_features=8, bottleneck_features=4)
+    X = torch.randn(20, 3, generator=torch.Generator().manual_seed(1))
+    net = DistillNegNet(model, views=views, negative_views=lambda x, g: ([x], [x + 0.3]),
+                        negatives=NegativeSampler("feature-perm"), lam=0.5, max_epochs=1,
+                        batch_size=20, optimizer=torch.optim.AdamW, device="cpu", seed=0)
+    net.fit(X)
+    batch = net.history[-1, "batches", -1]
+    # the negatives' loss is a cross-entropy to the uniform distribution: at least log K
+    assert batch["loss_neg"] >= math.log(10) - 1e-5
+    assert batch["train_loss"] == pytest.approx(batch["loss_pos"] + 0.5 * batch["loss_neg"],
+                                                rel=1e-5)
+    off = DistillNegNet(model, views=views, lam=0.0, device="cpu")
+    assert off.extra_loss(X) is None  # lam = 0: DINO alone

@@ -305,3 +305,80 @@ def test_whitened_rows_beat_minmax_on_musk(data_home):
     auc = {s: roc_auc_score(y_te, -DUMDetector(tabular_scaling=s, random_state=0, device="cpu")
                             .fit(X_tr).score_samples(X_te)) for s in ("whiten", "minmax")}
     assert auc["whiten"] > 0.9 and auc["minmax"] < 0.5, auc
+
+
+# ---------------------------------------------------------------- DUM's parts (_dum_parts)
+
+
+def test_dum_variance_mlp_starts_at_equal_variances_and_stays_bounded():
+    from skood._detectors._dum_parts import DUMVarianceMLP
+
+    f1 = DUMVarianceMLP(3, width=8, n_layers=2, max_log_var=2.0)
+    z = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(f1(z), torch.zeros(5, 3))  # r starts at zero: sigma^2 = 1
+    per_dim = DUMVarianceMLP(3, width=8, isotropic=False)
+    assert per_dim.net[-1].out_features == 3 and f1.net[-1].out_features == 1
+    with torch.no_grad():
+        f1.net[-1].bias.fill_(1e6)
+    assert torch.allclose(f1(z), torch.full((5, 3), 2.0))  # b tanh(r / b) -> b
+    assert f1(z).le(2.0).all()
+
+
+def test_sphere_lift_and_affine_map_by_hand():
+    from skood._detectors._dum_parts import AffineMap, SphereLift
+
+    lift = SphereLift(torch.tensor([1.0, 0.0]), torch.tensor([2.0, 1.0]),
+                      torch.tensor([0.0, 1.0]), radius=1.0)
+    # u = ([7, 5] - [1, 0]) / [2, 1] - [0, 1] = [3, 4]; g = [3, 4, 1] / sqrt(26)
+    out = lift(torch.tensor([[7.0, 5.0]]))
+    torch.testing.assert_close(out, torch.tensor([[3.0, 4.0, 1.0]]) / 26 ** 0.5)
+    pole = lift(torch.tensor([[1.0, 1.0]]))  # the centre maps to the pole
+    torch.testing.assert_close(pole, torch.tensor([[0.0, 0.0, 1.0]]))
+    aff = AffineMap(torch.tensor([[1.0, 2.0], [0.0, 1.0]]), torch.tensor([1.0, -1.0]))
+    torch.testing.assert_close(aff(torch.tensor([[1.0, 1.0]])), torch.tensor([[4.0, 0.0]]))
+    assert list(aff.parameters()) == [] and list(lift.parameters()) == []  # buffers only
+
+
+def test_whitening_lift_skeleton_loads_a_fitted_lift():
+    from skood._detectors._dum_parts import whitening_lift, whitening_lift_skeleton
+
+    feats = torch.randn(40, 3, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    fitted = whitening_lift(feats)
+    skeleton = whitening_lift_skeleton(3)
+    skeleton.load_state_dict(fitted.state_dict())
+    skeleton[1].radius = fitted[1].radius  # a plain attribute, saved with the detector
+    torch.testing.assert_close(skeleton(feats), fitted(feats))
+    torch.testing.assert_close(fitted(feats).norm(dim=1), torch.ones(40))
+
+
+def test_unit_embedding_projects_onto_the_sphere():
+    from skood._detectors._dum_parts import UnitEmbedding
+
+    g = UnitEmbedding(nn.Linear(4, 3))
+    out = g(torch.randn(6, 4, generator=torch.Generator().manual_seed(0)) * 5)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(6))
+
+
+def test_dum_net_set_size_and_loss():
+    from torch.nn import functional as F
+
+    from skood._detectors._dum_parts import DUMVarianceMLP, dum_set_loss
+    from skood._detectors.dum import DUMNet
+
+    def make(**kw):
+        return DUMNet(DUMVarianceMLP(3, width=8), embed=lambda x: F.normalize(x, dim=1),
+                      device="cpu", **kw)
+
+    assert make(batch_size=16).resolved_set_size() == 8  # literal: one set per batch
+    assert make(batch_size=16, set_size=4).resolved_set_size() == 4
+    assert make(batch_size=16, set_size=4).iterator_train__min_batch == 8  # one whole set
+    assert make(objective="infonce", set_size=3).iterator_train__min_batch == 12  # two sets
+    net = make(batch_size=16, set_size=2).initialize()
+    x = torch.randn(9, 3, generator=torch.Generator().manual_seed(0))
+    z = F.normalize(x, dim=1)
+    with torch.no_grad():
+        expected = dum_set_loss(z, net.module_(z), 2)
+        assert net.compute_loss(x, None).item() == pytest.approx(expected.item())
+        # fewer rows than one set: a zero loss that keeps the graph
+        assert net.compute_loss(x[:3], None).item() == 0.0

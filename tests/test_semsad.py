@@ -186,3 +186,65 @@ def test_training_history_is_kept(fitted):
     assert len(fitted.history_["encoder"]) == 2
     assert len(fitted.history_["discriminator"]) == 2
     assert np.isfinite(fitted.history_["discriminator"][:, "train_loss"]).all()
+
+
+# ---------------------------------------------------------------- SemSAD's parts
+
+
+def test_semantic_neighbourhoods_by_hand():
+    """Unit vectors at 0, 10, 25, 100 and 120 degrees: each one's two nearest others."""
+    from skood._detectors.semsad import semantic_neighbourhoods
+
+    deg = torch.tensor([0.0, 10.0, 25.0, 100.0, 120.0]) * math.pi / 180
+    emb = torch.stack([deg.cos(), deg.sin()], dim=1)
+    nb = semantic_neighbourhoods(emb, 2, pool_size=100, generator=torch.Generator())
+    assert nb.tolist() == [[1, 2], [0, 2], [1, 0], [4, 2], [3, 2]]
+    pooled = semantic_neighbourhoods(emb, 2, pool_size=3, generator=torch.Generator())
+    assert pooled.shape == (5, 2)
+    assert not (pooled == torch.arange(5)[:, None]).any()  # never the sample itself
+    assert len(set(pooled.flatten().tolist())) <= 3  # drawn from a pool of three
+
+
+def test_pair_discriminator_inputs_and_outputs():
+    from skood._detectors.semsad import PairDiscriminator
+
+    tab = PairDiscriminator((4,), "auto", n_logits=3).eval()
+    a = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    assert tab(a, a.flip(0)).shape == (5, 3)
+    assert tab.body.net[0].in_features == 12  # [x, x', |x - x'|]
+    assert any(isinstance(m, torch.nn.ELU) for m in tab.modules())
+    img = PairDiscriminator((3, 8, 8), "cnn", n_logits=2, norm="group").eval()
+    x = torch.rand(2, 3, 8, 8)
+    assert img(x, x).shape == (2, 2)
+    assert img.body.features[0].in_channels == 6  # the pair on the channel axis
+
+
+def test_semsad_pair_net_learns_to_tell_positive_from_negative_pairs():
+    """Positives are two slightly jittered copies of a row, negatives a row and another row:
+    after training the discriminator scores (summed logits) the positives higher."""
+    from skood._detectors.semsad import (
+        PairDiscriminator,
+        SemSADPairNet,
+        semantic_neighbourhoods,
+    )
+
+    def jitter(x, g):
+        return x + 0.05 * torch.randn(x.shape, generator=g)
+
+    torch.manual_seed(0)
+    data = torch.randn(64, 4, generator=torch.Generator().manual_seed(1))
+    neighbors = semantic_neighbourhoods(F.normalize(data, dim=1), 2, 64, torch.Generator())
+    net = SemSADPairNet(PairDiscriminator((4,), "auto", n_logits=4), data=data,
+                        neighbors=neighbors, positive=jitter, negative=lambda x, g: x,
+                        gamma_range=(1.0, 2.0), mu=0.0, max_epochs=30, batch_size=32, lr=1e-3,
+                        device="cpu")
+    net.fit(data)
+    disc = net.module_.eval()
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(2)
+        pos = disc(data, jitter(data, g)).sum(1)
+        neg = disc(data, data.roll(1, 0)).sum(1)
+    assert (pos > neg).float().mean() > 0.9
+    losses = net.history[:, "train_loss"]
+    assert losses[-1] < losses[0]
+

@@ -20,7 +20,7 @@ are the float images 0 (False) and 1 (True).
 Frozen-feature mode: a detector that sets ``_frozen_feature_mode = True``,
 fitted on images with a frozen pretrained backbone (a name of
 ``PRETRAINED_BACKBONES``, a user's plain ``nn.Module``, which
-:func:`~skood._nn.encoders.build_encoder` wraps frozen, or a
+``build_encoder`` wraps frozen, or a
 :class:`~skood.pretrained.PretrainedEncoder` none of whose parameters
 requires a gradient), builds that encoder once (``feature_encoder_``, eval
 mode), maps the training images to feature vectors in batches and runs its
@@ -82,13 +82,13 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, pretrained name or nn.Module
         Encoder family; "auto" is an MLP for tabular data and the small CNN
         for images. For images also a pretrained ImageNet encoder,
-        ``skood._nn.encoders.PRETRAINED_BACKBONES`` ("efficientnet_lite0",
+        :data:`~skood.pretrained.PRETRAINED_BACKBONES` ("efficientnet_lite0",
         "resnet18_imagenet", "resnet50_imagenet"), or a user's own
         ``torch.nn.Module`` (copied and wrapped in a
         :class:`~skood.pretrained.PretrainedEncoder`), see
-        :func:`skood._nn.encoders.build_encoder`. A frozen pretrained encoder
+        ``skood._nn.encoders.build_encoder``. A frozen pretrained encoder
         maps the images once and the detector trains its tabular networks on
-        the features (frozen-feature mode, :mod:`skood._base`); a trainable
+        the features (frozen-feature mode, :class:`~skood.BaseDeepDetector`); a trainable
         ``PretrainedEncoder`` is fine-tuned on the images.
     batch_size : int
         Training batch size (also the inference batch size).
@@ -131,7 +131,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         ``(C, H, W)`` of the training images.
     feature_mode_ : bool
         Whether the fit ran in frozen-feature mode (images, frozen pretrained
-        backbone; see :mod:`skood._base`): the networks were trained on the
+        backbone; see :class:`~skood.BaseDeepDetector`): the networks were trained on the
         frozen encoder's standardised feature vectors.
     feature_encoder_ : PretrainedEncoder
         (Frozen-feature mode only; other fits remove it.) The frozen encoder,

@@ -136,7 +136,7 @@ class TrainingDivergedError(ValueError):
     Attributes
     ----------
     phase : str or None
-        The phase's name (:attr:`SkoodNet.name`); None when the losses stayed
+        The phase's name (``SkoodNet.name``); None when the losses stayed
         finite and the trained network's output is not (a detector's check of
         its training scores).
     epoch : int or None

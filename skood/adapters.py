@@ -30,7 +30,7 @@ class PyODAdapter(BaseDetector):
     ----------
     detector : estimator
         An unfitted skood detector (or any scikit-learn outlier detector with
-        ``score_samples``); it is cloned in :meth:`fit`, so the object passed
+        ``score_samples``); it is cloned in ``fit``, so the object passed
         here stays unfitted.
     contamination : float in (0, 0.5], default=0.1
         PyOD's contamination: the fraction of training samples labelled 1 in

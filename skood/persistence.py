@@ -1,8 +1,8 @@
 """Saving and loading fitted detectors without pickle.
 
-:meth:`BaseDeepDetector.save <skood._base.BaseDeepDetector.save>` writes one
+:meth:`BaseDeepDetector.save <skood.BaseDeepDetector.save>` writes one
 file with :func:`torch.save`; :meth:`BaseDeepDetector.load
-<skood._base.BaseDeepDetector.load>` (or :func:`load`, which picks the class
+<skood.BaseDeepDetector.load>` (or :func:`~skood.persistence.load`, which picks the class
 named in the file) reads it with ``torch.load(weights_only=True)``, which
 rebuilds only tensors and plain containers and never runs code from the file.
 
@@ -458,7 +458,7 @@ def _read(path: Any) -> dict:
 
 def load(path: Any, cls: type | None = None, *, map_location: str | None = None,
          **module_params: nn.Module) -> Any:
-    """Read a detector written by :func:`save`.
+    """Read a detector written by :func:`~skood.persistence.save`.
 
     Parameters
     ----------

@@ -267,10 +267,12 @@ def _robust_location_scale(scores: torch.Tensor) -> tuple[float, float]:
 class DistillNegDetector(BaseDeepDetector):
     r"""Self-distillation (DINO) with negatives, scored by a kernel sum over the training set.
 
+    Read more in the :ref:`User Guide <distillneg>`.
+
     Fit (section 3):
 
     1. a student g_s and a teacher g_t of identical architecture (encoder f
-       and :class:`~skood._detectors.dino.DINOHead`: MLP, L2 normalisation,
+       and ``DINOHead``: MLP, L2 normalisation,
        weight-normalised linear layer to K soft classes); the teacher is the
        exponential moving average of the student,
        :math:`\theta_t \leftarrow m\theta_t + (1 - m)\theta_s` (eq. 2), with m
@@ -278,7 +280,7 @@ class DistillNegDetector(BaseDeepDetector):
     2. multi-crop: ``n_global_crops`` global views (crop scale 0.4-1, full
        size) and ``n_local_crops`` local views (scale 0.15-0.4, half size),
        flipped, colour-jittered, grey, blurred and solarised as in DINO
-       (:class:`~skood._detectors.dino.MultiCrop`); the teacher sees the global views,
+       (``MultiCrop``); the teacher sees the global views,
        the student all of them;
     3. :math:`\mathcal{L}_{pos} = -\sum_{x''\in G}\sum_{x'\in V, x'\neq x''}
        p_t(x'')\log p_s(x')` (eq. 3) with
@@ -308,7 +310,7 @@ class DistillNegDetector(BaseDeepDetector):
     the logarithm of the paper's kernel sum :math:`-\mathcal{S}(x)`
     (monotone, so every ranking and AUROC is the paper's); higher means more
     normal. It is computed in log space and in blocks
-    (:func:`skood._scoring.kernel_cosine`), so it neither overflows nor holds
+    (``skood._scoring.kernel_cosine``), so it neither overflows nor holds
     an n_test x n_train matrix. A sample identical to a training sample is
     scored without that training sample, so the training scores (and
     ``offset_``) are leave-one-out.
@@ -317,7 +319,7 @@ class DistillNegDetector(BaseDeepDetector):
     default "auto" (skood's choice) is, for images,
     :math:`\tau = \tfrac14\,\delta` with :math:`\delta` the bank's median
     cosine distance from a feature to its nearest other bank feature
-    (:func:`skood._scoring.nearest_cosine_gap`). A briefly trained network's features lie
+    (``skood._scoring.nearest_cosine_gap``). A briefly trained network's features lie
     within a few hundredths of each other in cosine, where a fixed 0.04
     weighs the whole bank nearly alike and the score becomes a global
     density; the adaptive :math:`\tau` keeps the kernel local on the scale
@@ -353,12 +355,12 @@ class DistillNegDetector(BaseDeepDetector):
     standard deviation 1), or an array of auxiliary rows (used as given).
     "auto": "rotation" for images, "affine" for tabular rows. Tabular views
     (skood's choice): global views resample 20% of the features (noise
-    0.05), local views 50% (noise 0.1), see :class:`TabularViews`.
+    0.05), local views 50% (noise 0.1), see ``TabularViews``.
 
     Frozen pretrained backbone (images with ``backbone`` a name of
-    ``skood._nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
+    :data:`~skood.pretrained.PRETRAINED_BACKBONES`, a plain ``nn.Module`` or a
     frozen :class:`~skood.pretrained.PretrainedEncoder`; frozen-feature
-    mode of :mod:`skood._base`): the frozen encoder (``feature_encoder_``)
+    mode of :class:`~skood.BaseDeepDetector`): the frozen encoder (``feature_encoder_``)
     maps every image once, at fit and at scoring, and DINO with
     negatives runs on the standardised feature vectors: the MLP student and
     teacher, the tabular views and the tabular negatives ("auto": "affine";
@@ -370,23 +372,25 @@ class DistillNegDetector(BaseDeepDetector):
     ----------
     lam : float, default=1.0
         :math:`\lambda`, the weight of the negative objective (0: plain DINO).
-    negatives : {"auto", "rotation", "perm-4", "perm-16", "pixel-perm", "affine", \
-            "feature-perm", "corruption"} or array-like, default="auto"
+    negatives : str or array-like, default="auto"
+        "auto", "rotation", "perm-4", "perm-16", "pixel-perm", "affine",
+        "feature-perm", "corruption", or an array of auxiliary samples.
         The negative distribution, see above. An array holds auxiliary
         samples in any input layout that ``fit`` accepts, with the training
         data's number of features (tabular) or channels (images).
     max_epochs : int, default=4
         Training epochs (paper: 500).
-    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34", "vit"}, pretrained name or \
-            nn.Module, default="auto"
+    backbone : str or nn.Module, default="auto"
+        "auto", "mlp", "cnn", "resnet18", "resnet34", "vit", a pretrained name or
+        an ``nn.Module``.
         Encoder f (a frozen pretrained encoder for images: see above).
         "auto" is an MLP for tabular rows and the small CNN for images,
         which keeps the default budget small on a CPU; "resnet18" is the
         small-image ResNet (3x3 stem, no max-pool; much slower on a CPU),
         "vit" a
-        small ViT (:class:`skood._detectors.dino.SmallViT`; the paper uses ViT-S/16).
+        small ViT (``skood._detectors.dino.SmallViT``; the paper uses ViT-S/16).
         The pretrained ImageNet encoders and a user's ``nn.Module`` are
-        accepted as well (see :class:`skood._base.BaseDeepDetector`).
+        accepted as well (see :class:`~skood.BaseDeepDetector`).
     n_global_crops : int, default=2
         Global views per training sample (teacher and student); with fewer
         than 2, at least one local view is needed.
@@ -449,7 +453,7 @@ class DistillNegDetector(BaseDeepDetector):
         training set is larger; None keeps all. Training always uses every
         sample; the cap bounds the memory and time of scoring on huge sets.
     contamination, device, random_state, verbose, image_shape
-        See :class:`skood._base.BaseDeepDetector`.
+        See :class:`~skood.BaseDeepDetector`.
 
     Attributes
     ----------
@@ -476,7 +480,7 @@ class DistillNegDetector(BaseDeepDetector):
         skorch history of the training phase ("dino"), with the per-batch
         terms "loss_pos" and (``lam > 0``) "loss_neg".
     offset_, train_scores_, n_features_in_, input_kind_, image_shape_, device_
-        See :class:`skood._base.BaseDeepDetector`.
+        See :class:`~skood.BaseDeepDetector`.
 
     Examples
     --------

@@ -108,19 +108,21 @@ class DUMNet(SkoodNet):
 class DUMDetector(BaseDeepDetector):
     r"""Deep uncertainty model: anomalies are samples whose embedding is uncertain.
 
+    Read more in the :ref:`User Guide <dum>`.
+
     Fit (Wu & Goodman, section 3):
 
     1. embedding g: for tabular rows the whitened features (the paper's
        min-max scaling is ``tabular_scaling="minmax"``) lifted onto the unit
-       sphere by :class:`SphereLift` (:func:`whitening_lift`); for images a
+       sphere by ``SphereLift`` (``whitening_lift``); for images a
        SimCLR encoder trained here, its features whitened and lifted the same
        way (or a frozen user ``encoder``);
-    2. f1 (:class:`DUMVarianceMLP`) maps an embedding to
+    2. f1 (``DUMVarianceMLP``) maps an embedding to
        :math:`N(g(x), \mathrm{diag}\,\sigma^2(x))`, mean fixed;
     3. f2: product of experts over a set, precisions :math:`w_i = 1/\sigma_i^2`,
        :math:`\mu_{1:m} = \sum_i w_i \mu_i / \sum_i w_i`,
        :math:`\Sigma_{1:m} = (\sum_i w_i)^{-1}`;
-    4. f1 is trained (:class:`DUMNet`) by maximising, over sets
+    4. f1 is trained (``DUMNet``) by maximising, over sets
        :math:`x_{1:2m} \sim p(x)` of augmented training samples,
 
        .. math:: \mathcal L_{DUM}(x_{1:2m}) = \mathbb E_{t_{1:2m}}\big[
@@ -151,9 +153,9 @@ class DUMDetector(BaseDeepDetector):
     serve both the encoder and the DUM sets.
 
     Frozen pretrained backbone (images with ``backbone`` a name of
-    ``skood._nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
+    :data:`~skood.pretrained.PRETRAINED_BACKBONES`, a plain ``nn.Module`` or a
     frozen :class:`~skood.pretrained.PretrainedEncoder`; frozen-feature
-    mode of :mod:`skood._base`): the frozen encoder (``feature_encoder_``)
+    mode of :class:`~skood.BaseDeepDetector`): the frozen encoder (``feature_encoder_``)
     maps every image once, at fit and at scoring, and f1 is trained
     on the frozen embeddings, as in the DUM paper (whose g is a fixed,
     separately trained encoder): the feature vectors, standardised, whitened
@@ -218,12 +220,12 @@ class DUMDetector(BaseDeepDetector):
         Bound b of the log-variances, :math:`\log\sigma^2 \in (-b, b)`.
     score_norm : {"l2", "trace", "logdet"}, default="l2"
         Size of the variance used as anomaly score
-        (:func:`skood._detectors._dum_parts.variance_norm`).
+        (``skood._detectors._dum_parts.variance_norm``).
     augment : bool, default=True
         Augment the set members (paper); False uses the plain embeddings.
     tabular_scaling : {"whiten", "standard", "minmax"}, default="whiten"
         Tabular g before the lift: the standardised features whitened with the
-        training rows' shrunk covariance (:func:`whitening_lift`), the
+        training rows' shrunk covariance (``whitening_lift``), the
         standardised features (zero mean, unit variance on the training rows),
         or min-max-scaled features (the paper's, and the ``"paper"``
         preset's).
@@ -241,7 +243,7 @@ class DUMDetector(BaseDeepDetector):
         L2-normalised; "projection": the L2-normalised projection;
         "whitened": the pooled representation whitened
         with the training images' shrunk covariance and lifted onto the sphere
-        (:func:`whitening_lift`), as tabular rows are. The trained variances
+        (``whitening_lift``), as tabular rows are. The trained variances
         follow the distance to the centre of the embeddings (Notes); a
         contrastive embedding spreads the images evenly over the sphere, so
         the cosine to the centre of the plain features hardly ranks
@@ -252,8 +254,9 @@ class DUMDetector(BaseDeepDetector):
         Epochs of f1 training (paper: 100).
     encoder_epochs : int, default=10
         Epochs of SimCLR training, images only (paper: 200).
-    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, pretrained name or nn.Module, \
-            default="auto"
+    backbone : str or nn.Module, default="auto"
+        "auto", "mlp", "cnn", "resnet18", "resnet34", a pretrained name or an
+        ``nn.Module``.
         SimCLR encoder, images only (paper: ResNet-18/34); a frozen
         pretrained encoder: see above. Tabular data takes only "auto" (g is
         the identity there, no encoder is trained; another value raises a
@@ -272,14 +275,14 @@ class DUMDetector(BaseDeepDetector):
     projection_dim : int, default=128
         Output width of the SimCLR projection head (images).
     contamination, device, random_state, verbose, image_shape
-        See :class:`skood._base.BaseDeepDetector`.
+        See :class:`~skood.BaseDeepDetector`.
 
     Attributes
     ----------
     encoder_ : torch.nn.Module
-        The frozen embedding g: a :class:`SphereLift` for tabular rows, a
-        :class:`FeatureView` of the trained
-        :class:`~skood._nn.heads.ContrastiveModel` (or the model itself for
+        The frozen embedding g: a ``SphereLift`` for tabular rows, a
+        ``FeatureView`` of the trained
+        ``ContrastiveModel`` (or the model itself for
         ``"projection"``), or the deep copy of the user's ``encoder``.
     variance_net_ : DUMVarianceMLP
         f1.
@@ -294,7 +297,7 @@ class DUMDetector(BaseDeepDetector):
     train_scores_ : ndarray of shape (n_samples,)
         ``score_samples`` of the training data (the transductive scores).
     offset_, n_features_in_, input_kind_, image_shape_, device_
-        See :class:`skood._base.BaseDeepDetector`.
+        See :class:`~skood.BaseDeepDetector`.
 
     Examples
     --------
@@ -618,9 +621,9 @@ class DUMDetector(BaseDeepDetector):
 
         Returns
         -------
-        var : ndarray of shape (n_samples, embedding_dim_), float64
-            In the space of the embedding g (for tabular rows ``n_features +
-            1`` columns, see :class:`SphereLift`); ``score_samples`` is minus
+        var : ndarray of shape (n_samples, d), float64
+            In the space of the embedding g, d = ``embedding_dim_`` (for tabular
+            rows ``n_features + 1`` columns, see ``SphereLift``); ``score_samples`` is minus
             its norm (``score_norm``).
         """
         check_is_fitted(self, "offset_")

@@ -30,6 +30,8 @@ __all__ = ["FeatureKNNDetector"]
 class FeatureKNNDetector(BaseDeepDetector):
     r"""kNN score on the features of a fixed (untrained or pretrained) encoder.
 
+    Read more in the :ref:`User Guide <feature_knn>`.
+
     ``fit`` builds the encoder f of ``backbone`` with its initial weights
     (drawn from ``random_state``; no gradient step), sets its BatchNorm
     statistics to those of the training samples (one forward pass; the
@@ -57,7 +59,7 @@ class FeatureKNNDetector(BaseDeepDetector):
         far out a row lies.
     recalibrate_batchnorm : bool, default=True
         Replace the BatchNorm running statistics by the mean statistics of
-        the training samples' batches (:func:`skood._training.cumulative_batchnorm`);
+        the training samples' batches (``skood._training.cumulative_batchnorm``);
         False keeps the initial ones (mean 0, variance 1: the identity). A
         pretrained encoder always keeps its own (ImageNet) statistics.
     backbone : str or nn.Module, default="auto"
@@ -67,7 +69,7 @@ class FeatureKNNDetector(BaseDeepDetector):
     batch_size : int, default=256
         Rows per forward pass.
     contamination, device, random_state, verbose, max_bank, image_shape
-        See :class:`skood._base.BaseDeepDetector`; ``verbose`` has no effect
+        See :class:`~skood.BaseDeepDetector`; ``verbose`` has no effect
         (nothing is trained).
 
     Attributes
@@ -79,7 +81,7 @@ class FeatureKNNDetector(BaseDeepDetector):
     train_store_ : Tensor
         The training samples of the bank (to skip a sample's own match).
     offset_, train_scores_, n_features_in_, input_kind_, image_shape_, device_
-        See :class:`skood._base.BaseDeepDetector`.
+        See :class:`~skood.BaseDeepDetector`.
 
     Examples
     --------

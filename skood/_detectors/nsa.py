@@ -130,6 +130,8 @@ class SimCLRNet(_CleanBatchNorm, ContrastiveNet):
 class NSADetector(BaseDeepDetector):
     r"""Self-supervised features with NSA's normalisations, scored by angular distance.
 
+    Read more in the :ref:`User Guide <nsa>`.
+
     Fit (Yousef et al., section 2):
 
     1. train an encoder f self-supervised on two augmented views per sample
@@ -204,9 +206,9 @@ class NSADetector(BaseDeepDetector):
     Gaussian noise 0.1 on standardised features) and the encoder is an MLP.
 
     Frozen pretrained backbone (images with ``backbone`` a name of
-    ``skood._nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
+    :data:`~skood.pretrained.PRETRAINED_BACKBONES`, a plain ``nn.Module`` or a
     frozen :class:`~skood.pretrained.PretrainedEncoder`; frozen-feature
-    mode of :mod:`skood._base`): the frozen encoder (``feature_encoder_``)
+    mode of :class:`~skood.BaseDeepDetector`): the frozen encoder (``feature_encoder_``)
     maps every image once, at fit and at scoring, and
 
     * ``frozen_features="score"`` (default; the paper's pretrained rows,
@@ -259,7 +261,7 @@ class NSADetector(BaseDeepDetector):
         keep more of the map at d = C x pool^2 features per block).
     whitening : {"ledoit-wolf", "eigen-clip"}, default="ledoit-wolf"
         Covariance estimate of the whitening (see
-        :func:`skood._scoring.fit_whitening`).
+        ``skood._scoring.fit_whitening``).
     frozen_features : {"score", "train"}, default="score"
         With a frozen pretrained backbone: score its features directly (the
         paper's pretrained baseline) or train NSA's self-supervised MLP on
@@ -269,8 +271,9 @@ class NSADetector(BaseDeepDetector):
         (SimCLR and the paper: (0.08, 1.0)); 0 < low <= high <= 1.
     max_epochs : int, default=12
         Epochs of self-supervised training (paper: 4000 SimSiam, 500 SimCLR).
-    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, pretrained name or nn.Module, \
-            default="auto"
+    backbone : str or nn.Module, default="auto"
+        "auto", "mlp", "cnn", "resnet18", "resnet34", a pretrained name or an
+        ``nn.Module``.
         Encoder f (paper: "resnet18"); a frozen pretrained encoder for
         images: see above.
     batch_size : int, default=64
@@ -291,7 +294,7 @@ class NSADetector(BaseDeepDetector):
     predictor_dim : int or None, default=None
         SimSiam predictor bottleneck; None: ``projection_dim // 4``.
     contamination, device, random_state, verbose, max_bank, image_shape
-        See :class:`skood._base.BaseDeepDetector`; the bank is what the kNN
+        See :class:`~skood.BaseDeepDetector`; the bank is what the kNN
         terms search.
 
     Attributes
@@ -320,7 +323,7 @@ class NSADetector(BaseDeepDetector):
         skorch history of the training phase ("encoder"); empty when nothing
         was trained.
     offset_, train_scores_, n_features_in_, input_kind_, image_shape_, device_
-        See :class:`skood._base.BaseDeepDetector`.
+        See :class:`~skood.BaseDeepDetector`.
 
     Examples
     --------

@@ -265,6 +265,8 @@ class RotAuxNet(SkoodNet):
 class RotAuxMSPDetector(BaseDeepDetector):
     r"""Classifier with an auxiliary rotation-prediction task, scored by MSP or ODIN.
 
+    Read more in the :ref:`User Guide <rotaux_msp>`.
+
     Supervised on the in-distribution classes: ``fit(X, y)`` with ``y`` the
     known class labels; the anomalies are samples of classes never seen in
     training (Ahmed & Courville, sections 4-5).
@@ -275,26 +277,26 @@ class RotAuxMSPDetector(BaseDeepDetector):
     .. math:: \ell = \ell_{\text{class}} + \lambda\,\ell_{\text{rotation}}
 
     by alternating a classification and a rotation step, each with its own
-    SGD optimiser (:class:`RotAuxNet`); ``lam=0`` is the classification-only
+    SGD optimiser (``RotAuxNet``); ``lam=0`` is the classification-only
     baseline. BatchNorm statistics are then recomputed with the final
     weights over both steps' inputs.
 
     Score (higher = more normal):
 
     * ``scoring="msp"``: :math:`s(x) = \max_c \operatorname{softmax}(c(f(x)))_c`
-      (:func:`skood._detectors._rotaux_parts.msp`, Hendrycks & Gimpel 2017);
+      (``skood._detectors._rotaux_parts.msp``, Hendrycks & Gimpel 2017);
     * ``scoring="odin"``: the temperature-scaled MSP of the perturbed input
-      (:func:`skood._detectors._rotaux_parts.odin`, Liang et al. 2018; ``temperature`` and
+      (``skood._detectors._rotaux_parts.odin``, Liang et al. 2018; ``temperature`` and
       ``epsilon`` default to the paper's);
     * ``scoring="rotation"``: the rotation head's confidence
       :math:`s(x) = \frac1K\sum_k \operatorname{softmax}(r(f(\rho_k x)))_k`
-      (:func:`skood._scoring.transformation_confidence`, Golan & El-Yaniv 2018);
+      (``skood._scoring.transformation_confidence``, Golan & El-Yaniv 2018);
     * ``scoring="rotation-loglik"``: the log-likelihood of the correct
       transformations, GOAD's :math:`\sum_k \log P(k \mid \rho_k x)` with
       :math:`P` the rotation head's softmax, as the rank-equivalent
       :math:`s(x) = -\log\big(-\frac1K\sum_k \log P(k \mid \rho_k x)\big)`
       that does not round to 0 for confident samples
-      (:func:`skood._scoring.transformation_log_likelihood`);
+      (``skood._scoring.transformation_log_likelihood``);
     * ``scoring="rotation-centres"``: GOAD's score (Bergman & Hoshen 2020,
       eqs. 4-6): the same log-likelihood with
       :math:`P(k \mid \rho_k x) = \operatorname{softmax}_j\big(-\lVert
@@ -318,7 +320,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
 
     Tabular data (skood's choice, GOAD-style): the auxiliary classes are
     ``n_affine_maps`` fixed random affine maps of the standardised rows
-    (:class:`skood._augment.RandomAffineMaps`), trained by the same SGD
+    (``skood._augment.RandomAffineMaps``), trained by the same SGD
     steps; the classification step has no augmentation. Default
     (``affine_family="shifted"``): :math:`T_m(x) = x W_m + b_m`,
     :math:`W_m \in \mathbb{R}^{D\times D}` entries :math:`\sim N(0, 1/D)`,
@@ -333,9 +335,9 @@ class RotAuxMSPDetector(BaseDeepDetector):
     its SGD).
 
     Frozen pretrained backbone (images with ``backbone`` a name of
-    ``skood._nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
+    :data:`~skood.pretrained.PRETRAINED_BACKBONES`, a plain ``nn.Module`` or a
     frozen :class:`~skood.pretrained.PretrainedEncoder`; frozen-feature
-    mode of :mod:`skood._base`): the frozen encoder (``feature_encoder_``)
+    mode of :class:`~skood.BaseDeepDetector`): the frozen encoder (``feature_encoder_``)
     maps every image once, at fit and at scoring, and rotations
     cannot be applied to feature vectors, so the tabular random affine maps
     of the standardised features (GOAD-style) are the transformation task of
@@ -347,8 +349,9 @@ class RotAuxMSPDetector(BaseDeepDetector):
     lam : float, default=0.5
         Weight :math:`\lambda` of the rotation loss (paper: 0.5 for CIFAR-10,
         1.0 for STL-10); 0 trains the classifier alone.
-    scoring : {"auto", "msp", "odin", "rotation", "rotation-loglik", "rotation-centres", \
-            "msp*rotation"}, default="auto"
+    scoring : str, default="auto"
+        "auto", "msp", "odin", "rotation", "rotation-loglik", "rotation-centres"
+        or "msp*rotation".
         See above. "auto": for a labelled fit "msp*rotation", or "msp" when
         ``lam=0`` (no auxiliary head is trained); for an unlabelled fit
         "rotation" on images and "rotation-centres" on rows. Unlabelled fits
@@ -361,7 +364,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
     rotations : {"rotate", "flip-transpose"}, default="rotate"
         The four image transformations (square images only): rotations by
         0/90/180/270 degrees, or the reference code's identity, vertical
-        flip, transpose and both (:func:`skood._augment.flip_transpose`).
+        flip, transpose and both (``skood._augment.flip_transpose``).
     n_affine_maps : int, default=64
         Number of auxiliary classes (random affine maps) for tabular data
         (GOAD: 64 to 256).
@@ -382,8 +385,9 @@ class RotAuxMSPDetector(BaseDeepDetector):
         ``y`` holds the inlier/outlier labels for the scorer.
     max_epochs : int, default=8
         Training epochs (paper: 200).
-    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, pretrained name or nn.Module, \
-            default="auto"
+    backbone : str or nn.Module, default="auto"
+        "auto", "mlp", "cnn", "resnet18", "resnet34", a pretrained name or an
+        ``nn.Module``.
         Trunk (paper: WRN-28-10; "resnet18" is a network of that class); a
         frozen pretrained encoder for images: see above.
     batch_size : int, default=128
@@ -401,7 +405,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
         Zero padding of the classification step's random crop; "auto" is
         H // 8 as in the reference code; 0 leaves only the flip.
     contamination, device, random_state, verbose, image_shape
-        See :class:`skood._base.BaseDeepDetector`.
+        See :class:`~skood.BaseDeepDetector`.
 
     Attributes
     ----------
@@ -417,7 +421,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
     history_ : skorch History
         Per epoch ``train_loss``; per batch ``loss_class`` and ``loss_rotation``.
     offset_, train_scores_, n_features_in_, input_kind_, image_shape_, device_
-        See :class:`skood._base.BaseDeepDetector`. The training scores are not
+        See :class:`~skood.BaseDeepDetector`. The training scores are not
         held out: a classifier is more confident on its training images than
         on new normal ones, so ``predict`` flags somewhat more than
         ``contamination`` of new normal data.
@@ -527,7 +531,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
         Parameters
         ----------
         X : array-like or image array
-            As in :meth:`skood._base.BaseDeepDetector.fit`; every sample is
+            As in :meth:`~skood.BaseDeepDetector.fit`; every sample is
             taken to be in-distribution.
         y : array-like of shape (n_samples,), default=None
             Class labels of ``X`` (at least 2 classes). None, or

@@ -216,6 +216,8 @@ def semantic_neighbourhoods(
 class SemSADDetector(BaseDeepDetector):
     r"""Semantic anomaly detection with a contrastive encoder and a pair discriminator.
 
+    Read more in the :ref:`User Guide <semsad>`.
+
     Fit (Rafiee et al., section 3):
 
     1. train a contrastive encoder h (unit-norm projection) with the
@@ -258,9 +260,9 @@ class SemSADDetector(BaseDeepDetector):
     only saw in-support pairs extrapolates arbitrarily there.
 
     Frozen pretrained backbone (images with ``backbone`` a name of
-    ``skood._nn.encoders.PRETRAINED_BACKBONES``, a plain ``nn.Module`` or a
+    :data:`~skood.pretrained.PRETRAINED_BACKBONES`, a plain ``nn.Module`` or a
     frozen :class:`~skood.pretrained.PretrainedEncoder`; frozen-feature
-    mode of :mod:`skood._base`): the frozen encoder (``feature_encoder_``)
+    mode of :class:`~skood.BaseDeepDetector`): the frozen encoder (``feature_encoder_``)
     maps every image once, at fit and at scoring, and the tabular
     algorithm above runs on the standardised feature vectors: the contrastive
     MLP encoder with the corruption views, and the pair discriminator on
@@ -288,9 +290,9 @@ class SemSADDetector(BaseDeepDetector):
     discriminator_epochs : int, default=10
         Epochs of discriminator training (the paper does not state it; its
         learning-rate steps at 200 and 500 epochs suggest about 1000).
-    backbone : {"auto", "mlp", "cnn", "resnet18", "resnet34"}, pretrained name or nn.Module, \
-            default="auto"
-        Encoder and discriminator family (paper: "resnet18"); a frozen
+    backbone : str or nn.Module, default="auto"
+        "auto", "mlp", "cnn", "resnet18", "resnet34", a pretrained name or an
+        ``nn.Module``. Encoder and discriminator family (paper: "resnet18"); a frozen
         pretrained encoder for images: see above.
     batch_size : int, default=32
         Encoder batch size (paper: 2048).
@@ -322,7 +324,7 @@ class SemSADDetector(BaseDeepDetector):
         the reference code, which normalises with the statistics of each
         scoring batch (scores then depend on the batch composition).
     contamination, device, random_state, verbose, max_bank, image_shape
-        See :class:`skood._base.BaseDeepDetector`; the bank is the
+        See :class:`~skood.BaseDeepDetector`; the bank is the
         neighbour search's reference set.
 
     Attributes
@@ -340,7 +342,7 @@ class SemSADDetector(BaseDeepDetector):
     history_ : dict
         skorch histories of the two training phases ("encoder", "discriminator").
     offset_, train_scores_, n_features_in_, input_kind_, image_shape_, device_
-        See :class:`skood._base.BaseDeepDetector`.
+        See :class:`~skood.BaseDeepDetector`.
 
     Examples
     --------

@@ -151,7 +151,21 @@ html_show_sourcelink = False
 html_context = {"default_mode": "light"}
 
 
+def _skip_foreign_member(app, what, name, obj, skip, options):
+    """Document the members skood defines (its own and those of its base classes), not
+    those inherited from scikit-learn, PyOD, torch or Python, whose docstrings refer to
+    their own documentation."""
+    if what in ("class", "exception"):
+        func = getattr(obj, "__func__", None) or getattr(obj, "fget", None) or obj
+        mod = getattr(func, "__module__", None)
+        if callable(func) or isinstance(obj, property):
+            if not (mod or "").startswith("skood"):
+                return True
+    return None
+
+
 def setup(app):  # noqa: D103
+    app.connect("autodoc-skip-member", _skip_foreign_member)
     app.connect("builder-inited", lambda app: _generate.generate(ROOT, DOCS))
     if minigallery_stub:
         from docutils.parsers.rst import Directive, directives

@@ -16,11 +16,18 @@ from ``--data-home`` (else ``$SKOOD_DATA``, else ``../shared/data``). Baselines
 see raw pixels in [0, 1]. Budgets: ``smoke`` (64 training and 300 test images,
 one epoch), ``cpu`` (1,000 / 2,000 images, the detectors' defaults), ``gpu``
 (every image, the papers' presets). Outputs and caching as in
-``tabular_suite.py``.
+``tabular_suite.py``; without ``--out``, the one-class runs of Fashion-MNIST and
+CIFAR-10 go to their leaderboard suite's folder (``benchmarks/results/f-oc``,
+``c-oc``; ``p-fashion``, ``p-cifar10`` when a detector uses a pretrained
+``backbone=``) and are merged into its ``runs.csv``; other runs go to
+``benchmarks/results/<dataset>-<protocol>``. A budget other than ``cpu``
+appends ``-<budget>``; ``--out DIR`` writes to ``DIR/<dataset>-<protocol>/<budget>``.
 
 Usage::
 
     python benchmarks/image_suite.py --dataset fashion --protocol one-class --classes 0 1 2
+    python benchmarks/image_suite.py --dataset cifar10 --detectors \
+        "NSA(backbone='efficientnet_lite0')" "FeatureKNN(backbone='efficientnet_lite0')"
     python benchmarks/image_suite.py --dataset fashion --protocol holdout --metric ap
     python benchmarks/image_suite.py --dataset fashion --protocol vs --ood mnist
 """
@@ -32,10 +39,16 @@ import json
 from pathlib import Path
 
 from _image_tasks import DATASETS, image_tasks
-from _suite import available_detectors, select, sweep, sweep_arguments, warm_feature_cache
-from tabular_suite import default_data_home
-
-ROOT = Path(__file__).resolve().parents[1]
+from _suite import (
+    available_detectors,
+    pretrained_backbones,
+    read_runs,
+    select,
+    sweep,
+    sweep_arguments,
+    warm_feature_cache,
+)
+from tabular_suite import default_data_home, merge_runs, suite_folder
 
 
 def main(argv=None) -> None:
@@ -48,19 +61,36 @@ def main(argv=None) -> None:
     ap.add_argument("--metric", choices=["auroc", "ap"], default=None,
                     help="table metric (default: ap for holdout, else auroc)")
     ap.add_argument("--data-home", default=None)
-    sweep_arguments(ap, seeds=[0], out=ROOT / "benchmarks/results/images")
+    sweep_arguments(ap, seeds=[0], out=None)
     args = ap.parse_args(argv)
 
     tasks = image_tasks(args.dataset, args.protocol, args.classes, args.budget,
                         args.data_home or default_data_home(), args.pollution, args.ood)
     dets = select(available_detectors(), args.detectors, "detector")
     metric = args.metric or ("ap" if args.protocol == "holdout" else "auroc")
-    out = args.out / f"{args.dataset}-{args.protocol}" / args.budget
+    out = (suite_folder(suite_name(args.dataset, args.protocol, args.pollution, dets),
+                        args.budget) if args.out is None
+           else args.out / f"{args.dataset}-{args.protocol}" / args.budget)
+    before = read_runs(out / "runs.csv")
     if not args.report_only:
         record_extraction(out, warm_feature_cache(tasks, dets, args.seeds, args.n_jobs))
     _, table = sweep(tasks, dets, args, out, "benchmarks/image_suite.py", argv, metric=metric)
+    merge_runs(out, before)
     print(table)
     print(f"\nwritten to {out}")
+
+
+def suite_name(dataset: str, protocol: str, pollution: float, detectors: list[str]) -> str:
+    """The results folder of a sweep: its leaderboard suite's for the one-class protocol on
+    Fashion-MNIST or CIFAR-10 (``f-oc``, ``c-oc``; ``p-fashion``, ``p-cifar10`` with a
+    pretrained backbone), else ``<dataset>-<protocol>``."""
+    short = {"fashion": "f", "cifar10": "c"}
+    if protocol == "one-class" and not pollution and dataset in short:
+        if pretrained_backbones(detectors):
+            return f"p-{dataset}"
+        return f"{short[dataset]}-oc"
+    suffix = f"-p{int(round(100 * pollution))}" if pollution else ""
+    return f"{dataset}-{protocol}{suffix}"
 
 
 def record_extraction(out: Path, measured: dict) -> None:

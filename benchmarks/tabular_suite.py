@@ -19,7 +19,7 @@ interrupted sweep resumes where it stopped.
 
 Usage::
 
-    python benchmarks/tabular_suite.py --data-home ../shared/data --budget cpu --seeds 0 1 2
+    python benchmarks/tabular_suite.py --sources adbench --protocol inductive --seeds 0 1 2
     python benchmarks/tabular_suite.py --datasets cardio thyroid --detectors SemSAD NSA \
         IsolationForest --protocol clean --n-jobs 2
 """
@@ -28,13 +28,25 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import sys
 from pathlib import Path
 
-from _suite import Task, available_detectors, select, sweep, sweep_arguments
+from _suite import (
+    Task,
+    available_detectors,
+    read_runs,
+    select,
+    sweep,
+    sweep_arguments,
+    write_outputs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+#: the leaderboard suite of each protocol: its runs live in ``benchmarks/results/<suite>``
+SUITE_FOLDERS = {"inductive": "t-ind", "clean": "t-clean", "transductive": "t-transductive"}
 
 
 def default_data_home() -> str | None:
@@ -57,6 +69,31 @@ def build_tabular(source: str, name: str, data_home: str | None, protocol: str, 
     return X_tr, None, X_te, y_te
 
 
+def task_meta(protocol: str, source: str) -> dict:
+    """What defines a tabular task besides its name (part of every run's key)."""
+    return {"protocol": protocol, "source": source}
+
+
+def suite_folder(name: str, budget: str) -> Path:
+    """``benchmarks/results/<name>``: a suite's runs at the ``cpu`` budget (the leaderboards'),
+    ``<name>-<budget>`` at another budget."""
+    return RESULTS / (name if budget == "cpu" else f"{name}-{budget}")
+
+
+def merge_runs(out: Path, before: dict[str, dict]) -> None:
+    """Merge the runs ``out/runs.csv`` held before a sweep (``before``, by key) into the
+    one the sweep wrote: a run of the sweep replaces the older versions of itself (same
+    dataset, detector, seed and budget); every other run is kept. The tables and the
+    figure are rewritten from the merged runs; meta.json keeps the sweep's command."""
+    now = read_runs(out / "runs.csv")
+    done = {(r["dataset"], r["detector"], r["seed"], r["budget"]) for r in now.values()}
+    kept = [r for k, r in before.items() if k not in now
+            and (r["dataset"], r["detector"], r["seed"], r["budget"]) not in done]
+    if kept:
+        meta = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
+        write_outputs([*now.values(), *kept], out, meta)
+
+
 def tabular_tasks(data_home: str | None, protocol: str, sources=("adbench", "odds")) -> list[Task]:
     """One task per ADBench classical and ODDS file under ``data_home``."""
     from skood.datasets import list_adbench, list_odds
@@ -73,7 +110,7 @@ def tabular_tasks(data_home: str | None, protocol: str, sources=("adbench", "odd
             label = name if source == "adbench" else f"odds_{name}"
             tasks.append(Task(label, "tabular",
                               functools.partial(build_tabular, source, name, data_home, protocol),
-                              meta={"protocol": protocol, "source": source}))
+                              meta=task_meta(protocol, source)))
     return tasks
 
 
@@ -85,7 +122,7 @@ def main(argv=None) -> None:
     ap.add_argument("--sources", nargs="+", choices=["adbench", "odds"],
                     default=["adbench", "odds"])
     ap.add_argument("--datasets", nargs="*", default=None, help="names or substrings")
-    sweep_arguments(ap, seeds=[0, 1, 2], out=ROOT / "benchmarks/results/tabular")
+    sweep_arguments(ap, seeds=[0, 1, 2], out=None)
     args = ap.parse_args(argv)
 
     data_home = args.data_home or default_data_home()
@@ -95,9 +132,12 @@ def main(argv=None) -> None:
     names = select([t.name for t in tasks], args.datasets, "dataset")
     tasks = [t for t in tasks if t.name in names]
     dets = select(available_detectors(), args.detectors, "detector")
-    out = args.out / args.protocol / args.budget
+    out = (suite_folder(SUITE_FOLDERS[args.protocol], args.budget) if args.out is None
+           else args.out / args.protocol / args.budget)
+    before = read_runs(out / "runs.csv")
     _, table = sweep(tasks, dets, args, out, "benchmarks/tabular_suite.py", argv,
                      protocol=args.protocol)
+    merge_runs(out, before)
     print(table)
     print(f"\nwritten to {out}")
 

@@ -177,6 +177,7 @@ class PretrainedEncoder(nn.Module):
     A user's own network (here torchvision's MobileNetV3 body, random weights):
 
     >>> import torch, torchvision
+    >>> from skood.pretrained import PretrainedEncoder
     >>> body = torchvision.models.mobilenet_v3_small().features
     >>> enc = PretrainedEncoder(body, resolution=64)
     >>> enc(torch.rand(2, 1, 28, 28)).shape

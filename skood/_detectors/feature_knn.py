@@ -86,7 +86,7 @@ class FeatureKNNDetector(BaseDeepDetector):
     Examples
     --------
     >>> import numpy as np
-    >>> from skood._detectors.feature_knn import FeatureKNNDetector
+    >>> from skood import FeatureKNNDetector
     >>> X = np.random.RandomState(0).normal(size=(100, 4))
     >>> FeatureKNNDetector(random_state=0).fit(X).score_samples(X[:2]).shape
     (2,)

@@ -328,7 +328,7 @@ class NSADetector(BaseDeepDetector):
     Examples
     --------
     >>> import numpy as np
-    >>> from skood._detectors.nsa import NSADetector
+    >>> from skood import NSADetector
     >>> X = np.random.RandomState(0).normal(size=(200, 4))
     >>> det = NSADetector(max_epochs=1, random_state=0).fit(X)
     >>> det.predict(X[:3]).shape

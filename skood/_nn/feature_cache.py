@@ -59,6 +59,7 @@ class FeatureCache:
     Examples
     --------
     >>> import tempfile, torch
+    >>> from skood.pretrained import FeatureCache
     >>> cache = FeatureCache(tempfile.mkdtemp())
     >>> f = lambda x: x.flatten(1).sum(1, keepdim=True)
     >>> x = torch.rand(3, 1, 4, 4)

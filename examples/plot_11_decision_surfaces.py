@@ -50,9 +50,6 @@ detectors = {
     "IsolationForest": IsolationForest(contamination=0.1, random_state=0),
     "LOF": LocalOutlierFactor(novelty=True, contamination=0.1),
 }
-if smoke:  # one epoch per training phase
-    for det in detectors.values():
-        det.set_params(**{p: 1 for p in det.get_params() if p.endswith("_epochs")})
 
 xx, yy = np.meshgrid(np.linspace(-6, 7, resolution), np.linspace(-6, 7, resolution))
 grid = np.c_[xx.ravel(), yy.ravel()]

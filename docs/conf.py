@@ -140,6 +140,7 @@ else:
 html_theme = "pydata_sphinx_theme"
 html_title = f"skood {release}"
 html_static_path = ["_static"]
+html_css_files = ["skood.css"]
 html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,

@@ -128,23 +128,32 @@ def test_generated_benchmark_pages(tmp_path):
     suite = tmp_path / "benchmarks" / "results" / "leaderboards" / "t-ind"
     suite.mkdir(parents=True)
     (suite / "table.md").write_text(
-        "# T-ind\n\n| dataset | IsolationForest | NSA | SemSAD |\n|---|---|---|---|\n"
-        "| cardio | 93.1 | 88.0 | 91.0 |\n| **mean** | **93.1** | 88.0 | 91.0 |\n"
-        "| **mean rank** | 1.0 | 3.0 | 2.0 |\n")
-    (suite / "summary.md").write_text("# T-ind: ADBench, inductive\n\nThree seeds.\n")
+        "# T-ind: ADBench, inductive\n\nThree seeds.\n\n"
+        "| dataset | IsolationForest | NSA | SemSAD † |\n|---|---:|---:|---:|\n"
+        "| cardio | **93.1** | 88.0 | — |\n| **mean** | **93.1** | 88.0 | — |\n"
+        "| ± sd over seeds | 0.2 | 0.4 | — |\n| fit s per run | 0.1 | 11.3 | — |\n")
     (suite / "heatmap.png").write_bytes(b"png")
+    (suite.parent / "summary.md").write_text(
+        "# Leaderboard summary\n\n| detector | t-ind |\n|---|---:|\n| NSA | 88.0 |\n"
+        "| IsolationForest | 93.1 |\n\nSuites: [t-ind](t-ind/table.md).\n")
     docs = tmp_path / "docs"
     _generate.generate(tmp_path, docs)
-    page = (docs / "benchmarks" / "generated" / "t-ind.md").read_text()
-    assert page.startswith("(leaderboard-t-ind)=\n# T-ind: ADBench, inductive")
-    assert "| cardio | 93.1 | 88.0 | 91.0 |" in page and "t-ind/heatmap.png" in page
-    assert (docs / "benchmarks" / "generated" / "t-ind" / "heatmap.png").exists()
+    gen = docs / "benchmarks" / "generated"
+    page = (gen / "t-ind.md").read_text()
+    assert "(leaderboard-t-ind)=\n# T-ind: ADBench, inductive\n" in page
+    assert "| cardio | **93.1** | 88.0 | — |" in page and "t-ind/heatmap.png" in page
+    assert (gen / "t-ind" / "heatmap.png").exists()
+    assert "[t-ind](t-ind.md)" in (gen / "00-summary.md").read_text()
+    assert "generated/00-summary\n   generated/t-ind" in (gen / "toctree.inc").read_text()
     nsa = (docs / "user_guide" / "generated" / "nsa_benchmarks.inc").read_text()
-    assert ":ref:`leaderboard-t-ind`" in nsa and "88.0" in nsa and "3.0" in nsa
+    for cell in ("88.0", "0.4", "11.3", "2 of 2", ":ref:`t-ind <leaderboard-t-ind>`"):
+        assert cell in nsa, cell
+    semsad = (docs / "user_guide" / "generated" / "semsad_benchmarks.inc").read_text()
+    assert "not run at current defaults" in semsad
     dum = (docs / "user_guide" / "generated" / "dum_benchmarks.inc").read_text()
-    assert "No leaderboard has a row" in dum
+    assert "No leaderboard has a column" in dum
     overview = (docs / "user_guide" / "generated" / "overview.inc").read_text()
-    assert "IsolationForest" in overview and "**93.1**" in overview
+    assert "IsolationForest" in overview and ":ref:`t-ind <leaderboard-t-ind>`" in overview
 
 
 def test_real_leaderboards_give_a_page_each(tmp_path):

@@ -11,11 +11,16 @@ when it exists). Protocols:
 * ``clean``: the inductive split with the anomalies removed from the training
   part (the one-class setting the image papers assume).
 
-Outputs in ``--out``: ``runs.csv`` (one row per run: AUROC, AP, precision@n,
-fit and score seconds, peak memory), ``table.md`` (mean AUROC and AP per
-dataset and detector, mean, mean rank), ``figure.png``, ``meta.json``
-(versions, device, wall time). Every run is cached in ``--out/cache``: an
-interrupted sweep resumes where it stopped.
+Outputs: ``runs.csv`` (one row per run: AUROC, AP, precision@n, fit and score
+seconds, peak memory), ``table.md`` (mean AUROC and AP per dataset and detector,
+mean, mean rank), ``figure.png``, ``meta.json`` (versions, device, wall time).
+Without ``--out`` they go to the suite's folder, ``benchmarks/results/t-ind``,
+``t-clean`` or ``t-transductive`` (a budget other than ``cpu`` appends
+``-<budget>``), whose ``runs.csv`` feeds the leaderboards (``python
+benchmarks/leaderboard.py``): the sweep's runs are merged into it, replacing
+older versions of the same runs and keeping the others. With ``--out DIR`` they
+go to ``DIR/<protocol>/<budget>``. Every run is cached in the folder's
+``cache``: an interrupted sweep resumes where it stopped.
 
 Usage::
 

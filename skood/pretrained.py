@@ -291,7 +291,8 @@ class PretrainedEncoder(nn.Module):
         self._check_images(x)
         cache = getattr(self, "cache_dir", None)  # an encoder pickled before the cache existed
         if cache is not None and not self._any_trainable():
-            return FeatureCache(cache).features(self.fingerprint(), x, self._features)
+            return FeatureCache(cache).features(self.fingerprint(), x, self._features,
+                                                width=self.out_features)
         return self._features(x)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:

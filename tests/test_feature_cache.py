@@ -1,12 +1,18 @@
 """The on-disk feature cache of frozen encoders: hits, misses, invalidation by weights,
-trainable encoders bypass it, detectors score the same with it, and the benchmark sweep
-extracts each image once."""
+trainable encoders bypass it, detectors score the same with it, the benchmark sweep
+extracts each image once, every corrupt entry is recomputed and rewritten (never returned)
+and threads of one process lose no write."""
 
 from __future__ import annotations
 
 import os
 import pickle
+import re
+import shutil
 import sys
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +195,201 @@ def _split(pool: np.ndarray, k: int, seed: int):
     tr = pool[10 * k: 10 * k + 10]
     te = pool[10:20] if k == 0 else pool[np.r_[0:5, 25:30]]
     return tr, None, te, np.r_[np.zeros(5, int), np.ones(5, int)]
+
+
+# --------------------------------------------------------------- corrupt entries
+def _entry(enc: PretrainedEncoder, images: torch.Tensor, i: int) -> Path:
+    """The cache file of image ``i`` of ``images`` for the encoder ``enc``."""
+    k = image_keys(images)[i]
+    return Path(enc.cache_dir) / enc.fingerprint() / k[:2] / f"{k}.npy"
+
+
+def _stored(path: Path) -> np.ndarray:
+    """The features an entry holds, whatever its format (a record or a plain vector)."""
+    a = np.load(path)
+    return a["features"].copy() if a.dtype.names else a
+
+
+def _edit_features(path: Path, edit) -> None:
+    """Change the features an entry holds, keeping its format (and any checksum) as it is."""
+    a = np.load(path)
+    if a.dtype.names:
+        a["features"] = edit(a["features"].copy())
+    else:
+        a = edit(a)
+    np.save(path, a)
+
+
+def _flip(path: Path, pos: int, mask: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[pos] ^= mask
+    path.write_bytes(bytes(data))
+
+
+#: each plants one kind of damage in the entry ``p``; ``q`` is another image's valid entry
+CORRUPTIONS = {
+    "empty file": lambda p, q: p.write_bytes(b""),
+    "truncated by 3 bytes": lambda p, q: p.write_bytes(p.read_bytes()[:-3]),
+    "truncated to half": lambda p, q: p.write_bytes(p.read_bytes()[:len(p.read_bytes()) // 2]),
+    "one trailing byte": lambda p, q: p.write_bytes(p.read_bytes() + b"\0"),
+    "flipped low bit of a feature": lambda p, q: _flip(p, -5, 0x01),
+    "flipped sign of a feature": lambda p, q: _flip(p, -1, 0x80),
+    "all bytes zero": lambda p, q: p.write_bytes(bytes(len(p.read_bytes()))),
+    "features zeroed": lambda p, q: _edit_features(p, np.zeros_like),
+    "permuted vector": lambda p, q: _edit_features(p, lambda f: np.roll(f, 1)),
+    "NaN features": lambda p, q: _edit_features(p, lambda f: np.full_like(f, np.nan)),
+    "int64 vector": lambda p, q: np.save(p, (_stored(p) * 1000).astype(np.int64)),
+    "float64 vector": lambda p, q: np.save(p, _stored(p).astype(np.float64)),
+    "shorter vector": lambda p, q: np.save(p, _stored(p)[:5]),
+    "longer vector": lambda p, q: np.save(p, np.tile(_stored(p), 2)),
+    "another image's entry": lambda p, q: shutil.copyfile(q, p),
+    "pickled objects": lambda p, q: np.save(p, np.array([_stored(p), None], dtype=object),
+                                            allow_pickle=True),
+    "text": lambda p, q: p.write_bytes(b"not features\n"),
+}
+
+
+def _no_cache(plain: PretrainedEncoder, images: torch.Tensor, recomputed: list[int]):
+    """What an encoder without a cache returns when the rows ``recomputed`` come in a
+    second batch of their own (batched kernels may round differently by batch size)."""
+    with torch.no_grad():
+        want = plain(images)
+        want[recomputed] = plain(images[recomputed])
+    return want.numpy()
+
+
+def _check_repaired(enc: PretrainedEncoder, images: torch.Tensor, got: torch.Tensor) -> None:
+    """Every entry of ``images`` verifies and holds ``got``; reading them warns nothing."""
+    cache = FeatureCache(enc.cache_dir)
+    for i, k in enumerate(image_keys(images)):
+        row, why = cache._read(_entry(enc, images, i), f"{enc.fingerprint()}/{k}",
+                               enc.out_features)
+        assert why == "" and np.array_equal(row, got[i].numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(enc(images), got)
+
+
+@pytest.mark.parametrize("corrupt", list(CORRUPTIONS))
+def test_a_corrupt_entry_is_recomputed_and_rewritten_never_returned(tmp_path, images, corrupt):
+    enc = _small_encoder(cache_dir=tmp_path)
+    with torch.no_grad():
+        enc(images)
+    path = _entry(enc, images, 2)
+    good = path.read_bytes()
+    CORRUPTIONS[corrupt](path, _entry(enc, images, 0))
+    assert path.read_bytes() != good
+    with pytest.warns(RuntimeWarning, match=re.escape(str(path))), torch.no_grad():
+        got = enc(images)
+    assert np.array_equal(got.numpy(), _no_cache(_small_encoder(), images, [2]))
+    _check_repaired(enc, images, got)
+
+
+def test_entries_in_the_earlier_format_or_crafted_are_rewritten(tmp_path, images):
+    """A plain float32 vector (the format before checksums) is a miss and is rewritten;
+    so are records whose checksum is right but whose width, values or image are not."""
+    from skood._nn.feature_cache import _record
+
+    enc = _small_encoder(cache_dir=tmp_path)
+    with torch.no_grad():
+        first = enc(images)
+    tag = f"{enc.fingerprint()}/{image_keys(images)[1]}"
+    row = first[1].numpy()
+    plants = {
+        1: (lambda p: np.save(p, row), "earlier format"),
+        2: (lambda p: np.save(p, _record(f"{enc.fingerprint()}/{image_keys(images)[2]}",
+                                         row[:5])), "width 5, expected 8"),
+        3: (lambda p: np.save(p, _record(f"{enc.fingerprint()}/{image_keys(images)[3]}",
+                                         np.full(8, np.nan, np.float32))), "non-finite"),
+        4: (lambda p: np.save(p, _record(tag, row)), "checksum mismatch"),  # image 1's
+    }
+    for i, (plant, _) in plants.items():
+        plant(_entry(enc, images, i))
+    with pytest.warns(RuntimeWarning, match="4 entries failed verification") as rec, \
+            torch.no_grad():
+        got = enc(images)
+    message = str(rec[0].message)
+    for i, (_, why) in plants.items():
+        assert re.search(re.escape(f"{_entry(enc, images, i)} (") + f"[^)]*{why}", message)
+    assert np.array_equal(got.numpy(), _no_cache(_small_encoder(), images, [1, 2, 3, 4]))
+    _check_repaired(enc, images, got)
+
+
+def test_an_unreadable_entry_is_a_miss_and_never_an_error(tmp_path, images):
+    enc = _small_encoder(cache_dir=tmp_path)
+    with torch.no_grad():
+        enc(images)
+    path = _entry(enc, images, 2)
+    path.unlink()
+    path.mkdir()  # a directory where the entry should be: cannot be read nor replaced
+    with pytest.warns(RuntimeWarning) as rec, torch.no_grad():
+        got = enc(images)
+    messages = " ".join(str(w.message) for w in rec)
+    assert f"{path} (unreadable: " in messages and "cannot write" in messages
+    assert np.array_equal(got.numpy(), _no_cache(_small_encoder(), images, [2]))
+
+
+def _doubled(x: torch.Tensor) -> torch.Tensor:
+    """Features that do not depend on the batch: exact whatever the batch size."""
+    return x.flatten(1)[:, :8] * 2
+
+
+def test_every_byte_flipped_and_every_truncation_of_an_entry_is_caught(tmp_path, images):
+    cache = FeatureCache(tmp_path)
+    x = images[:1]
+    want = _doubled(x)
+    cache.features("enc", x, _doubled, width=8)
+    (path,) = _cached_files(tmp_path)
+    good = path.read_bytes()
+    damaged = [good[:n] for n in range(len(good))] + [good + b"\n"]
+    damaged += [good[:p] + bytes([good[p] ^ 1 << p % 8]) + good[p + 1:]  # each bit in turn
+                for p in range(len(good))]
+    missed = []
+    for data in damaged:
+        path.write_bytes(data)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            got = cache.features("enc", x, _doubled, width=8)
+        if not (torch.equal(got, want) and path.read_bytes() == good and len(w) == 1
+                and str(path) in str(w[0].message)):
+            missed.append(data)
+    assert not missed, f"{len(missed)} of {len(damaged)} damaged entries not caught"
+
+
+def test_threads_of_one_process_lose_no_write(tmp_path, images, monkeypatch):
+    save = np.save
+
+    def slow_save(*args, **kwargs):  # widen the window between writing and renaming
+        save(*args, **kwargs)
+        time.sleep(0.01)
+
+    monkeypatch.setattr(np, "save", slow_save)
+    cache = FeatureCache(tmp_path)
+    batches = [images] * 8 + [images[i:i + 1] for i in range(6)] * 3  # same and own keys
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        with ThreadPoolExecutor(8) as pool:
+            outs = list(pool.map(lambda b: cache.features("enc", b, _doubled, width=8),
+                                 batches))
+    assert not [str(m.message) for m in w]
+    assert all(torch.equal(o, _doubled(b)) for o, b in zip(outs, batches, strict=True))
+    assert len(_cached_files(tmp_path)) == 6
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".npy"] == []
+    for k in image_keys(images):
+        assert cache._read(cache._path("enc", k), f"enc/{k}", 8)[1] == ""
+
+
+def test_a_permuted_cached_vector_does_not_change_feature_knn_scores(tmp_path):
+    rng = np.random.RandomState(0)
+    X = rng.randint(0, 256, (40, 12, 12)).astype(np.uint8)
+    X[30:] = 255 - X[30:] // 4  # outliers: brighter images
+    knn = FeatureKNNDetector(backbone=_small_encoder(cache_dir=tmp_path)).fit(X[:30])
+    fit_files = set(_cached_files(tmp_path))
+    ref = knn.score_samples(X[25:])
+    test_files = sorted(set(_cached_files(tmp_path)) - fit_files)
+    assert len(test_files) == 10
+    for path in test_files:
+        _edit_features(path, lambda f: np.roll(f, 3))
+    with pytest.warns(RuntimeWarning, match="10 entries failed verification"):
+        got = knn.score_samples(X[25:])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)

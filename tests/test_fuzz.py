@@ -12,12 +12,19 @@ every time.
 
 from __future__ import annotations
 
+import io
+import tempfile
+import warnings
+from pathlib import Path
+
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from skood._nn.feature_cache import FeatureCache
 from skood._testing import DETECTORS, tiny
 
 #: values that break naive arithmetic, beside ordinary ones
@@ -101,3 +108,84 @@ def test_fitting_tabular_input_gives_clear_error_or_finite_scores(name, X):
 @given(X=arrays(st.tuples(st.integers(1, 24), st.integers(1, 9), st.integers(1, 9))))
 def test_fitting_image_input_gives_clear_error_or_finite_scores(name, X):
     _check_clear_error_or_finite(_fit_then_score(name, batch_size=16), X)
+
+
+# ----------------------------------------------- feature cache entries of any content
+def _doubled(x: torch.Tensor) -> torch.Tensor:
+    """Features that do not depend on the batch: exact whatever the batch size."""
+    return x.flatten(1)[:, :8] * 2
+
+
+def _check_cache_entry(damage) -> None:
+    """Whatever ``damage(good_bytes)`` leaves in an entry, the cache returns the right
+    features, rewrites the entry as it was and warns (naming it) unless nothing changed."""
+    x = torch.arange(16.0).reshape(1, 1, 4, 4) / 16
+    want = _doubled(x)
+    with tempfile.TemporaryDirectory() as root:
+        cache = FeatureCache(root)
+        cache.features("enc", x, _doubled, width=8)
+        (path,) = Path(root).glob("*/*/*.npy")
+        good = path.read_bytes()
+        content = damage(good)
+        path.write_bytes(content)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = cache.features("enc", x, _doubled, width=8)
+        assert torch.equal(got, want)
+        assert path.read_bytes() == good
+        assert len(caught) == (content != good)
+        assert all(str(path) in str(w.message) for w in caught)
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+@settings(FUZZ, max_examples=40)
+@given(content=st.one_of(st.binary(max_size=400), arrays(st.one_of(
+    st.tuples(st.integers(0, 16)), tabular_shapes)).map(_npy_bytes)))
+def test_a_cache_entry_of_any_bytes_or_any_array_gives_the_right_features(content):
+    _check_cache_entry(lambda good: content)
+
+
+@settings(FUZZ, max_examples=40)
+@given(edits=st.lists(st.tuples(st.integers(0, 10**4), st.integers(1, 255)), max_size=4),
+       cut=st.one_of(st.none(), st.integers(0, 10**4)), tail=st.binary(max_size=3))
+def test_a_cache_entry_damaged_anywhere_gives_the_right_features(edits, cut, tail):
+    def damage(good: bytes) -> bytes:
+        data = bytearray(good)
+        for pos, mask in edits:
+            data[pos % len(data)] ^= mask
+        return bytes(data[:None if cut is None else cut % len(data)]) + tail
+    _check_cache_entry(damage)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+@settings(FUZZ, max_examples=6)
+@given(unit=st.sampled_from([1e-13, 2.0**-43, 1e-200, 1e-310]),
+       offset=st.sampled_from([0.0, 1e6, -3.0]), n_constant=st.integers(0, 2))
+def test_units_and_constant_columns_do_not_change_the_scores(name, unit, offset, n_constant):
+    """Rows in any units (down to subnormal numbers), at an offset, with constant columns:
+    the scores of the same rows in units of 1, no ConvergenceWarning, and one warning that
+    names exactly the constant columns (issue 37)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    rows = np.random.RandomState(0).normal(size=(30, 3))
+    X = np.c_[rows + offset, np.full((30, n_constant), 5.0)]
+    fits = []
+    for u in (1.0, unit):
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            det = tiny(name, batch_size=16).fit(X * u)
+        assert not [w for w in rec if issubclass(w.category, ConvergenceWarning)]
+        named = [str(w.message) for w in rec if "constant column" in str(w.message)]
+        assert len(named) == (n_constant > 0), named
+        if n_constant:
+            assert f"column(s) {list(range(3, 3 + n_constant))}" in named[0], named
+        fits.append(det.score_samples(X * u))
+    assert np.ptp(fits[1]) > 0
+    np.testing.assert_allclose(fits[1], fits[0], rtol=1e-4, atol=1e-4 * np.ptp(fits[0]))

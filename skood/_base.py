@@ -139,7 +139,8 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     feature_mean_, feature_scale_ : ndarray of shape (n_features,)
         (Tabular fits and frozen-feature mode; other fits on images remove
         them.) The training columns' (feature vectors') mean and standard
-        deviation (1 for constant columns) that standardise every row.
+        deviation (for a constant column 1, or its largest absolute value if that
+        is larger) that standardise every row.
     device_ : str
         The device the networks were trained on.
     train_scores_ : ndarray of shape (n_samples,)
@@ -206,6 +207,12 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
 
         Warns
         -----
+        UserWarning
+            Tabular ``X`` has constant columns (standard deviation at most
+            n_samples times the float64 machine epsilon times the column's
+            largest absolute value, so the test does not depend on the units);
+            the warning names them. They are centred but not scaled to unit
+            variance.
         sklearn.exceptions.ConvergenceWarning
             More than half of the training scores are one value, shared by
             more rows than are identical (the network collapsed, typically
@@ -448,7 +455,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
             if reset:
                 self.input_kind_ = "tabular"
                 self.image_shape_ = None
-            return self._tabular_store(Xv, reset)
+            return self._tabular_store(Xv, reset, warn_constant=True)
         if not reset and self.input_kind_ == "tabular":
             raise ValueError(
                 f"{name} was fitted on tabular data with {self.n_features_in_} features; got "
@@ -569,23 +576,24 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
             )
         return torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.float32))
 
-    def _tabular_store(self, X: np.ndarray, reset: bool) -> torch.Tensor:
+    def _tabular_store(self, X: np.ndarray, reset: bool,
+                       warn_constant: bool = False) -> torch.Tensor:
         """Rows (N, D) standardised with ``feature_mean_``/``feature_scale_`` (learned from
-        ``X`` when ``reset``), as float32."""
+        ``X`` when ``reset``, by :func:`_column_scales`), as float32. ``warn_constant``: a
+        ``UserWarning`` names the columns that are constant in ``X`` (user data; not the
+        frozen encoder's features, whose dead units are no fault of the caller's)."""
         if reset:
-            with np.errstate(over="ignore", invalid="ignore"):
-                mean = X.mean(axis=0, dtype=np.float64)
-                scale = X.std(axis=0, dtype=np.float64)
-            bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(scale)))
-            if len(bad):
-                big = float(np.abs(X[:, bad]).max())
-                raise ValueError(
-                    f"X has values too large to standardise: the mean or standard deviation "
-                    f"of column(s) {bad[:10].tolist()}{' ...' if len(bad) > 10 else ''} "
-                    f"overflows float64 (largest |value| {big:.3g}). Rescale these features "
-                    "(e.g. divide by a constant or take logarithms)."
+            mean, scale, constant = _column_scales(X)
+            if warn_constant and len(constant):
+                cols = f"{constant[:10].tolist()}{' ...' if len(constant) > 10 else ''}"
+                warnings.warn(
+                    f"{type(self).__name__}: X has {len(constant)} constant column(s) {cols} "
+                    "in the training data (standard deviation at most n_samples times the "
+                    "float64 machine epsilon times the column's largest |value|); they are "
+                    "centred but not scaled to unit variance, so the detector learns nothing "
+                    "from them. Drop them, or check their values.",
+                    UserWarning, stacklevel=5,
                 )
-            scale[~(scale > 1e-12)] = 1.0
             self.feature_mean_, self.feature_scale_ = mean, scale
         with np.errstate(over="ignore", invalid="ignore"):
             Z = (X.astype(np.float64) - self.feature_mean_) / self.feature_scale_
@@ -720,3 +728,52 @@ def _on_device(v: Any, device: str) -> Any:
     if isinstance(v, torch.Tensor) and v.device != torch.device(device):
         return v.to(device)
     return v
+
+
+def _column_scales(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""The mean and standard deviation of each column of ``X`` (float64), and the indices of
+    the constant columns, whose scale is set to their largest absolute value, or to 1 if
+    that is smaller (their standardised training values are then 0 up to rounding, and a
+    constant column of values at most 1 in magnitude keeps the raw differences).
+
+    A column is constant when its standard deviation is at most :math:`n\varepsilon` times
+    its largest absolute value (n rows, :math:`\varepsilon` the float64 machine epsilon):
+    within the error that rounding alone gives the mean of n equal values. The test is
+    relative, so a column's units do not decide it: a column in units of 1e-13 is data, and
+    one that is constant up to float rounding at an offset (1e6 plus a few ulps of noise) is
+    constant. A column whose squares underflow float64 (values below about 1e-154) is
+    measured again, relative to its first value and in units of its largest |value|.
+
+    Raises
+    ------
+    ValueError
+        The mean or standard deviation of a column overflows float64.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = X.mean(axis=0, dtype=np.float64)
+        scale = X.std(axis=0, dtype=np.float64)
+    bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(scale)))
+    if len(bad):
+        big = float(np.abs(X[:, bad]).max())
+        raise ValueError(
+            f"X has values too large to standardise: the mean or standard deviation "
+            f"of column(s) {bad[:10].tolist()}{' ...' if len(bad) > 10 else ''} "
+            f"overflows float64 (largest |value| {big:.3g}). Rescale these features "
+            "(e.g. divide by a constant or take logarithms)."
+        )
+    lo, hi = X.min(axis=0).astype(np.float64), X.max(axis=0).astype(np.float64)
+    magnitude = np.maximum(np.abs(lo), np.abs(hi))
+    tol = len(X) * np.finfo(np.float64).eps
+    flat = ~(scale > tol * magnitude)
+    again = np.flatnonzero(flat & (hi > lo))  # flat, or too small for the sum of squares
+    if len(again):
+        u = (X[:, again].astype(np.float64) - X[0, again]) / magnitude[again]
+        sd = u.std(axis=0)
+        s = sd * magnitude[again]
+        data = (sd > tol) & (s > 0)
+        cols = again[data]
+        mean[cols] = X[0, cols] + u.mean(axis=0)[data] * magnitude[cols]
+        scale[cols] = s[data]
+        flat[cols] = False
+    scale[flat] = np.maximum(magnitude[flat], 1.0)
+    return mean, scale, np.flatnonzero(flat)

@@ -3,6 +3,7 @@ network whose scores are known by hand (minus the distance to the training mean)
 
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -43,13 +44,14 @@ X10 = np.arange(10, dtype=np.float64)[:, None]  # 0 .. 9: mean 4.5, std sqrt(8.2
 
 
 def test_tabular_rows_are_standardised_and_the_callers_array_kept():
-    X = np.c_[X10, np.full(10, 7.0)]  # a constant column: scale 1
+    X = np.c_[X10, np.full(10, 7.0)]  # a constant column: scale max(1, its largest |value|)
     before = X.copy()
-    det = MeanDistance().fit(X)
+    with pytest.warns(UserWarning, match=r"1 constant column\(s\) \[1\]"):
+        det = MeanDistance().fit(X)
     np.testing.assert_array_equal(X, before)
     np.testing.assert_allclose(det.feature_mean_, [4.5, 7.0])
-    np.testing.assert_allclose(det.feature_scale_, [np.sqrt(8.25), 1.0])
-    expected = (X - [4.5, 7.0]) / [np.sqrt(8.25), 1.0]
+    np.testing.assert_allclose(det.feature_scale_, [np.sqrt(8.25), 7.0])
+    expected = (X - [4.5, 7.0]) / [np.sqrt(8.25), 7.0]
     np.testing.assert_allclose(det.store_.numpy(), expected, rtol=1e-6)
     assert det.store_.dtype == torch.float32
     assert det.input_kind_ == "tabular" and det.n_features_in_ == 2 and det.device_ == "cpu"
@@ -125,3 +127,65 @@ def test_broken_training_scores_raise_or_warn():
     with pytest.warns(ConvergenceWarning, match="10 of 10 training scores are the same value"):
         det = MeanDistance(constant=True).fit(X10)
     assert det.offset_ == 0.0  # the fit completes
+
+
+# -------------------------------- units: tiny scales and constant columns (issue 37)
+def _units_rows() -> np.ndarray:
+    return np.random.RandomState(0).normal(size=(50, 3)) * [1.0, 10.0, 0.1] + [0.0, 5.0, -2.0]
+
+
+@pytest.mark.parametrize("unit", [2.0**-43, 1e-13, 1e-200, 1e-310])
+def test_the_standardised_rows_do_not_depend_on_the_units(unit):
+    """Rows in units of 1e-13 (or 1e-310, subnormal) standardise like the rows themselves: no
+    column is read as constant because its values are small. A power of two scales every
+    step exactly, so its rows come out bit-identical."""
+    X = _units_rows()
+    ref = MeanDistance().fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no constant-column warning, no ConvergenceWarning
+        det = MeanDistance().fit(X * unit)
+    np.testing.assert_allclose(det.feature_scale_ / unit, ref.feature_scale_, rtol=1e-9)
+    if unit == 2.0**-43:
+        assert torch.equal(det.store_, ref.store_)
+    else:
+        np.testing.assert_allclose(det.store_.numpy(), ref.store_.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(det.score_samples(X * unit), ref.score_samples(X),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_one_tiny_column_carries_its_signal():
+    """A column in units of 1e-13 beside ordinary ones is standardised, not dropped: an
+    outlier only in that column scores as an outlier."""
+    X = _units_rows()
+    X[:, 2] *= 1e-13
+    det = MeanDistance().fit(X)
+    assert det.feature_scale_[2] == pytest.approx(X[:, 2].std(), rel=1e-12)
+    assert det.store_[:, 2].std() > 0.9
+    out = X[:2].copy()
+    out[0, 2] = X[:, 2].mean() + 8 * X[:, 2].std()
+    s = det.score_samples(out)
+    assert s[0] < det.train_scores_.min() <= s[1]
+
+
+def test_constant_columns_are_ignored_with_a_warning_that_names_them():
+    """Exactly constant columns, and columns constant up to float rounding at a large offset
+    (1e6 or 1e20 plus noise of a few ulps, std 1e-16 of the magnitude), are not standardised
+    and get one UserWarning naming them; a column with a relative spread of 1e-9 is data."""
+    rng = np.random.RandomState(0)
+    X = np.c_[rng.normal(size=50), np.full(50, 7.0), 1e6 + rng.randint(-3, 4, 50) * 2.0**-33,
+              np.full(50, 0.1), 1e6 * (1 + 1e-9 * rng.normal(size=50)),
+              1e20 + rng.randint(-3, 4, 50) * 2.0**14]
+    X = X[:, [0, 1, 2, 3, 5, 4]]
+    with pytest.warns(UserWarning, match=r"constant .*column\(s\) \[1, 2, 3, 4\]") as rec:
+        det = MeanDistance().fit(X)
+    assert len([w for w in rec if "constant" in str(w.message)]) == 1
+    # scale: the largest |value|, at least 1 (a constant column of small values keeps the raw
+    # differences, as before); the standardised training values are 0 up to rounding
+    np.testing.assert_array_equal(det.feature_scale_[1:5], np.maximum(abs(X[:, 1:5]).max(0), 1))
+    assert abs(det.store_[:, 1:5]).max() < 1e-6
+    assert det.feature_scale_[5] == pytest.approx(X[:, 5].std(), rel=1e-6)
+    assert det.store_[:, 5].std() > 0.9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        det.score_samples(X)  # scoring does not warn again
+        MeanDistance().fit(X[:, [0, 5]])  # no constant column: no warning

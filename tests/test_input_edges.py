@@ -10,14 +10,18 @@ fit on tables.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 import skood
 from skood._nn.encoders import MIN_IMAGE_SIDE, build_encoder
 from skood._testing import DETECTORS, tiny
+from skood.metrics import auroc
 
 
 def _rows(n: int = 40, d: int = 4) -> np.ndarray:
@@ -139,3 +143,47 @@ def test_refit_on_images_drops_the_tabular_standardiser(name, digit_images):
     assert det.input_kind_ == "image" and det.image_shape_ == (1, 8, 8)
     det.fit(_rows(d=3))  # and back to tables
     assert det.feature_mean_.shape == (3,) and det.image_shape_ is None
+
+
+# ------------------------------- units: tiny scales and constant columns (issue 37)
+@pytest.mark.parametrize("unit", [2.0**-43, 1e-13])
+def test_units_do_not_change_the_scores(name, fitted, blobs, unit):
+    """Data in units of 1e-13 score as the data themselves: no column is read as constant,
+    no ConvergenceWarning, no constant scores. A power of two scales every step of the
+    standardisation exactly, so its scores are bit-identical."""
+    X_train, X_test, y = blobs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        det = tiny(name).fit(X_train * unit)
+    s, ref = det.score_samples(X_test * unit), fitted.score_samples(X_test)
+    if unit == 2.0**-43:
+        np.testing.assert_array_equal(s, ref)
+        np.testing.assert_array_equal(det.train_scores_, fitted.train_scores_)
+    else:
+        np.testing.assert_allclose(s, ref, rtol=1e-5, atol=1e-6 * np.ptp(ref))
+    assert auroc(y == -1, s) == pytest.approx(auroc(y == -1, ref), abs=1e-3)
+    assert auroc(y == -1, s) > 0.9
+
+
+def test_a_tiny_column_carries_its_signal_and_constant_ones_are_named(name, blobs):
+    """An anomaly only in a column in units of 1e-13 is detected as well as in the same column
+    unscaled; constant columns beside it (exact, and 1e6 plus a few ulps of rounding noise)
+    get one UserWarning that names them."""
+    X_train, X_test, _ = blobs
+    rng = np.random.RandomState(1)
+    test = np.vstack([X_test[:200], X_test[:40]])
+    test[200:, 3] += 6.0  # outliers only in column 3
+    y = np.r_[np.zeros(200), np.ones(40)]
+    const = np.c_[np.full(len(X_train), 0.1), 1e6 + rng.randint(-3, 4, len(X_train)) * 2.0**-33]
+    const_test = np.c_[np.full(len(test), 0.1), np.full(len(test), 1e6)]
+    results = []
+    for unit in (1.0, 1e-13):
+        scale = np.ones(8)
+        scale[3] = unit
+        with pytest.warns(UserWarning, match=r"2 constant column\(s\) \[8, 9\]") as rec:
+            det = tiny(name).fit(np.c_[X_train * scale, const])
+        assert len([w for w in rec if "constant" in str(w.message)]) == 1
+        assert not [w for w in rec if issubclass(w.category, ConvergenceWarning)]
+        results.append(auroc(y, det.score_samples(np.c_[test * scale, const_test])))
+    assert results[1] == pytest.approx(results[0], abs=1e-3), results
+    assert results[0] > 0.8, results

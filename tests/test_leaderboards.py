@@ -6,7 +6,8 @@ from __future__ import annotations
 import csv
 
 import pytest
-from test_benchmarks import bench
+
+from skood._testing import benchmark_module as bench
 
 _suite = bench("_suite")
 leaderboard = bench("leaderboard")

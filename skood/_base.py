@@ -159,6 +159,15 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         "verbose": [Interval(Integral, 0, 2, closed="both")],
         "image_shape": [tuple, list, None],
     }
+    #: the fitted attributes ``fit`` sets, with their kinds (``"?"``: only in some settings),
+    #: checked by :mod:`skood.persistence` at save and load; each subclass declares those it adds
+    _fitted_attributes: ClassVar[dict[str, str]] = {
+        "n_features_in_": "count", "feature_names_in_": "names?",
+        "input_kind_": "{tabular,image}", "image_shape_": "image_shape",
+        "feature_mean_": "per_feature?", "feature_scale_": "per_feature?", "device_": "device",
+        "feature_mode_": "flag", "feature_encoder_": "network?", "train_scores_": "scores",
+        "offset_": "real",
+    }
     _presets: ClassVar[dict[str, dict[str, Any]]] = {}
     #: chunk size of the feature-space scorers (rows of query and bank at once)
     _chunk_size: ClassVar[int] = 4096

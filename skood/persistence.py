@@ -21,6 +21,7 @@ Python values (None, bool, int, float, str, lists, dicts)::
     modules         {attr: {...}}: each fitted network (state_dict, structure, ...)
     aliases         {attr: [owner attr, submodule path]}: attributes that are
                     submodules of a stored network (e.g. NSA's ``encoder_``)
+    checksum        "sha256:<hex>": the SHA-256 of every entry above (see Integrity)
 
 Values that are neither tensors nor plain values are stored as tagged dicts
 (``{"__skood__": tag, ...}``): numpy arrays (dtype string, shape and raw
@@ -55,6 +56,40 @@ submodules are compared by qualified class name. Files of skood 0.1.2, which
 name the modules before skood's internals became private
 (``skood.detectors.semsad``), therefore load.
 
+Integrity: ``save`` writes a SHA-256 of the payload: of every entry but ``checksum``, in
+order, each value with its type and length, each tensor with its dtype, shape and bytes
+(``_payload_checksum``). ``load`` reads the file once, checks every record of the zip
+file against its CRC-32 (``torch.load`` does not), then the payload against the checksum;
+a mismatch raises a ``ValueError`` naming the file and saying it is corrupt. A file without
+a checksum (skood 0.1.2 and earlier, same format version) loads with a
+:class:`SkoodVersionWarning` that its integrity cannot be verified.
+
+Atomic saves: ``save`` to a path writes a temporary file beside it (named after the
+target, the process and the thread, created exclusively), flushes it to the disk
+(``fsync``), gives it the mode of the file it replaces and renames it over the target
+(``os.replace``; then the folder is synced). Any failure removes the temporary file and
+leaves a file that was there untouched; an I/O failure raises an ``OSError`` of its kind
+(``errno`` kept: ``ENOSPC``, ``EFBIG``, ``ENOENT``...) naming the file and the cause. A
+binary file object is written in place, its write errors raised the same way.
+
+Validation at load: the parameters must satisfy the class's ``_parameter_constraints`` (as
+``fit`` checks them). The fitted attributes are checked against what the class declares it
+stores: ``_fitted_attributes`` of the class and of each of its bases (merged along the MRO),
+``{name: kinds}`` with kinds joined by ``"|"`` (e.g. ``"tensor|None"``), a trailing ``"?"``
+for attributes set only in some settings, from ``_KINDS`` (``"real"``: a finite
+number; ``"count"``: a positive int; ``"per_feature"``: a 1-d float array, of
+``n_features_in_`` values in a tabular fit, required in tabular and frozen-feature fits;
+``"image_shape"``: (C, H, W) with C*H*W = ``n_features_in_`` for images, None for tables;
+``"store"``: training rows of one sample's shape; ``"network"``; ``"{a,b}"``: one of those
+strings; ...). The rule: a file holds either no fitted attribute (an unfitted detector) or
+every required one; every fitted entry, network and alias must be declared (a method's
+name, a parameter's or any other name is refused); each value must be of one of its
+declared kinds; every network the class rebuilds for these attributes
+(``_network_skeletons``) must be in the file. Failures raise a ``ValueError`` naming the
+file and the attributes. ``save`` applies the same rule to the detector first (an
+undeclared attribute or a fit that did not finish is a ``ValueError``), so every file it
+writes loads; a subclass that adds fitted attributes declares them.
+
 Compatibility: ``load`` raises ``ValueError`` for a file that is not a skood
 detector file (or holds anything but tensors and plain values), a different
 format version, a class other than the one ``load`` is called on, or a file
@@ -66,9 +101,19 @@ written by an older skood or another torch version, whose scores may differ
 from __future__ import annotations
 
 import copy
+import hashlib
+import io
+import math
+import os
 import re
+import secrets
+import stat
+import struct
+import threading
 import warnings
+import zipfile
 from collections.abc import Mapping
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -321,6 +366,305 @@ def _split_modules(mods: dict[str, nn.Module]) -> tuple[list[str], dict[str, lis
     return primary, aliases
 
 
+# ---------------------------------------------------------------- integrity
+def _digest(v: Any, h: Any) -> None:
+    """Feed ``v`` (tensors and plain values in lists, tuples and dicts) to the hash ``h``,
+    unambiguously: every value with its type and length, tensors with dtype and shape."""
+    if v is None:
+        h.update(b"N")
+    elif type(v) is bool:
+        h.update(b"T" if v else b"F")
+    elif type(v) is int:
+        _digest_bytes(b"i", str(v).encode(), h)
+    elif type(v) is float:
+        h.update(b"f" + struct.pack("<d", v))
+    elif type(v) is str:
+        _digest_bytes(b"s", v.encode("utf-8", "surrogatepass"), h)
+    elif isinstance(v, torch.Tensor):
+        t = v.detach().cpu().contiguous().reshape(-1)
+        _digest_bytes(b"t", f"{t.dtype}{tuple(v.shape)}".encode(), h)
+        _digest_bytes(b"", t.view(torch.uint8).numpy().tobytes() if t.numel() else b"", h)
+    elif isinstance(v, (list, tuple)):
+        h.update(b"%s%d:" % (b"l" if isinstance(v, list) else b"u", len(v)))
+        for e in v:
+            _digest(e, h)
+    elif isinstance(v, dict):
+        h.update(b"d%d:" % len(v))
+        for k, e in v.items():
+            _digest(k, h)
+            _digest(e, h)
+    else:
+        raise TypeError(f"a value of type {type(v).__name__}")
+
+
+def _digest_bytes(tag: bytes, b: bytes, h: Any) -> None:
+    h.update(b"%s%d:" % (tag, len(b)))
+    h.update(b)
+
+
+def _payload_checksum(payload: Mapping) -> str:
+    """``"sha256:<hex>"`` of every entry of ``payload`` but ``"checksum"``, in order."""
+    h = hashlib.sha256()
+    _digest({k: v for k, v in payload.items() if k != "checksum"}, h)
+    return f"sha256:{h.hexdigest()}"
+
+
+# ------------------------------------------------------------------ writing
+class _Writer:
+    """The file object :func:`torch.save` writes to: every byte through ``os.write`` to ``fd``
+    (or through ``write`` of a caller's file object). torch's writer turns an exception of
+    ``write`` into a ``RuntimeError`` naming neither the file nor the cause (and writes on):
+    the first exception is kept in ``error`` and raised again at every later write."""
+
+    def __init__(self, fd: int | None = None, file: Any = None) -> None:
+        self.fd, self.file, self.error = fd, file, None
+
+    def write(self, data: Any) -> int:
+        if self.error is not None:
+            raise self.error
+        try:
+            if self.fd is None:
+                self.file.write(data)
+            else:
+                view = memoryview(data).cast("B")
+                while view:
+                    view = view[os.write(self.fd, view):]
+        except BaseException as e:
+            self.error = e
+            raise
+        return len(data)
+
+    def flush(self) -> None:
+        if self.fd is None and callable(getattr(self.file, "flush", None)):
+            self.file.flush()
+
+
+def _torch_save(payload: dict, writer: _Writer) -> None:
+    try:
+        torch.save(payload, writer)
+    except BaseException as e:
+        if writer.error is not None and writer.error is not e:
+            raise writer.error from None
+        raise
+
+
+def _save_error(e: OSError, path: Any, unchanged: bool) -> OSError:
+    """An OSError of ``e``'s kind naming ``path`` and the cause."""
+    why = e.strerror or str(e) or type(e).__name__
+    what = (f"{why} (the detector was not saved; a file there before is unchanged)" if unchanged
+            else f"{why} (the detector was not saved)")
+    if e.errno is None:
+        return OSError(f"{what}: {path!r}")
+    return OSError(e.errno, what, str(path))  # the subclass of the errno (FileNotFoundError, ...)
+
+
+def _write(payload: dict, path: Any) -> None:
+    """Write ``payload`` to ``path`` atomically: into a temporary file beside it (a name of
+    this process and thread), flushed to the disk, then renamed over ``path``; any failure
+    removes the temporary file and leaves ``path`` as it was. A file object is written
+    directly."""
+    if not isinstance(path, (str, os.PathLike)):
+        writer = _Writer(file=path)
+        try:
+            _torch_save(payload, writer)
+        except OSError as e:
+            raise _save_error(e, getattr(path, "name", path), unchanged=False) from e
+        return
+    target = os.path.realpath(os.fspath(path))  # a symbolic link keeps pointing to the file
+    folder, base = os.path.split(target)
+    tmp = os.path.join(folder, f".{base}.{os.getpid()}-{threading.get_ident()}-"
+                               f"{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                     0o666)
+    except OSError as e:
+        raise _save_error(e, path, unchanged=True) from e
+    try:
+        try:
+            _torch_save(payload, _Writer(fd))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))  # keep the file's mode
+        except FileNotFoundError:
+            pass
+        os.replace(tmp, target)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise _save_error(e, path, unchanged=True) from e
+        raise
+    if os.name == "posix":  # the rename itself reaches the disk with the folder's entry
+        try:
+            dir_fd = os.open(folder, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(dir_fd)
+        except OSError:
+            pass
+        finally:
+            os.close(dir_fd)
+
+
+# ------------------------------------------------------- fitted attributes
+#: the kinds a class may declare for a fitted attribute (``_fitted_attributes``)
+_KINDS = {
+    "network": "a network",
+    "tensor": "a tensor",
+    "array": "a numpy array",
+    "real": "a finite real number",
+    "count": "a positive int",
+    "flag": "a bool",
+    "text": "a str",
+    "device": "a torch device name of type cpu, cuda or mps",
+    "list": "a list",
+    "tuple": "a tuple",
+    "dict": "a dict",
+    "history": "a skorch History",
+    "None": "None",
+    "any": "anything",
+    "scores": "a 1-d float array of finite scores",
+    "per_feature": "a 1-d float array of finite values, one per feature",
+    "names": "a 1-d array of n_features_in_ str",
+    "image_shape": "the (C, H, W) of an image fit, None for a tabular one",
+    "store": "a tensor of the training rows (n_samples, *shape of one sample)",
+}
+#: kinds whose check reads other attributes (n_features_in_, input_kind_, ...): checked last
+_RELATIONAL = {"per_feature", "names", "image_shape", "store"}
+
+
+def _declared_attributes(cls: type) -> dict[str, tuple[tuple[str, ...], bool]]:
+    """``{name: (kinds, required)}``: the ``_fitted_attributes`` declared by ``cls`` and its
+    bases (a subclass's entry replaces its base's)."""
+    out: dict[str, tuple[tuple[str, ...], bool]] = {}
+    for c in reversed(cls.__mro__):
+        for name, spec in vars(c).get("_fitted_attributes", {}).items():
+            kinds = tuple(spec.rstrip("?").split("|"))
+            bad = [k for k in kinds if k not in _KINDS and not re.fullmatch(r"\{[\w,-]+\}", k)]
+            if bad:
+                raise TypeError(f"{c.__qualname__}._fitted_attributes[{name!r}]: unknown kinds "
+                                f"{bad} (known: {sorted(_KINDS)} or {{a,b,...}})")
+            out[name] = (kinds, not spec.endswith("?"))
+    return out
+
+
+def _describe(v: Any) -> str:
+    if isinstance(v, (np.ndarray, torch.Tensor)):
+        kind = "array" if isinstance(v, np.ndarray) else "tensor"
+        return f"a {kind} of dtype {v.dtype} and shape {tuple(v.shape)}"
+    text = repr(v)
+    return f"{type(v).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, Integral) and not isinstance(v, (bool, np.bool_)) and v >= 1
+
+
+def _is_device(v: Any) -> bool:
+    try:
+        return isinstance(v, str) and torch.device(v).type in ("cpu", "cuda", "mps")
+    except (RuntimeError, ValueError):
+        return False
+
+
+def _kind_problem(kind: str, v: Any, state: dict) -> str | None:
+    """None when ``v`` is of ``kind``, else what it should be (``state``: the other fitted
+    attributes, already checked, for the kinds that depend on them)."""
+    n = state.get("n_features_in_")
+    tabular = state.get("input_kind_") == "tabular"
+    ok: bool
+    if kind.startswith("{"):
+        options = kind[1:-1].split(",")
+        return None if isinstance(v, str) and v in options else f"one of {options}"
+    if kind in ("scores", "per_feature"):
+        ok = (isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype.kind == "f"
+              and len(v) > 0 and bool(np.isfinite(v).all()))
+        if kind == "per_feature" and ok and tabular and not state.get("feature_mode_"):
+            return None if len(v) == n else f"a 1-d float array of n_features_in_={n} values"
+        return None if ok else _KINDS[kind]
+    if kind == "names":
+        ok = (isinstance(v, np.ndarray) and v.shape == (n,)
+              and all(isinstance(e, str) for e in v.flat))
+        return None if ok else f"a 1-d array of n_features_in_={n} str"
+    if kind == "image_shape":
+        if tabular:
+            return None if v is None else "None (input_kind_ is 'tabular')"
+        ok = (isinstance(v, tuple) and len(v) == 3 and all(_is_count(e) for e in v)
+              and math.prod(v) == n)
+        return None if ok else f"a (C, H, W) tuple of positive ints with C*H*W = n_features_in_={n}"
+    if kind == "store":
+        if state.get("feature_mode_"):
+            mean = state.get("feature_mean_")
+            shape = (len(mean),) if isinstance(mean, np.ndarray) else None
+        else:
+            shape = (n,) if tabular else state.get("image_shape_")
+        ok = isinstance(v, torch.Tensor) and v.dim() >= 1 and tuple(v.shape[1:]) == shape
+        return None if ok else f"a tensor of training rows of shape {shape}"
+    checks = {
+        "network": lambda: False,  # networks are stored as networks, never as values
+        "tensor": lambda: isinstance(v, torch.Tensor),
+        "array": lambda: isinstance(v, np.ndarray),
+        "real": lambda: _is_real(v),
+        "count": lambda: _is_count(v),
+        "flag": lambda: isinstance(v, (bool, np.bool_)),
+        "text": lambda: isinstance(v, str),
+        "device": lambda: _is_device(v),
+        "list": lambda: type(v) is list,
+        "tuple": lambda: type(v) is tuple,
+        "dict": lambda: type(v) is dict,
+        "history": lambda: isinstance(v, History),
+        "None": lambda: v is None,
+        "any": lambda: True,
+    }
+    return None if checks[kind]() else _KINDS[kind]
+
+
+def _fitted_problem(cls: type, state: dict[str, Any], networks: set[str]) -> str | None:
+    """What is wrong with the fitted attributes ``state`` (values) and ``networks`` (names) of
+    a ``cls`` against the class's declaration (module doc), or None."""
+    if not state and not networks:
+        return None  # an unfitted detector
+    declared = _declared_attributes(cls)
+    params = set(getattr(cls, "_get_param_names", list)())
+    names = [*state, *sorted(networks - set(state))]
+    unknown = [k for k in names if k not in declared]
+    if unknown:
+        notes = [f"{k!r}" + (" (a constructor parameter)" if k in params else
+                             " (a method or attribute of the class)" if hasattr(cls, k) else "")
+                 for k in unknown]
+        return (f"unknown fitted attribute(s) {', '.join(notes)}: {cls.__name__} does not store "
+                f"them (not declared in the _fitted_attributes of {cls.__name__} or its bases)")
+    per_feature = state.get("input_kind_") == "tabular" or state.get("feature_mode_") is True
+    missing = [k for k, (kinds, required) in declared.items() if k not in names
+               and (required or (per_feature and "per_feature" in kinds))]
+    if missing:
+        return (f"missing fitted attribute(s) {missing}: every fitted {cls.__name__} has them "
+                "(a detector whose fit did not finish cannot be saved)")
+    twice = sorted(set(state) & networks)
+    if twice:
+        return f"fitted attribute(s) {twice} stored both as networks and as values"
+    for k in networks:
+        if "network" not in declared[k][0]:
+            return f"{k!r} is stored as a network, but {cls.__name__} declares it as " \
+                   f"{' or '.join(_KINDS.get(c, c) for c in declared[k][0])}"
+    order = sorted(state, key=lambda k: any(c in _RELATIONAL for c in declared[k][0]))
+    for k in order:
+        wants = [_kind_problem(c, state[k], state) for c in declared[k][0]]
+        if all(w is not None for w in wants):
+            return f"the fitted attribute {k!r} must be {' or '.join(wants)}; got " \
+                   f"{_describe(state[k])}"
+    return None
+
+
 # --------------------------------------------------------------------- API
 def save(det: Any, path: Any) -> None:
     """Write the detector ``det`` to ``path`` (a file name or binary file); see the module doc.
@@ -332,6 +676,11 @@ def save(det: Any, path: Any) -> None:
     NotImplementedError
         ``det`` has networks but cannot rebuild them (its ``_network_skeletons``
         raises ``NotImplementedError``).
+    ValueError
+        A fitted attribute the class does not declare, or a fit that did not finish.
+    OSError
+        Writing failed (disk full, no such folder, ...): the message names ``path`` and
+        the cause; a file already at ``path`` is unchanged.
     """
     cls = type(det)
     name = cls.__name__
@@ -366,6 +715,11 @@ def save(det: Any, path: Any) -> None:
                                           "cannot be rebuilt by _module_skeletons")
             modules[k] = _module_record(mods[k])
             _check_structure(skeletons[k], modules[k], f"{name}.{k}")
+    state = {k: v for k, v in vars(det).items() if k not in params and k not in module_params
+             and k not in mods}
+    problem = _fitted_problem(cls, state, set(mods))
+    if problem:
+        raise ValueError(f"cannot save {name}: {problem}")
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -379,7 +733,8 @@ def save(det: Any, path: Any) -> None:
         "modules": modules,
         "aliases": aliases,
     }
-    torch.save(payload, path)
+    payload["checksum"] = _payload_checksum(payload)
+    _write(payload, path)
 
 
 def _version_tuple(v: str) -> tuple[int, ...]:
@@ -424,11 +779,47 @@ def _stored_class(stored: str) -> type | None:
     return same_name.pop() if len(same_name) == 1 else None
 
 
-def _read(path: Any) -> dict:
+def _read_bytes(path: Any) -> bytes:
+    """The bytes of the file ``path`` (a path, or a binary file object from its position)."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
-        raise
+        if isinstance(path, (str, os.PathLike)):
+            with open(path, "rb") as f:
+                data = f.read()
+        else:
+            data = path.read()
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, f"{e.strerror or e}: cannot read the detector file",
+                      str(path)) from e
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError(f"{path!r} gave {type(data).__name__}, not bytes: open it in binary "
+                        "mode ('rb')")
+    return bytes(data)
+
+
+def _check_zip(data: bytes, path: Any) -> None:
+    """A zip file (what torch.save writes) whose records all match their CRC-32: torch.load
+    does not check them."""
+    buf = io.BytesIO(data)
+    if data[:4] != b"PK\x03\x04" and not zipfile.is_zipfile(buf):
+        return  # not a zip file at all: torch.load says what it is not
+    try:
+        with zipfile.ZipFile(buf) as z:
+            bad = z.testzip()
+    except Exception as e:  # noqa: BLE001 (any failure means: a damaged zip file)
+        raise ValueError(f"{path!r} is corrupt or truncated: it is not a readable zip file "
+                         f"({type(e).__name__}: {e})") from None
+    if bad is not None:
+        raise ValueError(f"{path!r} is corrupt: its record {bad!r} does not match its CRC-32 "
+                         "checksum (the file was damaged after it was written)")
+
+
+def _read(path: Any) -> dict:
+    data = _read_bytes(path)
+    _check_zip(data, path)
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 (any failure means: not a readable skood file)
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         why = next((ln for ln in lines if "WeightsUnpickler error" in ln),
@@ -448,6 +839,20 @@ def _read(path: Any) -> dict:
             + (f"; it was written by skood {payload.get('skood_version')}: upgrade skood"
                if isinstance(version, int) and version > FORMAT_VERSION else "")
         )
+    if "checksum" not in payload:
+        warnings.warn(f"{path!r} carries no checksum (written by skood "
+                      f"{payload.get('skood_version')}, before files had one): its integrity "
+                      "cannot be verified", SkoodVersionWarning, stacklevel=4)
+    else:
+        try:
+            actual = _payload_checksum(payload)
+        except TypeError as e:
+            raise ValueError(f"{path!r} is not a valid skood detector file: it holds {e}") \
+                from None
+        if payload["checksum"] != actual:
+            raise ValueError(f"{path!r} is corrupt: its content does not match its checksum "
+                             f"(stored {str(payload['checksum'])[:80]!r}, computed {actual!r}); "
+                             "the file was damaged or changed after it was written")
     kinds = {"class": str, "attr_order": list}
     bad = [k for k in _KEYS if not isinstance(payload.get(k), kinds.get(k, dict))]
     if bad:
@@ -479,8 +884,12 @@ def load(path: Any, cls: type | None = None, *, map_location: str | None = None,
     Raises
     ------
     ValueError
-        Not a skood detector file, another format version, another class, a
-        file from a newer skood, a missing or mismatching module parameter.
+        Not a skood detector file, a corrupt one (CRC-32 or checksum mismatch), another
+        format version, another class, a file from a newer skood, a missing or
+        mismatching module parameter, a parameter outside the class's constraints, fitted
+        attributes the class does not declare, missing or of the wrong kind.
+    OSError
+        The file cannot be read.
     """
     payload = _read(path)
     stored_cls = payload.get("class")
@@ -551,9 +960,17 @@ def load(path: Any, cls: type | None = None, *, map_location: str | None = None,
         det = cls(**params)
     except TypeError as e:
         raise ctx.corrupt(f"its parameters do not fit {name}: {e}") from None
+    if callable(getattr(det, "_validate_params", None)):  # the class's _parameter_constraints
+        try:
+            det._validate_params()
+        except (TypeError, ValueError) as e:
+            raise ctx.corrupt(f"invalid parameter: {e}") from None
 
-    # fitted attributes, then the networks rebuilt from them
+    # fitted attributes, checked against the class's declaration, then the networks
     attrs = {k: _decode(v, ctx) for k, v in fitted_raw.items()}
+    problem = _fitted_problem(cls, attrs, set(payload["modules"]) | set(payload["aliases"]))
+    if problem:
+        raise ctx.corrupt(problem)
     if map_location is not None and "device_" in attrs:
         attrs["device_"] = device
     det.__dict__.update(attrs)
@@ -563,6 +980,10 @@ def load(path: Any, cls: type | None = None, *, map_location: str | None = None,
             skeletons = det._network_skeletons()
         except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as e:
             raise ctx.corrupt(f"the {name} networks cannot be rebuilt: {e!r}") from None
+        missing = [k for k in skeletons if k not in payload["modules"]
+                   and k not in payload["aliases"]]
+        if missing:
+            raise ctx.corrupt(f"missing fitted network(s) {missing} of a fitted {name}")
         for k, rec in payload["modules"].items():
             if k not in skeletons:
                 raise ctx.corrupt(f"{name} has no network {k!r} to rebuild")

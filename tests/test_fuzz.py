@@ -24,8 +24,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import skood
 from skood._nn.feature_cache import FeatureCache
 from skood._testing import DETECTORS, tiny
+from skood.persistence import SkoodVersionWarning
 
 #: values that break naive arithmetic, beside ordinary ones
 EXTREMES = [0.0, -0.0, 5e-324, 1e-300, -1e-30, 1.0, -1.0, 3.0, 1e30, -1e30, 1e38, 3e38,
@@ -189,3 +191,114 @@ def test_units_and_constant_columns_do_not_change_the_scores(name, unit, offset,
         fits.append(det.score_samples(X * u))
     assert np.ptp(fits[1]) > 0
     np.testing.assert_allclose(fits[1], fits[0], rtol=1e-4, atol=1e-4 * np.ptp(fits[0]))
+
+
+# ------------------------------------------------------------- saved files
+# A saved detector damaged on the disk, or crafted by hand, is refused at load with a
+# ValueError (OSError for I/O) naming the file, or loads and scores like the saved one.
+
+
+@pytest.fixture(scope="session")
+def saved_files(fitted_tiny, tmp_path_factory):
+    """``get(name)``: (path, bytes, payload) of ``tiny(name)`` fitted on the blobs and saved."""
+    folder, cache = tmp_path_factory.mktemp("fuzz_saved"), {}
+
+    def get(name: str):
+        if name not in cache:
+            path = folder / f"{name}.skood"
+            fitted_tiny(name).save(path)
+            cache[name] = (path, path.read_bytes(), torch.load(path, weights_only=True))
+        return cache[name]
+
+    return get
+
+
+def _load_refused_or_same(path, det, X) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SkoodVersionWarning)
+            det2 = skood.load(path)
+    except (ValueError, OSError) as e:
+        assert str(path) in str(e), e
+        return
+    np.testing.assert_array_equal(det2.score_samples(X), det.score_samples(X))
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+@settings(FUZZ, max_examples=25)
+@given(data=st.data())
+def test_damaged_saved_file_is_refused_or_loads_unchanged(name, fitted_tiny, saved_files,
+                                                        blobs, data):
+    """One to three bytes of a saved file xor-ed anywhere (or the file cut short)."""
+    path, raw, _ = saved_files(name)
+    damaged = bytearray(raw)
+    if data.draw(st.booleans(), label="truncate") and data.draw(st.booleans()):
+        damaged = damaged[:data.draw(st.integers(0, len(raw) - 1), label="length")]
+    else:
+        for _ in range(data.draw(st.integers(1, 3), label="n_bytes")):
+            pos = data.draw(st.integers(0, len(raw) - 1), label="position")
+            damaged[pos] ^= data.draw(st.integers(1, 255), label="xor")
+    bad = path.with_name(f"damaged-{name}.skood")
+    bad.write_bytes(bytes(damaged))
+    _load_refused_or_same(bad, fitted_tiny(name), blobs[1])
+
+
+def _crafted(path, payload, section, key, value):
+    """``payload`` with ``payload[section][key] = value`` and its checksum recomputed."""
+    from skood import persistence
+
+    changed = {**payload, section: {**payload[section], key: persistence._encode(value, key)}}
+    changed["checksum"] = persistence._payload_checksum(changed)
+    out = path.with_name(f"crafted-{path.name}")
+    torch.save(changed, out)
+    return out
+
+
+#: values a crafted file may hold instead of a parameter or fitted attribute
+_CRAFTED_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 300), st.sampled_from(EXTREMES),
+    st.sampled_from(["", "auto", "cpu", "cuda", "meta", "tabular", "image", "x" * 40]),
+    st.tuples(st.integers(0, 9), st.integers(0, 9), st.integers(0, 9)),
+    st.lists(st.integers(-1, 9), max_size=3),
+    arrays(st.tuples(st.integers(0, 9)) | st.tuples(st.integers(1, 4), st.integers(1, 9))),
+)
+
+
+def _refused_or_finite(path, X) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            det = skood.load(path)
+    except ValueError as e:
+        assert str(path) in str(e) and not isinstance(e, TypeError), e
+        return
+    det._validate_params()  # its parameters are within the class's constraints
+    _check_clear_error_or_finite(det.score_samples, X)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+@settings(FUZZ, max_examples=20)
+@given(data=st.data())
+def test_crafted_parameter_is_refused_or_loads_sane(name, saved_files, blobs, data):
+    """A parameter replaced by an arbitrary plain value (checksum recomputed)."""
+    path, _, payload = saved_files(name)
+    key = data.draw(st.sampled_from(sorted(payload["params"])), label="parameter")
+    crafted = _crafted(path, payload, "params", key, data.draw(_CRAFTED_VALUES, label="value"))
+    _refused_or_finite(crafted, blobs[1])
+
+
+#: the fitted attributes every detector has, whose kind and shape load checks in full
+_BASE_ATTRIBUTES = ["n_features_in_", "input_kind_", "image_shape_", "feature_mean_",
+                    "feature_scale_", "device_", "feature_mode_", "train_scores_", "offset_"]
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+@settings(FUZZ, max_examples=20)
+@given(data=st.data())
+def test_crafted_fitted_attribute_is_refused_or_loads_sane(name, saved_files, blobs, data):
+    """A fitted attribute of the base class replaced by an arbitrary value (checksum
+    recomputed): refused naming the file, or a detector that still scores sanely."""
+    path, _, payload = saved_files(name)
+    key = data.draw(st.sampled_from(_BASE_ATTRIBUTES), label="attribute")
+    crafted = _crafted(path, payload, "fitted", key, data.draw(_CRAFTED_VALUES, label="value"))
+    _refused_or_finite(crafted, blobs[1])

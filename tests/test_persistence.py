@@ -8,12 +8,15 @@ clear ValueError, and loading never runs code from the file.
 
 from __future__ import annotations
 
+import errno
 import io
 import math
 import os
 import pickle
 import re
+import struct
 import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -22,6 +25,7 @@ from skorch.history import History
 from torch import nn
 
 import skood
+from skood import persistence
 from skood._base import BaseDeepDetector
 from skood._testing import DETECTORS, tiny
 from skood.persistence import FORMAT, FORMAT_VERSION, SkoodVersionWarning, load
@@ -245,9 +249,14 @@ def saved(tmp_path_factory, fitted_tiny):
     return path, torch.load(path, weights_only=True)
 
 
-def _resave(payload, tmp_path, **changes):
+def _resave(payload, tmp_path, checksum=True, **changes):
+    """``payload`` with ``changes`` written with torch.save, its checksum recomputed (so that
+    the file reaches the checks after the integrity check); ``checksum=False``: without one."""
     path = tmp_path / "changed.skood"
-    torch.save({**payload, **changes}, path)
+    payload = {k: v for k, v in {**payload, **changes}.items() if k != "checksum"}
+    if checksum:
+        payload["checksum"] = persistence._payload_checksum(payload)
+    torch.save(payload, path)
     return path
 
 
@@ -278,7 +287,7 @@ def test_not_a_skood_file(tmp_path, saved):
         skood.SemSADDetector.load(pickled)
     truncated = tmp_path / "truncated.skood"
     truncated.write_bytes(saved[0].read_bytes()[:2000])
-    with pytest.raises(ValueError, match="not a skood detector file"):
+    with pytest.raises(ValueError, match="corrupt or truncated"):
         skood.SemSADDetector.load(truncated)
     with pytest.raises(FileNotFoundError):
         skood.SemSADDetector.load(tmp_path / "missing.skood")
@@ -459,3 +468,287 @@ def test_unsupported_detectors_and_attributes(blobs, tmp_path, fitted_tiny):
     det2.extra_ = object()  # an attribute skood cannot store without pickle
     with pytest.raises(TypeError, match="cannot store NSADetector.extra_"):
         det2.save(tmp_path / "y.skood")
+
+
+# ------------------------------------------------------- integrity (checksum)
+def _zip_records(data: bytes) -> list[tuple[str, int, int]]:
+    """``(name, start, size)`` of the stored bytes of every record of the zip file ``data``."""
+    out = []
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        for info in z.infolist():
+            h = info.header_offset  # local header: 30 bytes, then the name and the extra field
+            n_name, n_extra = struct.unpack("<HH", data[h + 26:h + 30])
+            out.append((info.filename, h + 30 + n_name + n_extra, info.compress_size))
+    return out
+
+
+def _rejected(path, X, want) -> bool:
+    """Load ``path``: True when it is rejected with a ValueError or OSError naming the file,
+    False when it loads and scores ``X`` exactly as ``want`` (anything else fails the test)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SkoodVersionWarning)
+            det = load(path)
+    except (ValueError, OSError) as e:
+        assert str(path) in str(e), e
+        return True
+    np.testing.assert_array_equal(det.score_samples(X), want, err_msg=f"{path} loaded")
+    return False
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_a_flipped_byte_in_any_record_is_rejected(name, fitted_tiny, blobs, tmp_path):
+    """One byte flipped in the middle of each record of the zip file in turn: every file is
+    refused as corrupt. One low bit flipped at 40 positions spread over the file: each file
+    is refused or loads with the very same scores (a bit of zip metadata nobody reads)."""
+    det = fitted_tiny(name)
+    path = tmp_path / "det.skood"
+    det.save(path)
+    data, want = path.read_bytes(), det.score_samples(blobs[1])
+    records = _zip_records(data)
+    assert len(records) >= 20 and all(size > 0 for _, _, size in records)
+    bad = tmp_path / "flipped.skood"
+    loaded = []
+    for record, start, size in records:
+        flipped = bytearray(data)
+        flipped[start + size // 2] ^= 0xFF
+        bad.write_bytes(flipped)
+        with pytest.raises(ValueError, match="corrupt") as err:
+            load(bad)
+        assert str(bad) in str(err.value), record
+    for pos in np.linspace(0, len(data) - 1, 40).astype(int):
+        flipped = bytearray(data)
+        flipped[pos] ^= 1
+        bad.write_bytes(flipped)
+        if not _rejected(bad, blobs[1], want):
+            loaded.append(int(pos))
+    assert len(loaded) <= 4, loaded  # zip metadata bytes only (most flips are refused)
+
+
+def test_checksum_of_the_payload(tmp_path, saved, blobs):
+    """The file holds a SHA-256 of its payload; a value changed without recomputing it is
+    refused as corrupt; a file without one (skood 0.1.2) loads with a warning."""
+    path, payload = saved
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", payload["checksum"])
+    assert persistence._payload_checksum(payload) == payload["checksum"]
+    fitted = {**payload["fitted"], "offset_": payload["fitted"]["offset_"] + 1.0}
+    changed = _resave(payload, tmp_path, checksum=False, fitted=fitted)
+    torch.save({**torch.load(changed, weights_only=True), "checksum": payload["checksum"]},
+               changed)
+    with pytest.raises(ValueError, match=r"changed\.skood.*corrupt.*checksum"):
+        skood.SemSADDetector.load(changed)
+    state = dict(payload["modules"]["encoder_"]["state"])
+    key = next(iter(state))
+    state[key] = state[key].clone()
+    state[key].view(-1)[0] += 1e-6  # one weight, one ulp or so
+    modules = {**payload["modules"], "encoder_": {**payload["modules"]["encoder_"],
+                                                  "state": state}}
+    changed = _resave(payload, tmp_path, checksum=False, modules=modules)
+    torch.save({**torch.load(changed, weights_only=True), "checksum": payload["checksum"]},
+               changed)
+    with pytest.raises(ValueError, match="corrupt"):
+        skood.SemSADDetector.load(changed)
+    with pytest.warns(SkoodVersionWarning, match="no checksum"):
+        det = skood.SemSADDetector.load(_resave(payload, tmp_path, checksum=False))
+    np.testing.assert_array_equal(det.score_samples(blobs[1]),
+                                  skood.SemSADDetector.load(path).score_samples(blobs[1]))
+    for bad in ("sha256:00", 12, None):
+        changed = _resave(payload, tmp_path, checksum=False)
+        torch.save({**torch.load(changed, weights_only=True), "checksum": bad}, changed)
+        with pytest.raises(ValueError, match="corrupt.*checksum"):
+            skood.SemSADDetector.load(changed)
+
+
+# ----------------------------------------------------------- atomic saves
+def _only_file(folder, name):
+    assert sorted(p.name for p in folder.iterdir()) == [name], "a temporary file is left"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs POSIX file-size limits")
+def test_disk_filling_during_an_overwrite_keeps_the_old_file(fitted_tiny, blobs, tmp_path):
+    """The disk fills halfway through overwriting a saved detector (a file-size limit makes
+    every write past it fail, for torch's own writer too): save raises an OSError naming the
+    file and the cause; the old file is intact and no temporary file is left."""
+    resource = pytest.importorskip("resource")
+    import signal
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    path = folder / "det.skood"
+    old = fitted_tiny("NSADetector")
+    old.save(path)
+    new = fitted_tiny("SemSADDetector")
+    new.save(tmp_path / "new.skood")
+    size = (tmp_path / "new.skood").stat().st_size  # the limit: half of it
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, limits[1]))
+        with pytest.raises(OSError, match=re.escape(str(path))) as err:
+            new.save(path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert err.value.errno == errno.EFBIG and "too large" in str(err.value)
+    _only_file(folder, "det.skood")
+    np.testing.assert_array_equal(skood.NSADetector.load(path).score_samples(blobs[1]),
+                                  old.score_samples(blobs[1]))
+
+
+def test_no_space_left_during_an_overwrite(fitted_tiny, blobs, tmp_path, monkeypatch):
+    """os.write fails with ENOSPC after half the bytes: an OSError that names the file and
+    says the disk is full (not torch's RuntimeError); the old file loads with its scores."""
+    path = tmp_path / "det.skood"
+    old, new = fitted_tiny("DUMDetector"), fitted_tiny("SemSADDetector")
+    old.save(path)
+    new.save(tmp_path / "new.skood")
+    budget = [(tmp_path / "new.skood").stat().st_size // 2]
+    (tmp_path / "new.skood").unlink()
+    real_write = os.write
+
+    def write(fd, data):
+        if budget[0] <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = real_write(fd, bytes(data[:budget[0]]))
+        budget[0] -= n
+        return n
+
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(OSError, match=r"No space left on device.*det\.skood") as err:
+        new.save(path)
+    monkeypatch.undo()
+    assert err.value.errno == errno.ENOSPC and not isinstance(err.value, RuntimeError)
+    _only_file(tmp_path, "det.skood")
+    np.testing.assert_array_equal(skood.DUMDetector.load(path).score_samples(blobs[1]),
+                                  old.score_samples(blobs[1]))
+
+
+def test_save_errors_name_the_file(fitted_tiny, tmp_path):
+    det = fitted_tiny("RotAuxMSPDetector")
+    missing = tmp_path / "no_such_folder" / "det.skood"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        det.save(missing)
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    with pytest.raises(OSError, match=re.escape(str(folder))):
+        det.save(folder)
+    assert list(folder.iterdir()) == []
+    _only_file(tmp_path, "a_folder")
+
+
+def test_saves_from_threads_to_one_file(fitted_tiny, blobs, tmp_path):
+    """Threads saving to the same file each write a temporary file of their own: the file
+    that remains is one of the detectors, whole, and no temporary file is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "det.skood"
+    dets = [fitted_tiny(n) for n in ("NSADetector", "DUMDetector")] * 3
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda d: d.save(path), dets))
+    _only_file(tmp_path, "det.skood")
+    det = load(path)
+    np.testing.assert_array_equal(
+        det.score_samples(blobs[1]),
+        fitted_tiny(type(det).__name__).score_samples(blobs[1]))
+
+
+# ---------------------------------------------------- validation at load
+@pytest.fixture(scope="module")
+def saved_knn(tmp_path_factory, fitted_tiny):
+    path = tmp_path_factory.mktemp("saved") / "knn.skood"
+    fitted_tiny("FeatureKNNDetector").save(path)
+    return path, torch.load(path, weights_only=True)
+
+
+def _encoded(value):
+    return persistence._encode(value, "test")
+
+
+def test_parameters_are_validated_at_load(tmp_path, saved_knn):
+    _, payload = saved_knn
+    for name, value, match in [("n_neighbors", -3, "n_neighbors"),
+                               ("n_neighbors", "5", "n_neighbors"),
+                               ("contamination", 0.9, "contamination"),
+                               ("batch_size", 0, "batch_size")]:
+        path = _resave(payload, tmp_path, params={**payload["params"], name: value})
+        with pytest.raises(ValueError, match=rf"changed\.skood.*'{match}' parameter") as err:
+            skood.FeatureKNNDetector.load(path)
+        assert not isinstance(err.value, TypeError)
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"offset_": "0.5"}, r"offset_.*real number"),
+    ({"offset_": math.nan}, r"offset_.*real number"),
+    ({"offset_": True}, r"offset_.*real number"),
+    ({"n_features_in_": -2}, r"n_features_in_.*positive int"),
+    ({"n_features_in_": 8.0}, r"n_features_in_.*positive int"),
+    ({"n_features_in_": 7}, r"feature_mean_.*7"),
+    ({"feature_mean_": np.zeros(5)}, r"feature_mean_.*8"),
+    ({"feature_scale_": np.zeros((8, 1))}, r"feature_scale_"),
+    ({"train_scores_": np.zeros((4, 2))}, r"train_scores_"),
+    ({"train_scores_": torch.zeros(4, dtype=torch.float64)}, r"train_scores_"),
+    ({"input_kind_": "audio"}, r"input_kind_.*'audio'"),
+    ({"image_shape_": (1, 2, 4)}, r"image_shape_"),
+    ({"device_": 3}, r"device_"),
+    ({"feature_mode_": "no"}, r"feature_mode_"),
+    ({"bank_": np.zeros((3, 3))}, r"bank_.*tensor"),
+    ({"train_store_": torch.zeros(5, 7)}, r"train_store_.*\(5, 7\)"),
+    ({"encoder_": 1}, r"encoder_"),
+    ({"score_samples": 1}, r"score_samples.*(unknown|method)"),
+    ({"__class__": "x"}, r"__class__"),
+    ({"foo_": 1}, r"unknown.*foo_"),
+    ({"n_neighbors": 3}, r"n_neighbors"),
+])
+def test_fitted_attributes_are_validated_at_load(change, match, tmp_path, saved_knn):
+    """Entries the class does not declare (a method's name, an unknown name, a parameter),
+    and declared ones of the wrong type or shape: a ValueError naming the file and them."""
+    _, payload = saved_knn
+    fitted = {**payload["fitted"], **{k: _encoded(v) for k, v in change.items()}}
+    path = _resave(payload, tmp_path, fitted=fitted)
+    with pytest.raises(ValueError, match=rf"changed\.skood.*{match}"):
+        skood.FeatureKNNDetector.load(path)
+
+
+def test_missing_fitted_attributes_are_rejected(tmp_path, saved, saved_knn):
+    _, payload = saved_knn
+    for missing in ("offset_", "train_scores_", "n_features_in_", "feature_mean_",
+                    "train_store_"):
+        fitted = {k: v for k, v in payload["fitted"].items() if k != missing}
+        with pytest.raises(ValueError, match=rf"changed\.skood.*missing.*{missing}"):
+            skood.FeatureKNNDetector.load(_resave(payload, tmp_path, fitted=fitted))
+    _, payload = saved
+    for network in ("discriminator_", "encoder_"):
+        modules = {k: v for k, v in payload["modules"].items() if k != network}
+        with pytest.raises(ValueError, match=rf"changed\.skood.*missing.*{network}"):
+            skood.SemSADDetector.load(_resave(payload, tmp_path, modules=modules))
+    with pytest.raises(ValueError, match=r"changed\.skood.*unknown.*extra_net_"):
+        skood.SemSADDetector.load(_resave(payload, tmp_path, modules={
+            **payload["modules"], "extra_net_": payload["modules"]["encoder_"]}))
+    with pytest.raises(ValueError, match=r"changed\.skood.*unknown.*head_"):
+        skood.SemSADDetector.load(_resave(payload, tmp_path, aliases={"head_": ["encoder_", ""]}))
+
+
+def test_save_refuses_what_load_would_refuse(fitted_tiny, tmp_path):
+    """A fitted attribute the class does not declare, or a detector whose fit did not finish
+    (no offset_), is refused by save: every file save writes loads."""
+    det = pickle.loads(pickle.dumps(fitted_tiny("NSADetector")))
+    det.extra_ = 1.0
+    with pytest.raises(ValueError, match=r"NSADetector.*extra_.*_fitted_attributes"):
+        det.save(tmp_path / "x.skood")
+    del det.extra_, det.offset_
+    with pytest.raises(ValueError, match=r"NSADetector.*missing.*offset_"):
+        det.save(tmp_path / "x.skood")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_detector_declares_its_fitted_attributes():
+    """The declarations name only attributes with a valid kind, and no parameter or method."""
+    for name in DETECTORS:
+        cls = getattr(skood, name)
+        declared = persistence._declared_attributes(cls)
+        assert {"offset_", "n_features_in_", "train_scores_"} <= set(declared)
+        params = set(cls().get_params(deep=False))
+        for attr, (kinds, _) in declared.items():
+            assert attr.endswith("_") and not attr.startswith("_"), attr
+            assert attr not in params and not hasattr(cls, attr), attr
+            assert kinds, attr

@@ -493,6 +493,12 @@ class DistillNegDetector(BaseDeepDetector):
     (3,)
     """
 
+    #: the fitted attributes it adds to the base class's (skood.persistence checks them)
+    _fitted_attributes: ClassVar[dict[str, str]] = {
+        "model_": "network", "negatives_": "text", "history_": "dict",
+        "feature_lift_": "real|None", "bank_": "tensor", "bank_keys_": "tensor",
+        "kernel_temperature_": "real|tuple", "kernel_standardization_": "tuple|None",
+    }
     _parameter_constraints: ClassVar[dict] = {
         **BaseDeepDetector._parameter_constraints,
         "max_bank": [Interval(Integral, 1, None, closed="left"), None],

@@ -311,6 +311,11 @@ class DUMDetector(BaseDeepDetector):
     (200,)
     """
 
+    #: the fitted attributes it adds to the base class's (skood.persistence checks them)
+    _fitted_attributes: ClassVar[dict[str, str]] = {
+        "encoder_": "network", "variance_net_": "network", "embedding_": "text|None",
+        "embedding_dim_": "count", "history_": "dict",
+    }
     _parameter_constraints: ClassVar[dict] = {
         **BaseDeepDetector._parameter_constraints,
         "batch_size": [Interval(Integral, 2, None, closed="left")],

@@ -92,6 +92,10 @@ class FeatureKNNDetector(BaseDeepDetector):
     (2,)
     """
 
+    #: the fitted attributes it adds to the base class's (skood.persistence checks them)
+    _fitted_attributes: ClassVar[dict[str, str]] = {
+        "encoder_": "network", "train_store_": "store", "bank_": "tensor",
+    }
     _parameter_constraints: ClassVar[dict] = {
         **{k: v for k, v in BaseDeepDetector._parameter_constraints.items() if k != "lr"},
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],

@@ -335,6 +335,13 @@ class NSADetector(BaseDeepDetector):
     (3,)
     """
 
+    #: the fitted attributes it adds to the base class's (skood.persistence checks them)
+    _fitted_attributes: ClassVar[dict[str, str]] = {
+        "model_": "network|None", "encoder_": "network|None", "history_": "dict",
+        "bank_index_": "tensor|None", "layer_names_": "list", "layer_dims_": "list?",
+        "terms_": "list", "whitening_": "list", "banks_": "list", "train_store_": "store|None",
+        "ensemble_ranges_": "list|None",
+    }
     _parameter_constraints: ClassVar[dict] = {
         **BaseDeepDetector._parameter_constraints,
         "max_bank": [Interval(Integral, 1, None, closed="left"), None],

@@ -437,6 +437,11 @@ class RotAuxMSPDetector(BaseDeepDetector):
     (3,)
     """
 
+    #: the fitted attributes it adds to the base class's (skood.persistence checks them)
+    _fitted_attributes: ClassVar[dict[str, str]] = {
+        "model_": "network", "supervised_": "flag", "scoring_": "text", "classes_": "array?",
+        "history_": "history",
+    }
     _parameter_constraints: ClassVar[dict] = {
         **BaseDeepDetector._parameter_constraints,
         "lam": [Interval(Real, 0, None, closed="left")],

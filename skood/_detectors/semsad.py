@@ -354,6 +354,12 @@ class SemSADDetector(BaseDeepDetector):
     (3,)
     """
 
+    #: the fitted attributes it adds to the base class's (skood.persistence checks them)
+    _fitted_attributes: ClassVar[dict[str, str]] = {
+        "encoder_": "network", "discriminator_": "network", "train_embeddings_": "tensor",
+        "neighbors_": "tensor", "partners_": "tensor", "train_store_": "store",
+        "history_": "dict",
+    }
     _parameter_constraints: ClassVar[dict] = {
         **BaseDeepDetector._parameter_constraints,
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],

@@ -658,6 +658,13 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
             without pickle.
         NotImplementedError
             The detector cannot rebuild its networks (no ``_module_skeletons``).
+        ValueError
+            A fitted attribute the class does not declare (``_fitted_attributes``), or a
+            fit that did not finish.
+        OSError
+            Writing failed (disk full, no such folder, ...); the message names ``path`` and
+            the cause. The file is written to a temporary file beside ``path`` and renamed
+            over it, so a file already at ``path`` is unchanged.
         """
         persistence.save(self, path)
 
@@ -685,11 +692,16 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            The file is not a skood detector file, has another format version,
-            holds another class, comes from a newer skood, or a module
-            parameter is missing or does not match. A file from an older skood
-            or another torch version loads with a
+            The file is not a skood detector file, is corrupt (its checksum or a
+            record's CRC-32 does not match), has another format version,
+            holds another class, comes from a newer skood, a module
+            parameter is missing or does not match, a parameter is outside the
+            class's constraints, or fitted attributes are unknown, missing or of
+            the wrong kind. A file from an older skood or another torch version
+            (or without a checksum) loads with a
             :class:`~skood.persistence.SkoodVersionWarning`.
+        OSError
+            The file cannot be read.
         """
         return persistence.load(path, cls, map_location=map_location, **module_params)
 

@@ -8,6 +8,7 @@ which keeps only the pytest fixtures. Nothing here imports pytest.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import subprocess
 import sys
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import skood
 
-__all__ = ["DETECTORS", "ROOT", "SHARED_DATA", "TINY", "run_benchmark", "shared_data_home", "tiny"]
+__all__ = ["DETECTORS", "ROOT", "SHARED_DATA", "TINY", "benchmark_module", "run_benchmark",
+           "shared_data_home", "tiny"]
 
 #: detector -> the smallest budget that still trains every part of it (one line per detector)
 TINY: dict[str, dict] = {
@@ -67,6 +69,38 @@ def shared_data_home() -> Path | None:
         if p is not None and p.is_dir():
             return p
     return None
+
+
+def benchmark_module(name: str):
+    """``benchmarks/<name>.py`` of the source checkout as a module, imported from its path.
+
+    The benchmark scripts import their sibling modules by name (``from _suite import ...``),
+    so ``_suite``, ``tabular_suite`` and ``_image_tasks`` are imported first, each under its
+    own name in :data:`sys.modules`; ``sys.path`` is left as it is. A process that imports
+    the scripts' modules by name (a joblib or dask worker unpickling a job) does not find
+    them this way: run such sweeps as a subprocess or ship the files to the workers.
+
+    Parameters
+    ----------
+    name : str
+        The file name under ``benchmarks/`` without ``.py``, e.g. ``"_suite"``.
+
+    Returns
+    -------
+    module
+        The imported module (the same object on every call).
+    """
+    for dep in ("_suite", "tabular_suite", "_image_tasks", name):
+        if dep not in sys.modules:
+            spec = importlib.util.spec_from_file_location(dep, ROOT / "benchmarks" / f"{dep}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[dep] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[dep]
+                raise
+    return sys.modules[name]
 
 
 def run_benchmark(script: str, data_home: Path, out: Path, *args: str) -> tuple[str, list]:

@@ -1,9 +1,9 @@
 """The benchmark engine (in process) and smoke runs of the benchmark scripts (subprocesses at
 tiny budgets, real outputs).
 
-The scripts are not on ``sys.path``: :func:`bench` imports one from its file (its sibling
-modules first), and every run of a script, and every sweep with several workers (whose
-workers import the scripts' modules), is a subprocess.
+The scripts are not on ``sys.path``: :func:`skood._testing.benchmark_module` imports one
+from its file (its sibling modules first), and every run of a script, and every sweep with
+several workers (whose workers import the scripts' modules), is a subprocess.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import csv
 import functools
-import importlib.util
 import json
 import subprocess
 import sys
@@ -19,27 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from skood._testing import benchmark_module
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 
-
-def bench(name: str):
-    """``benchmarks/<name>.py`` as a module, imported from its path (``_suite``,
-    ``tabular_suite`` and ``_image_tasks``, which the scripts import, first)."""
-    for dep in ("_suite", "tabular_suite", "_image_tasks", name):
-        if dep not in sys.modules:
-            spec = importlib.util.spec_from_file_location(dep, BENCH / f"{dep}.py")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[dep] = module
-            try:
-                spec.loader.exec_module(module)
-            except BaseException:
-                del sys.modules[dep]
-                raise
-    return sys.modules[name]
-
-
-_suite = bench("_suite")
+_suite = benchmark_module("_suite")
 
 
 def run(args, progress_flag=True):
@@ -76,7 +60,7 @@ def test_main_job_smoke(tmp_path):
 
 
 def test_main_job_verdict_is_computed_from_the_runs():
-    main_job = bench("main_job")
+    main_job = benchmark_module("main_job")
 
     def rows(**means):
         return [{"dataset": d, "detector": det, "seed": 0, "auroc": v}
@@ -273,7 +257,7 @@ def test_ablation_table_verdicts():
 
 
 def test_claims_summary_reads_each_scripts_csv(tmp_path):
-    claims = bench("claims")
+    claims = benchmark_module("claims")
 
     d = tmp_path / "nsa_normalisation"
     d.mkdir()
@@ -290,7 +274,7 @@ def test_claims_summary_reads_each_scripts_csv(tmp_path):
 
 
 def test_claims_pass_the_engine_options_to_their_scripts():
-    claims = bench("claims")
+    claims = benchmark_module("claims")
     args = claims.argparse.Namespace(n_jobs=2, no_progress=True, report_only=True, prune=False,
                                      rerun=False)
     assert claims.engine_flags(args) == ["--n-jobs", "2", "--no-progress", "--report-only"]
@@ -335,7 +319,7 @@ def test_scale_smoke_full_rows_and_bank_cap(tmp_path, data_home):
 
 
 def test_scale_notes_only_for_runs_in_the_table_one_line_per_note():
-    scale = bench("scale")
+    scale = benchmark_module("scale")
 
     notes = {("a", "NSA"): "old peak", ("b", "NSA"): "old peak", ("c", "NSA"): "old peak",
              ("a", "DUM"): "other"}
@@ -390,7 +374,7 @@ def test_pretrained_scorers_match_brute_force():
     import torch
     from sklearn.covariance import LedoitWolf
 
-    ps = bench("pretrained_scorers")
+    ps = benchmark_module("pretrained_scorers")
     rng = np.random.RandomState(0)
     train = np.abs(rng.normal(size=(60, 5))) + 0.1
     test = np.abs(rng.normal(size=(30, 5))) + 0.1
@@ -524,6 +508,6 @@ def test_dum_orientation_smoke_on_two_workers(tmp_path, data_home):
                "45_wine", "--seeds", "0", "1", "--max-samples", "200", "--n-jobs", "2",
                "--out", str(tmp_path)])
     rows = read_rows(tmp_path / "runs.csv")
-    bo = bench("dum_orientation")
+    bo = benchmark_module("dum_orientation")
     assert [r["variant"] for r in rows[:3]] == [*bo.VARIANTS, bo.ANCHOR] and len(rows) == 6
     assert "mean (flips)" in out and (tmp_path / "meta.json").exists()

@@ -2,28 +2,24 @@
 
 A local dask cluster listens on loopback (127.0.0.1) with two single-threaded
 worker processes; joblib's ``dask`` backend sends the work there exactly as it
-would to a remote cluster (``Client("tcp://scheduler:8786")``).
+would to a remote cluster (``Client("tcp://scheduler:8786")``). The benchmark modules
+the sweep's jobs come from are shipped to the workers with ``Client.upload_file``, as
+they would be to a remote cluster.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from joblib import parallel_config
 from sklearn.model_selection import GridSearchCV
 
-from skood._testing import tiny
+from skood._testing import ROOT, benchmark_module, tiny
 
 distributed = pytest.importorskip("distributed")
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import _suite  # noqa: E402
-from main_job import sklearn_tasks  # noqa: E402
+_suite = benchmark_module("_suite")
+sklearn_tasks = benchmark_module("main_job").sklearn_tasks
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +27,8 @@ def client():
     cluster = distributed.LocalCluster(host="127.0.0.1", n_workers=2, threads_per_worker=1,
                                        processes=True, dashboard_address=None)
     with distributed.Client(cluster) as c:
+        for name in ("_suite", "main_job"):  # the modules the jobs' functions live in
+            c.upload_file(str(ROOT / "benchmarks" / f"{name}.py"), load=False)
         yield c
     cluster.close()
 

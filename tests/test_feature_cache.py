@@ -9,7 +9,6 @@ import os
 import pickle
 import re
 import shutil
-import sys
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -22,10 +21,8 @@ from torch import nn
 
 from skood import FeatureKNNDetector
 from skood._nn.feature_cache import FeatureCache, image_keys, module_fingerprint
-from skood._testing import tiny
+from skood._testing import benchmark_module, tiny
 from skood.pretrained import PretrainedEncoder, load_pretrained
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _cached_files(root: Path) -> list[Path]:
@@ -162,11 +159,7 @@ def test_load_pretrained_passes_the_cache_dir(tmp_path):
 
 
 def test_sweep_extracts_each_image_once_and_runs_read_the_cache(tmp_path, monkeypatch):
-    sys.path.insert(0, str(BENCH))
-    try:
-        import _suite
-    finally:
-        sys.path.remove(str(BENCH))
+    _suite = benchmark_module("_suite")
     from functools import partial
 
     monkeypatch.setattr(_suite, "FEATURE_CACHE", tmp_path / "features")

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+from skood._testing import benchmark_module
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def test_speed_smoke(tmp_path):
@@ -83,7 +84,7 @@ def test_bare_step_is_the_nets_own_step(name, kind):
     """The reference loop of section (a) trains what skood trains: from the same
     state, one bare step and one skorch step give the same loss, weights,
     buffers and generator states (a hand-copied objective cannot drift)."""
-    import speed
+    speed = benchmark_module("speed")
 
     rng = np.random.RandomState(0)
     X = (rng.randint(0, 256, size=(16, 12, 12)).astype(np.uint8) if kind == "image"

@@ -1,6 +1,6 @@
 """Speed of skood against plain PyTorch, torchvision and scikit-learn, as ratios.
 
-Four sections, measured in one process and one run (issue 8, item 1):
+Four sections, measured in one process and one run:
 
 (a) **training step**: time per step of each detector's real skorch training
     loop (every net its ``fit`` trains, captured during a one-epoch fit and

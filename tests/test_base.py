@@ -129,7 +129,7 @@ def test_broken_training_scores_raise_or_warn():
     assert det.offset_ == 0.0  # the fit completes
 
 
-# -------------------------------- units: tiny scales and constant columns (issue 37)
+# -------------------------------------------- units: tiny scales and constant columns
 def _units_rows() -> np.ndarray:
     return np.random.RandomState(0).normal(size=(50, 3)) * [1.0, 10.0, 0.1] + [0.0, 5.0, -2.0]
 

@@ -171,7 +171,7 @@ def test_a_cache_entry_damaged_anywhere_gives_the_right_features(edits, cut, tai
 def test_units_and_constant_columns_do_not_change_the_scores(name, unit, offset, n_constant):
     """Rows in any units (down to subnormal numbers), at an offset, with constant columns:
     the scores of the same rows in units of 1, no ConvergenceWarning, and one warning that
-    names exactly the constant columns (issue 37)."""
+    names exactly the constant columns."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning

@@ -1,4 +1,4 @@
-"""Edge cases of the input contract (issue 18), for all five detectors.
+"""Edge cases of the input contract, for every detector.
 
 Bad or extreme input gives a clear ValueError (TypeError for sparse data, as
 in scikit-learn) or finite scores, never a torch error, a NaN or an
@@ -145,7 +145,7 @@ def test_refit_on_images_drops_the_tabular_standardiser(name, digit_images):
     assert det.feature_mean_.shape == (3,) and det.image_shape_ is None
 
 
-# ------------------------------- units: tiny scales and constant columns (issue 37)
+# ------------------------------------------- units: tiny scales and constant columns
 @pytest.mark.parametrize("unit", [2.0**-43, 1e-13])
 def test_units_do_not_change_the_scores(name, fitted, blobs, unit):
     """Data in units of 1e-13 score as the data themselves: no column is read as constant,

@@ -1,4 +1,4 @@
-"""Training that fails: a diverged loss, a degenerate fit, an interrupt (issue 18, items 5 and 7).
+"""Training that fails: a diverged loss, a degenerate fit, an interrupt.
 
 A training phase whose loss stops being finite raises ``TrainingDivergedError``
 (a ``ValueError``) naming the phase, the epoch and the learning-rate

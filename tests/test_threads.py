@@ -1,7 +1,7 @@
 """Fits in threads: reproducible, and the caller's global random state is never touched.
 
-A fit draws its initial weights from its own generators (``skood._base.seeded``),
-never from torch's process-wide RNG, so fits in joblib's threading backend give
+A fit draws its initial weights from its own generators (``skood._utils.fit_generators``
+and ``fit_rng``), never from torch's process-wide RNG, so fits in joblib's threading backend give
 the scores of the same fits run one after another, and a caller's global torch
 and numpy streams are the same with or without fits running beside them.
 """

@@ -1,8 +1,9 @@
 """Tests for skood.datasets.
 
-Synthetic tests always run. Real-data tests read the shared benchmark data
-checked out next to the repository (``<repo>/../shared/data``) and are
-skipped only when that directory is absent.
+Synthetic tests always run. Real-data tests read the shared benchmark data through
+conftest's ``data_home`` fixture (:func:`skood._testing.shared_data_home`: checked out next
+to the repository, ``<repo>/../shared/data``, else ``$SKOOD_DATA``) and are skipped only
+when neither exists.
 """
 
 import gzip
@@ -13,16 +14,6 @@ import numpy as np
 import pytest
 
 from skood import datasets as ds
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-@pytest.fixture(scope="module")
-def data_home():
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared benchmark data not found at {SHARED_DATA}")
-    return SHARED_DATA
-
 
 # --------------------------------------------------------------------------- data home
 

@@ -6,7 +6,7 @@ AUROC is below 0.5 ranks the anomalies as the most certain rows (its score is
 a few ADBench sets, over several seeds, and reports the mean AUROC and the
 flip rate (runs with AUROC < 0.5) of each, beside the distance of a row to the
 centre of the training rows (its angle to the pole of the default's
-:func:`~skood._detectors.dum.whitening_lift`, i.e. its shrunk Mahalanobis
+:func:`~skood._detectors._dum_parts.whitening_lift`, i.e. its shrunk Mahalanobis
 distance): the ranking that the objective's optimum, inverse-variance
 weighting of the set members, approaches.
 

@@ -406,8 +406,7 @@ def bench_scoring(sizes: dict, device: str, seed: int = 0) -> list[dict]:
     from sklearn.metrics import pairwise_distances_chunked
     from sklearn.neighbors import NearestNeighbors
 
-    from skood._detectors.distillneg import kernel_cosine
-    from skood._scoring import fit_whitening, knn_cosine, nearest_cosine, whiten
+    from skood._scoring import fit_whitening, kernel_cosine, knn_cosine, nearest_cosine, whiten
 
     d, m, nq, reps = (sizes["score_dim"], sizes["score_bank"], sizes["score_queries"],
                       sizes["score_reps"])
@@ -485,8 +484,7 @@ def release_freed_memory() -> None:
 
 
 def bench_memory(sizes: dict, device: str, seed: int = 0) -> list[dict]:
-    from skood._detectors.distillneg import kernel_cosine
-    from skood._scoring import knn_cosine
+    from skood._scoring import kernel_cosine, knn_cosine
 
     d, nq, m = sizes["score_dim"], sizes["mem_queries"], sizes["mem_bank"]
     bank = torch.from_numpy(_features(m, d, seed))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from skood._detectors.dino import (
     DINOHead,
@@ -16,6 +17,7 @@ from skood._detectors.dino import (
     EncoderWithHead,
     MultiCrop,
     SmallViT,
+    clip_grad_per_param_,
     cosine_schedule,
     dino_center_update,
     dino_loss,
@@ -120,7 +122,48 @@ def test_cosine_schedule():
     assert len(cosine_schedule(1.0, 0.0, 1, warmup_steps=5)) == 1
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
+def test_dino_loss_is_float32_under_autocast():
+    g = torch.Generator(device="cuda").manual_seed(0)
+    z1, z2 = (torch.randn(16, 8, device="cuda", generator=g) for _ in range(2))
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        low = dino_loss([z1.bfloat16(), z2.bfloat16()], [z1.bfloat16()],
+                        torch.zeros(1, 8, device="cuda"), 0.1, 0.04)
+    assert low.dtype == torch.float32
+
+
 # ------------------------------------------------------------------ training step
+def test_clip_grad_per_param_equals_per_tensor_clipping():
+    g = torch.Generator().manual_seed(0)
+    params = [nn.Parameter(torch.zeros(s)) for s in [(3,), (16, 3, 3, 3), (64, 32), (5,)]]
+    for p, scale in zip(params[:3], (0.1, 5.0, 40.0), strict=True):
+        p.grad = torch.randn(p.shape, generator=g) * scale
+    expected = []
+    for p in params:  # DINO's clip_gradients, one tensor at a time (the former loop)
+        if p.grad is None:
+            expected.append(None)
+            continue
+        coef = 3.0 / (p.grad.norm(2) + 1e-6)
+        expected.append(p.grad * coef.clamp(max=1.0))
+    clip_grad_per_param_(params, 3.0)
+    for p, e in zip(params, expected, strict=True):
+        assert (p.grad is None and e is None) or torch.equal(p.grad, e)
+    assert params[2].grad.norm() <= 3.0 + 1e-4
+    clip_grad_per_param_([nn.Parameter(torch.zeros(2))], 1.0)  # no gradients: nothing to do
+
+
+def test_ema_update_equals_per_parameter_update():
+    torch.manual_seed(0)
+    target, source = nn.Linear(5, 4), nn.Linear(5, 4)
+    expected = [pt.detach().clone().mul_(0.97).add_(ps.detach(), alpha=1.0 - 0.97)
+                for pt, ps in zip(target.parameters(), source.parameters(), strict=True)]
+    ema_update_(target, source, 0.97)
+    assert all(torch.equal(p, e) for p, e in zip(target.parameters(), expected, strict=True))
+    with pytest.raises(ValueError, match="parameters"):
+        ema_update_(target, nn.Linear(5, 4, bias=False), 0.9)
+
+
 def _noisy_views(x: torch.Tensor, g: torch.Generator) -> tuple[list, list]:
     noise = lambda s: x + s * torch.randn(x.shape, generator=g)  # noqa: E731
     return [noise(0.1), noise(0.1)], [noise(0.3)]

@@ -47,7 +47,7 @@ from skorch.utils import TeeGenerator
 from torch import nn
 
 from ._nn.losses import nt_xent
-from ._utils import seed_stream, to_model_input
+from ._utils import FitGenerators, seed_stream, to_model_input
 
 __all__ = [
     "ContrastiveNet",
@@ -160,6 +160,11 @@ class _Interrupted(BaseException):
     """Carries a ``KeyboardInterrupt`` past skorch's ``partial_fit``, which would swallow it."""
 
 
+#: the layers whose training forward draws a mask (see :meth:`SkoodNet.seeded_dropout`)
+_DROPOUT_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                   nn.FeatureAlphaDropout)
+
+
 class SkoodNet(NeuralNet):
     """Base skorch net for skood's training phases.
 
@@ -188,6 +193,8 @@ class SkoodNet(NeuralNet):
     ``after_step(x, idx, step)``. Randomness inside the objective must come
     from ``self.generator_`` (on the training device) or
     ``self.cpu_generator_``, both seeded from ``seed`` when training starts.
+    Dropout layers, which take no generator, draw their masks from the
+    phase's own stream (:meth:`seeded_dropout`).
 
     SkoodNet overrides ten methods of :class:`skorch.NeuralNet`, each for
     one reason:
@@ -211,8 +218,8 @@ class SkoodNet(NeuralNet):
       ``loss.item()`` would give (on the CPU they are floats from the start);
       and the divergence check below;
     * :meth:`fit_loop` and :meth:`partial_fit`: the epochs under
-      :func:`flush_denormals`, the check of the final parameters, and the
-      failure behaviour below;
+      :func:`flush_denormals`, the whole phase under :meth:`seeded_dropout`,
+      the check of the final parameters, and the failure behaviour below;
     * ``on_train_end``: precise BatchNorm (:meth:`recalibrate_batchnorm`) and
       the module back in the contiguous memory format.
 
@@ -376,12 +383,31 @@ class SkoodNet(NeuralNet):
             raise
 
     def partial_fit(self, X: Any, y: Any = None, classes: Any = None, **fit_params: Any) -> Any:
-        """skorch's ``partial_fit``, except that a ``KeyboardInterrupt`` in training propagates."""
+        """skorch's ``partial_fit`` under :meth:`seeded_dropout`, except that a
+        ``KeyboardInterrupt`` in training propagates."""
+        if not self.initialized_:
+            self.initialize()  # as skorch's partial_fit does: seeded_dropout reads module_
         try:
-            return super().partial_fit(X, y, classes=classes, **fit_params)
+            with self.seeded_dropout():
+                return super().partial_fit(X, y, classes=classes, **fit_params)
         except _Interrupted as wrapped:
             interrupt = wrapped.__cause__
             raise interrupt.with_traceback(interrupt.__traceback__) from None
+
+    def seeded_dropout(self) -> contextlib.AbstractContextManager:
+        """Dropout masks from the phase's stream ``seed_stream(seed, "dropout")``, not the
+        process-wide RNG.
+
+        A :class:`skood._utils.FitGenerators` of that seed when the module has
+        a dropout layer with ``p > 0`` (its training steps and the precise-BN
+        passes draw masks; any other draw that names no generator is taken from
+        that seed too), else nothing: a function mode adds Python work to
+        every torch call of a step, which modules without dropout do not pay.
+        Like ``generator_``, the stream starts again with each training call.
+        """
+        if any(isinstance(m, _DROPOUT_LAYERS) and m.p > 0 for m in self.module_.modules()):
+            return FitGenerators(seed_stream(self.seed, "dropout"))
+        return contextlib.nullcontext()
 
     def abort_training(self) -> None:
         """Clean up after training stopped by an exception (instead of ``on_train_end``).

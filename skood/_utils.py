@@ -10,8 +10,8 @@
     each part of a fit draws from its own stream;
   * :func:`fit_generators` (:class:`FitGenerators`) and :func:`fit_rng`: the
     fit's own generators for the draws that name no generator (torch's module
-    initialisation), in place of torch's process-wide RNG, so fits in threads
-    neither share nor change it.
+    initialisation, dropout), in place of torch's process-wide RNG, so fits in
+    threads neither share nor change it.
 
 * :func:`to_model_input`: a stored batch (uint8 images or float rows) as the
   float32 input every network and scorer sees.
@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import secrets
 import threading
 from collections.abc import Iterator, Mapping
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.utils import check_random_state
 from torch.overrides import TorchFunctionMode
 
@@ -51,11 +53,13 @@ __all__ = [
 #: adding or reordering draws in one part of a fit leaves the others' unchanged. A
 #: detector's own streams are declared in its module (``_SEED_STREAMS``, passed to
 #: :func:`seed_stream`), at offsets that none of these takes; a training phase started
-#: with seed ``s`` (:class:`skood._training.SkoodNet`) uses ``s + 0`` and ``s + 1``.
+#: with seed ``s`` (:class:`skood._training.SkoodNet`) uses ``s + 0``, ``s + 1`` and, for
+#: dropout, ``s + 6``.
 SEED_STREAMS: dict[str, int] = {
     "net": 0,  # a training phase: initial weights, data order, the objective's device generator
     "net_cpu": 1,  # a training phase's CPU generator (scalars drawn without a device sync)
     "bank": 4,  # the subsample of the training set kept as the scoring bank (``max_bank``)
+    "dropout": 6,  # a training phase's dropout masks (only a module with dropout draws them)
 }
 
 
@@ -187,8 +191,15 @@ class FitGenerators(TorchFunctionMode):
     the tensor's device, created on first use and seeded with ``seed``, as
     ``torch.manual_seed(seed)`` seeds the global ones: the numbers are those
     of the global RNG seeded with ``seed``, and the global RNG is neither read
-    nor advanced. Draws without a ``generator`` argument (dropout) are not
-    redirected; a fit's training steps pass their own generators.
+    nor advanced. The dropouts of :mod:`torch.nn.functional` (``dropout``,
+    ``dropout1d/2d/3d``, ``alpha_dropout``, ``feature_alpha_dropout``, hence
+    the ``nn.Dropout`` layers), which take no generator, are computed here
+    with the mask drawn from this generator: on the CPU the numbers of
+    torch's own dropout after ``torch.manual_seed(seed)``. Attention dropout
+    inside fused kernels (``scaled_dot_product_attention``'s ``dropout_p``)
+    is not covered. A fit's training steps pass their own generators; a
+    training phase whose module has dropout layers runs under this mode
+    (:meth:`skood._training.SkoodNet.partial_fit`).
     """
 
     def __init__(self, seed: int):
@@ -208,11 +219,57 @@ class FitGenerators(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: tuple = (),
                            kwargs: dict | None = None) -> Any:
         kwargs = dict(kwargs or {})
+        if func in _DROPOUTS:
+            x = args[0] if args else kwargs["input"]
+            p, shape = kwargs.get("p", 0.5), _dropout_mask_shape(func, x.shape)
+            if kwargs.get("training", True) and 0 < p <= 1 and shape is not None:
+                return _dropout(func, x, p, shape, kwargs.get("inplace", False),
+                                self.generator(x.device))
+            return func(*args, **kwargs)  # no draw (eval, p=0) or torch's own error
         if kwargs.get("generator") is None and (
             "generator" in kwargs or getattr(func, "__name__", None) in _DRAWS
         ):
             kwargs["generator"] = self.generator(_draw_device(args, kwargs))
         return func(*args, **kwargs)
+
+
+#: torch.nn.functional's dropouts -> {input dims: leading axes with a draw each}
+#: (None: every axis); the feature dropouts draw one value per sample and channel
+_DROPOUTS: dict[Any, dict[int, int] | None] = {
+    F.dropout: None,
+    F.alpha_dropout: None,
+    F.dropout1d: {2: 1, 3: 2},  # (C, L) and (N, C, L)
+    F.dropout2d: {3: 2, 4: 2},  # a 3-D input is (N, C, L) for torch
+    F.dropout3d: {4: 1, 5: 2},  # (C, D, H, W) and (N, C, D, H, W)
+    F.feature_alpha_dropout: {d: 2 for d in range(2, 9)},
+}
+_SELU_SATURATION = 1.7580993408473766  # -SELU's lower limit, as torch's alpha dropout
+
+
+def _dropout_mask_shape(func: Any, shape: torch.Size) -> tuple[int, ...] | None:
+    """The shape of ``func``'s mask for an input of ``shape``; None for the shapes left to
+    torch (which it refuses, or reads otherwise with a warning)."""
+    axes = _DROPOUTS[func]
+    lead = len(shape) if axes is None else axes.get(len(shape))
+    return None if lead is None else (*shape[:lead], *[1] * (len(shape) - lead))
+
+
+def _dropout(func: Any, x: torch.Tensor, p: float, shape: tuple[int, ...], inplace: bool,
+             generator: torch.Generator) -> torch.Tensor:
+    """``func(x, p, training=True, inplace)`` with its mask drawn from ``generator``
+    (the arithmetic of torch's ``_dropout_impl``)."""
+    if p == 1:
+        zero = x.new_zeros(())
+        return x.mul_(zero) if inplace else x * zero
+    keep = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(1 - p,
+                                                                          generator=generator)
+    if func not in (F.alpha_dropout, F.feature_alpha_dropout):
+        keep.div_(1 - p)
+        return x.mul_(keep) if inplace else x * keep
+    a = 1 / math.sqrt((_SELU_SATURATION**2 * p + 1) * (1 - p))
+    b = keep.sub(1).mul_(_SELU_SATURATION * a).add_(_SELU_SATURATION * a * p)
+    keep.mul_(a)
+    return x.mul_(keep).add_(b) if inplace else x * keep + b
 
 
 def _draw_device(args: tuple, kwargs: dict) -> torch.device:

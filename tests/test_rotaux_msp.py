@@ -548,3 +548,19 @@ def test_dropout_before_the_heads(labelled):
     assert isinstance(tiny().fit(X, y).model_.dropout, torch.nn.Identity)
     with pytest.raises(ValueError, match="dropout"):
         tiny(dropout=1.0).fit(X, y)
+
+
+@pytest.mark.parametrize("kind", ["tabular", "images"])
+def test_dropout_is_seeded_by_random_state(labelled, digits_holdout, kind):
+    """Dropout's masks come from the fit's seed: two fits with one ``random_state`` score
+    alike (another seed does not), and the caller's global torch RNG is neither read nor
+    advanced."""
+    X, y = labelled[:2] if kind == "tabular" else (digits_holdout[0][:200], digits_holdout[1][:200])
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = tiny(dropout=0.3).fit(X, y).score_samples(X[:50])
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(321)  # another global state: the same scores
+    np.testing.assert_array_equal(tiny(dropout=0.3).fit(X, y).score_samples(X[:50]), a)
+    assert not np.array_equal(tiny(dropout=0.3, random_state=1).fit(X, y).score_samples(X[:50]),
+                              a)

@@ -130,3 +130,31 @@ def test_random_state_none_draws_fresh_seeds_without_numpy_global_rng():
     _numpy_global(5)  # an unseeded fit is not a function of numpy's global seed either
     c = _scores("NSADetector", "tabular", None)
     assert not np.array_equal(a, c)
+
+
+@pytest.mark.skipif("RotAuxMSPDetector" not in DETECTORS, reason="RotAuxMSP not in this build")
+def test_dropout_fits_in_threads_equal_sequential_fits():
+    """Dropout masks come from each fit's own stream, in the fit's thread: threaded fits with
+    dropout give the sequential fits' scores while another thread reseeds the global RNG."""
+    X = _DATA["tabular"]
+
+    def scores(seed):
+        return tiny("RotAuxMSPDetector", dropout=0.3, random_state=seed).fit(X).score_samples(X)
+
+    sequential = {s: scores(s) for s in (0, 1)}
+    stop = threading.Event()
+
+    def meddle():
+        while not stop.is_set():
+            torch.manual_seed(12345)
+            torch.rand(8)
+
+    meddler = threading.Thread(target=meddle)
+    meddler.start()
+    try:
+        threaded = Parallel(n_jobs=4, backend="threading")(delayed(scores)(s) for s in (0, 1, 0, 1))
+    finally:
+        stop.set()
+        meddler.join()
+    for s, got in zip((0, 1, 0, 1), threaded, strict=True):
+        np.testing.assert_array_equal(got, sequential[s], err_msg=f"random_state={s}")

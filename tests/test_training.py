@@ -10,6 +10,7 @@ mixed precision and that channels-last training leaves standard modules.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from types import SimpleNamespace
@@ -30,6 +31,7 @@ from skood._training import (
     is_flushing_denormals,
     piecewise_lr,
 )
+from skood._utils import FitGenerators, seed_stream
 from skood.datasets import load_digits_images
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -353,6 +355,29 @@ class _LrNet(SkoodNet):
     def on_epoch_begin(self, net, **kwargs):
         super().on_epoch_begin(net, **kwargs)
         self.lrs_ = [*getattr(self, "lrs_", []), self.optimizer_.param_groups[0]["lr"]]
+
+
+def _dropout_net(seed: int, p: float) -> _LrNet:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the same initial weights for every seed
+        module = nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.Dropout(p), nn.Linear(8, 1))
+    return _LrNet(module, seed=seed, max_epochs=2, batch_size=8, lr=0.1, device="cpu")
+
+
+def test_dropout_masks_come_from_the_phases_seed():
+    """The training steps and the precise-BN pass draw dropout masks from the phase's own
+    stream: the same seed trains the same weights, and torch's global RNG is untouched."""
+    X = torch.randn(32, 3, generator=torch.Generator().manual_seed(0))
+    before = torch.get_rng_state()
+    a, b = _dropout_net(0, 0.5).fit(X), _dropout_net(0, 0.5).fit(X)
+    assert torch.equal(torch.get_rng_state(), before)
+    for (key, wa), wb in zip(a.module_.state_dict().items(), b.module_.state_dict().values(),
+                             strict=True):
+        assert torch.equal(wa, wb), key
+    mode = a.seeded_dropout()
+    assert isinstance(mode, FitGenerators) and mode.seed == seed_stream(0, "dropout")
+    no_dropout = _dropout_net(0, 0.0).initialize()
+    assert isinstance(no_dropout.seeded_dropout(), contextlib.nullcontext)  # no mode to pay for
 
 
 def _noisy(x, g):

@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.utils import check_random_state
 from torch import nn
 
@@ -65,7 +66,8 @@ def test_fit_seed_from_random_state():
 
 
 def test_seed_stream_shared_and_own_streams():
-    assert SEED_STREAMS == {"net": 0, "net_cpu": 1, "bank": 4}  # values fix every fit's scores
+    # values fix every fit's scores
+    assert SEED_STREAMS == {"net": 0, "net_cpu": 1, "bank": 4, "dropout": 6}
     assert seed_stream(10, "net") == 10 and seed_stream(10, "bank") == 14
     own = {"pool": 2}
     assert seed_stream(10, "pool", own) == 12
@@ -158,6 +160,62 @@ def test_fit_rng_uses_the_running_fit_of_this_thread_only():
     with fit_rng():
         c = torch.randn(3)
     assert torch.equal(c, _global_numbers(9, 3))
+
+
+_DROPOUT_CASES = [  # (layer, input shape, mask shape)
+    (nn.Dropout(0.3), (6, 4, 3), (6, 4, 3)),
+    (nn.AlphaDropout(0.3), (6, 4, 3), (6, 4, 3)),
+    (nn.Dropout1d(0.3), (6, 4, 3), (6, 4, 1)),
+    (nn.Dropout1d(0.3), (4, 3), (4, 1)),  # no batch axis
+    (nn.Dropout2d(0.3), (6, 4, 3, 3), (6, 4, 1, 1)),
+    (nn.Dropout3d(0.3), (6, 4, 2, 3, 3), (6, 4, 1, 1, 1)),
+    (nn.Dropout3d(0.3), (4, 2, 3, 3), (4, 1, 1, 1)),  # no batch axis
+    (nn.FeatureAlphaDropout(0.3), (6, 4, 3, 3), (6, 4, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("layer, shape, mask", _DROPOUT_CASES,
+                         ids=[f"{type(c[0]).__name__}-{len(c[1])}d" for c in _DROPOUT_CASES])
+def test_dropout_under_fit_generators_is_torchs_dropout_seeded(layer, shape, mask):
+    """Each dropout layer draws its mask from the fit's generator: the numbers of torch's
+    own dropout after ``torch.manual_seed`` (CPU), the global RNG untouched."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        want = layer(x)
+    before = torch.get_rng_state()
+    with FitGenerators(3) as gens:
+        got = layer(x)
+        again = layer(x)  # the stream goes on
+        inplace = F.dropout(x.clone(), 0.3, True, inplace=True)
+    assert torch.equal(got, want) and not torch.equal(again, got)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert list(gens.generators) == [torch.device("cpu")]
+    # one draw per element of the mask: what is dropped is dropped along the other axes
+    axes = tuple(d for d in range(len(shape)) if mask[d] == 1 and shape[d] > 1)
+    if axes and not isinstance(layer, nn.FeatureAlphaDropout):  # alpha: dropped = constant
+        dropped = got == 0
+        assert torch.equal(dropped.all(dim=axes), dropped.any(dim=axes))
+    assert inplace.shape == x.shape
+    layer.eval()
+    with FitGenerators(3):
+        assert layer(x) is x or torch.equal(layer(x), x)  # eval: no dropout, no draw
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_dropout_edge_rates_under_fit_generators():
+    x = torch.randn(5, 4)
+    before = torch.get_rng_state()
+    with FitGenerators(0) as gens:
+        assert torch.equal(F.dropout(x, 0.0, True), x)  # p = 0: torch's, no draw
+        assert not gens.generators
+        assert torch.equal(F.dropout(x, 1.0, True), torch.zeros_like(x))
+        assert torch.equal(F.alpha_dropout(x, 1.0, True), torch.zeros_like(x))
+        y = x.clone()
+        assert F.dropout(y, 0.5, True, inplace=True) is y
+        with pytest.raises(ValueError, match="probability"):
+            F.dropout(x, 1.5, True)
+    assert torch.equal(torch.get_rng_state(), before)
 
 
 # ------------------------------------------------------------ model input

@@ -112,12 +112,15 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     image_shape : tuple of int or None
         ``(C, H, W)`` or ``(H, W)``: read 2-D input as flattened images of
         this shape (so images go through Pipelines and scikit-learn tools).
-    max_bank : int or None
-        (Detectors that score against training samples.) Largest number of
-        training samples kept as the scorer's reference bank: a uniform
-        random subset (drawn from ``random_state``) when the training set is
-        larger; None keeps all. Training always uses every sample; the cap
-        bounds the memory and time of scoring on large sets.
+    max_bank : int, "auto" or None
+        (Detectors that score against training samples; default "auto".)
+        Largest number of training samples kept as the scorer's reference
+        bank: a uniform random subset (drawn from ``random_state``) when the
+        training set is larger; "auto" is 10,000 rows; None keeps all.
+        Training always uses every sample; the cap bounds the memory and time
+        of scoring on large sets. Leave-one-out training scores stay exact:
+        a bank row never matches itself and the rows outside the bank are
+        scored against it out of sample.
 
     Attributes
     ----------

@@ -80,13 +80,21 @@ def unit_row_blocks(
         yield start, blk if normalized else F.normalize(blk, dim=1)
 
 
-def bank_subset(n: int, max_bank: int | None, seed: int) -> torch.Tensor | None:
+#: the bank size of ``max_bank="auto"``: every training row up to this many,
+#: a seeded uniform subset of this many beyond (see ``docs/user_guide/scaling.rst``)
+AUTO_MAX_BANK = 10_000
+
+
+def bank_subset(n: int, max_bank: int | str | None, seed: int) -> torch.Tensor | None:
     """Sorted indices of a uniform random subset of ``max_bank`` of ``n`` rows (None: keep all).
 
     The reference bank of the feature-space scorers, capped for huge
-    training sets (the detectors' ``max_bank``); drawn from its own
-    generator, so it leaves every other random stream untouched.
+    training sets (the detectors' ``max_bank``; ``"auto"`` is
+    :data:`AUTO_MAX_BANK`); drawn from its own generator, so it leaves every
+    other random stream untouched.
     """
+    if max_bank == "auto":
+        max_bank = AUTO_MAX_BANK
     if max_bank is None or n <= max_bank:
         return None
     gen = torch.Generator().manual_seed(int(seed))

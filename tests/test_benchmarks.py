@@ -511,3 +511,23 @@ def test_dum_orientation_smoke_on_two_workers(tmp_path, data_home):
     bo = benchmark_module("dum_orientation")
     assert [r["variant"] for r in rows[:3]] == [*bo.VARIANTS, bo.ANCHOR] and len(rows) == 6
     assert "mean (flips)" in out and (tmp_path / "meta.json").exists()
+
+
+def test_growth_smoke_sizes_table_figure_and_report(tmp_path):
+    run(["benchmarks/growth.py", "--sizes", "300", "600", "--n-test", "200",
+         "--detectors", "SemSAD", "IsolationForest", "--budget", "smoke", "--out", str(tmp_path)])
+    rows = read_rows(tmp_path / "runs.csv")
+    assert {(r["dataset"], int(r["n_train"]), int(r["n_test"])) for r in rows} == {
+        ("gmm_300", 300, 200), ("gmm_600", 600, 200)}
+    assert len(rows) == 4 and not any(r["error"] for r in rows)
+    assert (tmp_path / "figure.png").stat().st_size > 0
+    # a report runs nothing: a size never run is "not run"
+    run(["benchmarks/growth.py", "--sizes", "300", "600", "1200", "--n-test", "200",
+         "--detectors", "SemSAD", "IsolationForest", "--budget", "smoke", "--out", str(tmp_path),
+         "--report-only"])
+    table = (tmp_path / "table.md").read_text()
+    assert "| SemSAD | " in table and table.count("not run") == 2
+    growth = benchmark_module("growth")
+    X_tr, y_tr, X_te, y_te = growth.gaussian_mixture(1000, seed=0, n_test=500)
+    assert X_tr.shape == (1000, growth.N_FEATURES) and y_tr is None and y_te.sum() == 15
+    assert (X_te == growth.gaussian_mixture(2000, seed=1, n_test=500)[2]).all()

@@ -447,11 +447,12 @@ class DistillNegDetector(BaseDeepDetector):
         :math:`\delta`, standardised and summed. :math:`\delta` is measured
         over at most 2,048 bank rows; an adaptive :math:`\tau` is at least
         1e-4.
-    max_bank : int or None, default=None
+    max_bank : int, "auto" or None, default="auto"
         Largest number of training samples kept as the scorer's reference
         bank: a uniform random subset (drawn from ``random_state``) when the
-        training set is larger; None keeps all. Training always uses every
-        sample; the cap bounds the memory and time of scoring on huge sets.
+        training set is larger; "auto" is 10,000 rows; None keeps all.
+        Training always uses every sample; the cap bounds the memory and
+        time of scoring on huge sets.
     contamination, device, random_state, verbose, image_shape
         See :class:`~skood.BaseDeepDetector`.
 
@@ -501,7 +502,7 @@ class DistillNegDetector(BaseDeepDetector):
     }
     _parameter_constraints: ClassVar[dict] = {
         **BaseDeepDetector._parameter_constraints,
-        "max_bank": [Interval(Integral, 1, None, closed="left"), None],
+        "max_bank": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "backbone": [StrOptions({*BACKBONES, *PRETRAINED_BACKBONES, "vit"}), nn.Module],
         "lam": [Interval(Real, 0, None, closed="left")],
         "negatives": [StrOptions({"auto", *_IMAGE_NEGATIVES, *_TABULAR_NEGATIVES}), "array-like"],
@@ -559,7 +560,7 @@ class DistillNegDetector(BaseDeepDetector):
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
-        max_bank: int | None = None,
+        max_bank: int | str | None = "auto",
         image_shape: tuple[int, ...] | None = None,
     ) -> None:
         self.lam = lam

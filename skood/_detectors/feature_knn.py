@@ -101,7 +101,7 @@ class FeatureKNNDetector(BaseDeepDetector):
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "metric": [StrOptions({"auto", "cosine", "euclidean"})],
         "recalibrate_batchnorm": ["boolean"],
-        "max_bank": [Interval(Integral, 1, None, closed="left"), None],
+        "max_bank": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
     }
 
     def __init__(
@@ -116,7 +116,7 @@ class FeatureKNNDetector(BaseDeepDetector):
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
-        max_bank: int | None = None,
+        max_bank: int | str | None = "auto",
         image_shape: tuple[int, ...] | None = None,
     ) -> None:
         self.n_neighbors = n_neighbors

@@ -344,7 +344,7 @@ class NSADetector(BaseDeepDetector):
     }
     _parameter_constraints: ClassVar[dict] = {
         **BaseDeepDetector._parameter_constraints,
-        "max_bank": [Interval(Integral, 1, None, closed="left"), None],
+        "max_bank": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "method": [StrOptions({"auto", "simsiam", "simclr"})],
         "crop_scale": [tuple, list],
         "normalize_features": ["boolean"],
@@ -415,7 +415,7 @@ class NSADetector(BaseDeepDetector):
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
-        max_bank: int | None = None,
+        max_bank: int | str | None = "auto",
         image_shape: tuple[int, ...] | None = None,
     ) -> None:
         self.method = method

@@ -365,7 +365,7 @@ class SemSADDetector(BaseDeepDetector):
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "scoring": [StrOptions({"partners", "nearest"})],
         "n_partners": [Interval(Integral, 1, None, closed="left")],
-        "max_bank": [Interval(Integral, 1, None, closed="left"), None],
+        "max_bank": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "gamma_range": [tuple, list],
         "mu": [Interval(Real, 0, 1, closed="both")],
         "encoder_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -422,7 +422,7 @@ class SemSADDetector(BaseDeepDetector):
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
-        max_bank: int | None = None,
+        max_bank: int | str | None = "auto",
         image_shape: tuple[int, ...] | None = None,
     ) -> None:
         self.n_neighbors = n_neighbors

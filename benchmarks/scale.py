@@ -11,7 +11,9 @@ engine, so runs are cached and an interrupted sweep resumes).
 a bank of training features (SemSAD, DistillNeg), one variant per cap
 (``"SemSAD(max_bank=N)"``: a seeded uniform subset of N training rows as the
 scoring bank), so the table shows the cap's effect on AUROC and on the
-scoring time next to the full bank. NSA has ``max_bank`` too, but its
+scoring time next to the default bank; ``--max-bank none`` adds the uncapped
+variant (``"SemSAD(max_bank=None)"``: every training row in the bank, the
+reference for the default ``max_bank="auto"``). NSA has ``max_bank`` too, but its
 tabular default scorer, c-Cos(Mah), compares with the training mean and
 uses no bank, so it gets no variant here.
 
@@ -19,7 +21,7 @@ Usage::
 
     python benchmarks/scale.py --data-home ../shared/data [--datasets 10_cover] \
         [--detectors DUM NSA IsolationForest] [--max-bank 10000 50000] [--seeds 0] \
-        [--n-jobs 2] [--report-only]
+        [--n-jobs 2] [--report-only] [--reference benchmarks/results/scale/cpu]
 
 The default detectors are skood's five and IsolationForest as the reference.
 A run on all rows takes from seconds (IsolationForest) to hours on a CPU
@@ -32,7 +34,11 @@ refits its detector, so it is worth running on one file (cover), not all.
 
 Outputs under ``--out`` (default ``benchmarks/results/scale/<budget>``): ``runs.csv``,
 ``table.md`` (AUROC and AP), ``times.md`` (fit and score minutes, peak memory
-per run), ``figure.png``, ``meta.json``.
+per run), ``figure.png``, ``meta.json``; with ``--reference DIR`` (the
+output folder of an earlier sweep, e.g. one made at older defaults),
+``reference.md``: AUROC and fit/score minutes of these runs beside that
+folder's runs of the same dataset and detector, the reference labelled with
+the skood version and arguments its ``meta.json`` records.
 """
 
 from __future__ import annotations
@@ -81,7 +87,30 @@ def build_full(name: str, data_home: str | None, seed: int):
     return X_tr, None, X_te, y_te
 
 
-def scale_detectors(detectors: list[str], caps: list[int]) -> list[str]:
+def bank_cap(text: str) -> int | None:
+    """A ``--max-bank`` value: a positive int, or "none" (no cap)."""
+    return None if text.lower() == "none" else int(text)
+
+
+def reference_table(rows: list[dict], ref_rows: list[dict], ref_label: str) -> str:
+    """AUROC x 100 and fit / score minutes of each run beside the reference's same run."""
+    ref = {(r["dataset"], r["detector"]): r for r in ref_rows if not r.get("error")}
+    lines = [f"Reference: {ref_label}.", "",
+             "| dataset | detector | AUROC x 100 | reference AUROC | fit min | reference fit min "
+             "| score min | reference score min |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (r["dataset"], r["detector"])):
+        if r.get("error"):
+            continue
+        q = ref.get((r["dataset"], r["detector"]))
+        cells = ([f"{100 * float(q['auroc']):.1f}", f"{float(q['fit_s']) / 60:.1f}",
+                  f"{float(q['score_s']) / 60:.2f}"] if q else ["not run"] * 3)
+        lines.append(f"| {r['dataset']} | {r['detector']} | {100 * float(r['auroc']):.1f} | "
+                     f"{cells[0]} | {float(r['fit_s']) / 60:.1f} | {cells[1]} | "
+                     f"{float(r['score_s']) / 60:.2f} | {cells[2]} |")
+    return "\n".join(lines)
+
+
+def scale_detectors(detectors: list[str], caps: list[int | None]) -> list[str]:
     """The detectors, each banked one followed by its ``max_bank`` variants."""
     out = []
     for d in detectors:
@@ -121,8 +150,11 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-home", default=None, help="default: $SKOOD_DATA or ../shared/data")
     ap.add_argument("--datasets", nargs="+", default=list(LARGEST), help="ADBench names")
-    ap.add_argument("--max-bank", type=int, nargs="*", default=[],
-                    help="bank caps to compare with the full bank (" + ", ".join(BANKED) + ")")
+    ap.add_argument("--max-bank", type=bank_cap, nargs="*", default=[],
+                    help="bank caps to compare with the default bank, 'none': uncapped ("
+                         + ", ".join(BANKED) + ")")
+    ap.add_argument("--reference", type=Path, default=None,
+                    help="output folder of an earlier sweep to compare with (reference.md)")
     sweep_arguments(ap, seeds=[0], out=None,
                     detectors="default: skood's five and IsolationForest")
     args = ap.parse_args(argv)
@@ -145,6 +177,23 @@ def main(argv=None) -> None:
         times += "\n\n" + "\n".join(notes)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "times.md").write_text(times + "\n")
+    if args.reference is not None:
+        import json
+
+        from _suite import read_runs
+
+        meta = json.loads((args.reference / "meta.json").read_text())
+        label = (f"{args.reference.name}, skood {meta.get('versions', {}).get('skood', '?')}, "
+                 f"{meta.get('script', '')} {' '.join(meta.get('argv', []))}")
+        import subprocess
+
+        commit = subprocess.run(  # the code version the reference runs were committed with
+            ["git", "log", "-1", "--format=%h %cs", "--", str(args.reference / "runs.csv")],
+            cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        if commit:
+            label += f"; runs.csv committed at {commit}"
+        ref_rows = list(read_runs(args.reference / "runs.csv").values())
+        (Path(out) / "reference.md").write_text(reference_table(rows, ref_rows, label) + "\n")
     print("\n" + times + f"\n\nwritten to {out}")
 
 

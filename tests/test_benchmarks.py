@@ -316,6 +316,17 @@ def test_scale_smoke_full_rows_and_bank_cap(tmp_path, data_home):
         "| 42_WBC | RotAuxMSP | 0 | | | not run yet | | | |"]
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert "--report-only" not in meta["argv"] and meta["report_only"] is True
+    # the uncapped variant, and the runs beside a reference sweep's (here: the first one)
+    new = tmp_path / "new"
+    run(["benchmarks/scale.py", "--data-home", str(data_home), "--datasets", "42_WBC",
+         "--detectors", "IsolationForest", "SemSAD", "--max-bank", "none", "--budget", "smoke",
+         "--out", str(new), "--reference", str(tmp_path)])
+    assert {r["detector"] for r in read_rows(new / "runs.csv")} == {
+        "SemSAD", "SemSAD(max_bank=None)", "IsolationForest"}
+    ref = (new / "reference.md").read_text()
+    assert f"Reference: {tmp_path.name}, skood " in ref
+    assert "| 42_WBC | SemSAD(max_bank=None) |" in ref and "not run" in ref
+    assert "| 42_WBC | IsolationForest |" in ref
 
 
 def test_scale_notes_only_for_runs_in_the_table_one_line_per_note():

@@ -542,3 +542,46 @@ def test_growth_smoke_sizes_table_figure_and_report(tmp_path):
     X_tr, y_tr, X_te, y_te = growth.gaussian_mixture(1000, seed=0, n_test=500)
     assert X_tr.shape == (1000, growth.N_FEATURES) and y_tr is None and y_te.sum() == 15
     assert (X_te == growth.gaussian_mixture(2000, seed=1, n_test=500)[2]).all()
+
+
+def test_conformal_smoke_one_fit_three_modes_and_baselines(tmp_path, data_home):
+    """One split-mode fit per run gives split, loo and contamination rows for the detector
+    and for the baselines fitted on its split; the report and figure come from the runs."""
+    args = ["benchmarks/conformal.py", "--data-home", str(data_home), "--suites", "t-clean",
+            "--datasets", "42_WBC", "--detectors", "FeatureKNN", "--seeds", "0", "--budget",
+            "smoke", "--out", str(tmp_path)]
+    run(args)
+    rows = read_rows(tmp_path / "runs.csv")
+    assert [(r["detector"], r["mode"]) for r in rows] == [
+        (d, m) for d in ("FeatureKNN", "IsolationForest", "KNN")
+        for m in ("split", "loo", "contamination")]
+    assert not any(r["error"] for r in rows)
+    for r in rows:
+        keys = ["rule_far", "rule_power"] if r["mode"] == "contamination" else [
+            "far_0.01", "far_0.05", "far_0.1", "power_0.1", "bh_fdr", "bh_power"]
+        assert all(0 <= float(r[k]) <= 1 for k in keys), r
+    # the same held-out rows for the detector and the baselines
+    assert len({(r["n_cal"], r["n_fit"]) for r in rows if r["mode"] == "split"}) == 1
+    table = (tmp_path / "table.md").read_text()
+    assert "| t-clean | KNN | split |" in table and "Validity" in table
+    assert (tmp_path / "figure.png").stat().st_size > 0
+    run([*args, "--report-only"])
+    assert (tmp_path / "table.md").read_text() == table
+
+
+def test_conformal_validity_check_accepts_valid_and_rejects_inflated_rates():
+    """The pooled beta-binomial check of benchmarks/conformal.py: runs drawn under the
+    guarantee pass, the same runs with twice the false alarms fail."""
+    import numpy as np
+
+    conformal = benchmark_module("conformal")
+    rng = np.random.default_rng(1)
+    runs = []
+    for _ in range(40):
+        n, m = 200, 300
+        lo = int(np.floor(0.05 * 201))
+        x = rng.binomial(m, rng.beta(lo, n + 1 - lo))
+        runs.append({"n_cal": n, "n_test_normal": m, "far_0.05": x / m})
+    assert conformal.validity(runs, 0.05)["ok"]
+    inflated = [{**r, "far_0.05": min(1.0, 2 * r["far_0.05"])} for r in runs]
+    assert not conformal.validity(inflated, 0.05)["ok"]

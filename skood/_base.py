@@ -45,6 +45,7 @@ cheap as on tabular rows.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Callable
 from numbers import Integral, Real
@@ -236,7 +237,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         seed = fit_seed(self.random_state)
         with fit_generators(seed):
             self._train(Xs, y, seed)
-        self.train_scores_ = self._check_train_scores(self._score_store(Xs), Xs)
+        self.train_scores_ = self._check_train_scores(self._score_in_chunks(Xs), Xs)
         self.offset_ = self._offset_from(self.train_scores_)
         return self
 
@@ -314,7 +315,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         """
         check_is_fitted(self, "offset_")
         Xs = self._validate_input(X, reset=False)
-        return self._check_finite_scores(self._score_store(Xs), Xs)
+        return self._check_finite_scores(self._score_in_chunks(Xs), Xs)
 
     def fit_predict(self, X: Any, y: Any = None, **kwargs: Any) -> np.ndarray:
         """Fit on X and label its rows +1 (inlier) / -1 (outlier).
@@ -340,6 +341,31 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
 
     def _score_store(self, Xs: torch.Tensor) -> np.ndarray:
         raise NotImplementedError
+
+    def _score_batch_rows(self) -> list[int]:
+        """Rows per batch of the scorer's forward passes (``max(batch_size, 256)`` by default);
+        a detector whose scorer batches otherwise returns its own sizes."""
+        bs = getattr(self, "batch_size", None)
+        return [max(bs if isinstance(bs, Integral) else 0, 256)]
+
+    def _score_chunk_rows(self) -> int:
+        """Rows scored at once: the least common multiple of ``_chunk_size`` and the
+        scorer's batch sizes, so that every forward-pass batch and every query chunk of the
+        feature-space scorers holds the same rows as when all rows are scored at once."""
+        return math.lcm(int(self._chunk_size), *(int(b) for b in self._score_batch_rows()))
+
+    def _score_in_chunks(self, Xs: torch.Tensor) -> np.ndarray:
+        """``_score_store`` of ``Xs`` in chunks of ``_score_chunk_rows()`` rows (the last chunk
+        takes the remainder, between one and two chunks of rows, so that its last batch is
+        the one of an unchunked pass), concatenated: the features of only one chunk exist at
+        a time, and the scores equal those of one ``_score_store(Xs)`` bit for bit."""
+        n, c = len(Xs), self._score_chunk_rows()
+        if n < 2 * c:
+            return self._score_store(Xs)
+        starts = list(range(0, n - c, c))
+        bounds = [*starts, n]
+        return np.concatenate([self._score_store(Xs[a:b])
+                               for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
 
     def _min_samples(self) -> int:
         """Fewest training samples the detector can work with."""

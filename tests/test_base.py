@@ -189,3 +189,30 @@ def test_constant_columns_are_ignored_with_a_warning_that_names_them():
         warnings.simplefilter("error")
         det.score_samples(X)  # scoring does not warn again
         MeanDistance().fit(X[:, [0, 5]])  # no constant column: no warning
+
+
+@pytest.mark.parametrize("kind", ["tabular", "images"])
+def test_scoring_in_chunks_is_bit_identical(name, fitted_tiny, blobs, digit_images, kind,
+                                            monkeypatch):
+    """With a small chunk size, every detector scores rows chunk by chunk (several chunks,
+    training rows among them: leave-one-out across chunk boundaries) with the same bits as
+    all rows at once, and the training rows get their ``train_scores_``."""
+    det = fitted_tiny(name, kind)
+    X_train, X_test = (blobs if kind == "tabular" else digit_images)[:2]
+    X = np.concatenate([X_test, X_train] * 4)
+    whole = det.score_samples(X)
+    assert det._score_chunk_rows() >= len(X) // 2  # one pass, no chunks
+    rows = 256
+    monkeypatch.setattr(type(det), "_score_chunk_rows", lambda self: rows)
+    assert len(X) >= 3 * rows
+    calls = []
+    score_store = type(det)._score_store
+    monkeypatch.setattr(type(det), "_score_store",
+                        lambda self, Xs, *a: calls.append(len(Xs)) or score_store(self, Xs, *a))
+    chunked = det.score_samples(X)
+    assert len(calls) >= 3 and max(calls) <= 2 * rows
+    np.testing.assert_array_equal(chunked, whole)
+    n_te, n_tr = len(X_test), len(X_train)
+    for k in range(4):
+        start = k * (n_te + n_tr) + n_te
+        np.testing.assert_array_equal(chunked[start:start + n_tr], det.train_scores_)

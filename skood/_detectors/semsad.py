@@ -587,6 +587,13 @@ class SemSADDetector(BaseDeepDetector):
             out.append(self.discriminator_(a, to_model_input(Xs[b], dev)).float().sum(dim=1).cpu())
         return torch.cat(out).double().numpy()
 
+    def _score_batch_rows(self) -> list[int]:
+        """The base batch sizes and, with partner scoring, the samples per batch of pairs."""
+        rows = super()._score_batch_rows()
+        if self.scoring == "partners":
+            rows.append(max(1, max(self.batch_size, 256) // len(self.partners_)))
+        return rows
+
     def _partner_scores(self, Xs: torch.Tensor) -> np.ndarray:
         r""":math:`\frac{1}{M}\sum_j s(x_j, x)` over the fixed partners, skipping copies of x."""
         dev = self._inference_device

@@ -60,6 +60,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import persistence
+from ._conformal import benjamini_hochberg, calibration_split, check_level, conformal_pvalues
 from ._nn.encoders import BACKBONES, PRETRAINED_BACKBONES, build_encoder, check_image_size
 from ._training import TrainingDivergedError
 from ._utils import (
@@ -68,6 +69,7 @@ from ._utils import (
     fit_rng,
     fit_seed,
     resolve_device,
+    seed_stream,
     to_model_input,
 )
 from .pretrained import PretrainedEncoder, _pretrained_skeleton
@@ -101,6 +103,16 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         training scores. "auto" means 0.1, PyOD's default: deep normality
         scores have no natural scale on which a fixed threshold could be set
         (unlike IsolationForest's 0.5 or LOF's 1.5).
+    calibration : "loo" or float in (0, 0.5)
+        The calibration scores of :meth:`pvalues` (and of ``predict``'s
+        ``alpha``/``fdr``). "loo": the training scores (``train_scores_``,
+        leave-one-out for the scorers that match samples with the training
+        set); the fit is unchanged. A float: that fraction of the training
+        rows (a uniform random subset drawn from ``random_state``,
+        ``calibration_rows_``) is held out: the networks (and any bank) are
+        fitted on the other rows only and the held-out rows are scored out
+        of sample, which makes the p-values exactly valid (see
+        :meth:`pvalues`).
     device : str
         "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:<i>", "mps".
     random_state : int, RandomState or None
@@ -150,7 +162,20 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     train_scores_ : ndarray of shape (n_samples,)
         ``score_samples`` of the training data, computed once at the end of
         ``fit``; kNN-based detectors never match a sample with itself, so
-        these are leave-one-out scores.
+        these are leave-one-out scores. With a float ``calibration`` the
+        held-out rows' scores are out-of-sample scores.
+    calibration_scores_ : ndarray of shape (n_calibration,)
+        The calibration scores of :meth:`pvalues`, sorted ascending:
+        ``train_scores_`` (``calibration="loo"``) or the held-out rows'
+        scores (a float ``calibration``).
+    calibration_rows_ : ndarray of shape (n_calibration,)
+        (Float ``calibration`` only; other fits remove it.) Indices of the
+        held-out rows of the training data, sorted.
+    decision_scores_, threshold_, labels_
+        PyOD's names (read-only properties computed from ``train_scores_``
+        and ``offset_``, in PyOD's sign: higher = more abnormal):
+        ``-train_scores_``, ``-offset_`` and 1 for the training rows
+        ``predict`` calls outliers, else 0.
     """
 
     _parameter_constraints: ClassVar[dict] = {
@@ -158,6 +183,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 2, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
+        "calibration": [StrOptions({"loo"}), Interval(Real, 0, 0.5, closed="neither")],
         "device": [str],
         "random_state": ["random_state"],
         "verbose": [Interval(Integral, 0, 2, closed="both")],
@@ -170,7 +196,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         "input_kind_": "{tabular,image}", "image_shape_": "image_shape",
         "feature_mean_": "per_feature?", "feature_scale_": "per_feature?", "device_": "device",
         "feature_mode_": "flag", "feature_encoder_": "network?", "train_scores_": "scores",
-        "offset_": "real",
+        "offset_": "real", "calibration_scores_": "scores?", "calibration_rows_": "array?",
     }
     _presets: ClassVar[dict[str, dict[str, Any]]] = {}
     #: chunk size of the feature-space scorers (rows of query and bank at once)
@@ -231,15 +257,66 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
             more rows than are identical (the network collapsed, typically
             after a too large learning rate); the fit completes.
         """
-        Xs = self._validate_input(X, reset=True)
+        for attr in ("calibration_scores_", "calibration_rows_"):
+            self.__dict__.pop(attr, None)
+        if self.calibration == "loo":
+            Xs, Xcal = self._validate_input(X, reset=True), None
+        else:
+            seed = fit_seed(self.random_state)
+            Xs, Xcal, cal_rows = self._calibration_split(X, seed)
         self.device_ = resolve_device(self.device)
         Xs = self._fit_feature_mode(Xs)
-        seed = fit_seed(self.random_state)
+        if Xcal is None:
+            seed = fit_seed(self.random_state)
+        elif self.feature_mode_:
+            Xcal = self._feature_store(Xcal, reset=False)
         with fit_generators(seed):
             self._train(Xs, y, seed)
-        self.train_scores_ = self._check_train_scores(self._score_in_chunks(Xs), Xs)
+        scores = self._check_train_scores(self._score_in_chunks(Xs), Xs)
+        if Xcal is None:
+            self.train_scores_ = scores
+            self.calibration_scores_ = np.sort(scores)
+        else:
+            cal = self._score_in_chunks(Xcal)
+            if not np.isfinite(cal).all():
+                self._check_train_scores(cal, Xcal)  # raises TrainingDivergedError
+            fitted = np.ones(len(scores) + len(cal), dtype=bool)
+            fitted[cal_rows] = False
+            self.train_scores_ = np.empty(len(fitted), dtype=np.float64)
+            self.train_scores_[fitted], self.train_scores_[cal_rows] = scores, cal
+            self.calibration_rows_ = cal_rows
+            self.calibration_scores_ = np.sort(cal)
         self.offset_ = self._offset_from(self.train_scores_)
         return self
+
+    def _calibration_split(self, X: Any, seed: int) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Split ``X`` for a float ``calibration``: the rows the networks are fitted on,
+        validated as training data (``reset=True``: standardisation and input kind learned
+        from them only), the held-out rows validated as scoring data (not yet mapped by a
+        frozen encoder), and the held-out rows' sorted indices (drawn with the seed stream
+        ``"calibration"``)."""
+        arr = X if hasattr(X, "iloc") or sp.issparse(X) else np.asarray(X)
+        if getattr(arr, "ndim", 0) < 2 or arr.shape[0] < 2:
+            self._validate_input(X, reset=True)  # raises the usual error for such input
+            raise ValueError(f"{type(self).__name__}: calibration={self.calibration!r} needs "
+                             f"at least 2 training rows; got {arr.shape[0]}")
+        n = arr.shape[0]
+        cal_rows = calibration_split(n, self.calibration, seed_stream(seed, "calibration"))
+        n_fit = n - len(cal_rows)
+        if n_fit < self._min_samples():
+            raise ValueError(
+                f"{type(self).__name__}: calibration={self.calibration!r} holds out "
+                f"{len(cal_rows)} of {n} training rows, leaving {n_fit}; with these parameters "
+                f"the networks need at least {self._min_samples()}. Pass more rows, a smaller "
+                "calibration fraction, or calibration='loo'."
+            )
+        fit_rows = np.setdiff1d(np.arange(n), cal_rows)
+        take = (lambda rows: arr.iloc[rows]) if hasattr(arr, "iloc") else (lambda rows: arr[rows])
+        Xs = self._validate_input(take(fit_rows), reset=True)
+        self.__dict__.pop("feature_mode_", None)  # of an earlier fit; the held-out rows stay raw
+        for attr in ("offset_", "train_scores_"):  # a failure below: unfitted
+            self.__dict__.pop(attr, None)
+        return Xs, self._validate_input(take(cal_rows), reset=False), cal_rows
 
     def _train(self, Xs: torch.Tensor, y: Any, seed: int) -> None:
         """``_fit_store``, after removing ``offset_`` and ``train_scores_``: a fit that fails or is
@@ -331,9 +408,87 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         """``score_samples(X) - offset_``: negative for outliers, positive for inliers."""
         return self.score_samples(X) - self.offset_
 
-    def predict(self, X: Any) -> np.ndarray:
-        """+1 for inliers, -1 for outliers (``decision_function(X) < 0``)."""
-        return np.where(self.decision_function(X) >= 0, 1, -1)
+    def predict(self, X: Any, *, alpha: float | None = None,
+                fdr: float | None = None) -> np.ndarray:
+        """+1 for inliers, -1 for outliers.
+
+        Parameters
+        ----------
+        X : array-like, same kind and shape per sample as in ``fit``
+        alpha : float in (0, 1) or None
+            Flag each row whose conformal p-value (:meth:`pvalues`) is at most
+            ``alpha``: the false-alarm rate per normal row is at most ``alpha``
+            (under the conditions stated in :meth:`pvalues`).
+        fdr : float in (0, 1) or None
+            Flag the rows of ``X`` that the Benjamini-Hochberg procedure at
+            level ``fdr`` rejects on their conformal p-values: the expected share
+            of normal rows among the flagged ones is at most ``fdr`` (same
+            conditions). The decision of a row depends on the other rows of ``X``.
+
+        With neither (the default) the ``contamination`` rule: -1 where
+        ``decision_function(X) < 0``. At most one of ``alpha`` and ``fdr``.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), int: +1 inlier, -1 outlier
+        """
+        if alpha is not None and fdr is not None:
+            raise ValueError("pass at most one of alpha (per-row false-alarm rate) and fdr "
+                             "(false-discovery rate of the batch)")
+        if alpha is None and fdr is None:
+            return np.where(self.decision_function(X) >= 0, 1, -1)
+        level = check_level(alpha if fdr is None else fdr, "alpha" if fdr is None else "fdr")
+        p = self.pvalues(X)
+        flagged = p <= level if fdr is None else benjamini_hochberg(p, level)
+        return np.where(flagged, -1, 1)
+
+    def pvalues(self, X: Any) -> np.ndarray:
+        r"""Conformal p-value of each row: small means unlikely under normal data.
+
+        .. math::  p(x) = \frac{1 + \#\{i : c_i \le s(x)\}}{n + 1},
+
+        with :math:`s` = :meth:`score_samples` (higher = more normal) and
+        :math:`c_1, \dots, c_n` = ``calibration_scores_`` (Laxhammar & Falkman
+        2015; Bates et al., "Testing for outliers with conformal p-values",
+        Annals of Statistics 2023, https://arxiv.org/abs/2104.08279). Computed by
+        binary search in the sorted calibration scores.
+
+        Guarantee. With a float ``calibration`` the calibration rows were held
+        out of training and scored out of sample, as a test row is: for a
+        normal test row exchangeable with them, :math:`P(p(x) \le \alpha) \le
+        \alpha` for every :math:`\alpha` (exactly, for any n), provided the
+        training data are normal. Anomalies among the held-out rows lower the
+        calibration scores, which makes the p-values of normal rows larger:
+        conservative (fewer false alarms, less power); anomalies among the
+        fitted rows change the networks but not this argument.
+
+        ``calibration="loo"`` uses the training scores, which is cheaper (no
+        row is held out) but guarantees nothing in general. For a scorer that
+        matches a row against the other training rows (kNN-type scores with
+        the network fixed) the leave-one-out score treats a training row almost
+        as a test row, and the p-values are close to valid; but every trained
+        network saw the training rows, so their in-sample scores tend to look
+        more normal than a test row's: the calibration scores are too high and
+        the p-values too small, *anti-conservative* (more false alarms than
+        ``alpha``). Contaminated training data pull the other way (their low
+        scores make normal test rows look more normal): conservative.
+
+        Parameters
+        ----------
+        X : array-like, same kind and shape per sample as in ``fit``
+
+        Returns
+        -------
+        pvalues : ndarray of shape (n_samples,), float64, in ``[1 / (n + 1), 1]``
+        """
+        scores = self.score_samples(X)
+        return conformal_pvalues(self._calibration_scores(), scores)
+
+    def _calibration_scores(self) -> np.ndarray:
+        """``calibration_scores_``, or the sorted ``train_scores_`` of a detector saved
+        before it existed (skood 0.1.2 files and pickles)."""
+        cal = self.__dict__.get("calibration_scores_")
+        return np.sort(self.train_scores_) if cal is None else cal
 
     # ------------------------------------------------------- for subclasses
     def _fit_store(self, Xs: torch.Tensor, y: Any, seed: int) -> None:

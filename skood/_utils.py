@@ -60,6 +60,7 @@ SEED_STREAMS: dict[str, int] = {
     "net_cpu": 1,  # a training phase's CPU generator (scalars drawn without a device sync)
     "bank": 4,  # the subsample of the training set kept as the scoring bank (``max_bank``)
     "dropout": 6,  # a training phase's dropout masks (only a module with dropout draws them)
+    "calibration": 10,  # the training rows held out for conformal calibration (``calibration``)
 }
 
 

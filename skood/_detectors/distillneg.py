@@ -453,7 +453,7 @@ class DistillNegDetector(BaseDeepDetector):
         training set is larger; "auto" is 10,000 rows; None keeps all.
         Training always uses every sample; the cap bounds the memory and
         time of scoring on huge sets.
-    contamination, device, random_state, verbose, image_shape
+    contamination, calibration, device, random_state, verbose, image_shape
         See :class:`~skood.BaseDeepDetector`.
 
     Attributes
@@ -557,6 +557,7 @@ class DistillNegDetector(BaseDeepDetector):
         clip_grad: float = 3.0,
         kernel_temperature: str | float = "auto",
         contamination: str | float = "auto",
+        calibration: str | float = "loo",
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -586,6 +587,7 @@ class DistillNegDetector(BaseDeepDetector):
         self.clip_grad = clip_grad
         self.kernel_temperature = kernel_temperature
         self.contamination = contamination
+        self.calibration = calibration
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

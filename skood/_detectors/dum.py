@@ -274,7 +274,7 @@ class DUMDetector(BaseDeepDetector):
         NT-Xent temperature of the SimCLR encoder (paper: 0.07).
     projection_dim : int, default=128
         Output width of the SimCLR projection head (images).
-    contamination, device, random_state, verbose, image_shape
+    contamination, calibration, device, random_state, verbose, image_shape
         See :class:`~skood.BaseDeepDetector`.
 
     Attributes
@@ -384,6 +384,7 @@ class DUMDetector(BaseDeepDetector):
         encoder_temperature: float = 0.5,
         projection_dim: int = 128,
         contamination: str | float = "auto",
+        calibration: str | float = "loo",
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -412,6 +413,7 @@ class DUMDetector(BaseDeepDetector):
         self.encoder_temperature = encoder_temperature
         self.projection_dim = projection_dim
         self.contamination = contamination
+        self.calibration = calibration
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

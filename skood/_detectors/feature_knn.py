@@ -68,7 +68,7 @@ class FeatureKNNDetector(BaseDeepDetector):
         "efficientnet_lite0" (frozen ImageNet features) makes this DN2.
     batch_size : int, default=256
         Rows per forward pass.
-    contamination, device, random_state, verbose, max_bank, image_shape
+    contamination, calibration, device, random_state, verbose, max_bank, image_shape
         See :class:`~skood.BaseDeepDetector`; ``verbose`` has no effect
         (nothing is trained).
 
@@ -113,6 +113,7 @@ class FeatureKNNDetector(BaseDeepDetector):
         backbone: str = "auto",
         batch_size: int = 256,
         contamination: str | float = "auto",
+        calibration: str | float = "loo",
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -125,6 +126,7 @@ class FeatureKNNDetector(BaseDeepDetector):
         self.backbone = backbone
         self.batch_size = batch_size
         self.contamination = contamination
+        self.calibration = calibration
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

@@ -293,7 +293,7 @@ class NSADetector(BaseDeepDetector):
         (SimSiam paper: 2048).
     predictor_dim : int or None, default=None
         SimSiam predictor bottleneck; None: ``projection_dim // 4``.
-    contamination, device, random_state, verbose, max_bank, image_shape
+    contamination, calibration, device, random_state, verbose, max_bank, image_shape
         See :class:`~skood.BaseDeepDetector`; the bank is what the kNN
         terms search.
 
@@ -412,6 +412,7 @@ class NSADetector(BaseDeepDetector):
         projection_dim: int | None = None,
         predictor_dim: int | None = None,
         contamination: str | float = "auto",
+        calibration: str | float = "loo",
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -437,6 +438,7 @@ class NSADetector(BaseDeepDetector):
         self.projection_dim = projection_dim
         self.predictor_dim = predictor_dim
         self.contamination = contamination
+        self.calibration = calibration
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

@@ -404,7 +404,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
     padding : "auto" or int, default="auto"
         Zero padding of the classification step's random crop; "auto" is
         H // 8 as in the reference code; 0 leaves only the flip.
-    contamination, device, random_state, verbose, image_shape
+    contamination, calibration, device, random_state, verbose, image_shape
         See :class:`~skood.BaseDeepDetector`.
 
     Attributes
@@ -499,6 +499,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
         weight_decay: float = 5e-4,
         padding: str | int = "auto",
         contamination: str | float = "auto",
+        calibration: str | float = "loo",
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -524,6 +525,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
         self.weight_decay = weight_decay
         self.padding = padding
         self.contamination = contamination
+        self.calibration = calibration
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

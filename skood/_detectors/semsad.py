@@ -323,7 +323,7 @@ class SemSADDetector(BaseDeepDetector):
         score does not depend on the rest of its batch. "batch" reproduces
         the reference code, which normalises with the statistics of each
         scoring batch (scores then depend on the batch composition).
-    contamination, device, random_state, verbose, max_bank, image_shape
+    contamination, calibration, device, random_state, verbose, max_bank, image_shape
         See :class:`~skood.BaseDeepDetector`; the bank is the
         neighbour search's reference set.
 
@@ -419,6 +419,7 @@ class SemSADDetector(BaseDeepDetector):
         pool_size: int = 10_000,
         batch_norm: str = "running",
         contamination: str | float = "auto",
+        calibration: str | float = "loo",
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -445,6 +446,7 @@ class SemSADDetector(BaseDeepDetector):
         self.pool_size = pool_size
         self.batch_norm = batch_norm
         self.contamination = contamination
+        self.calibration = calibration
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

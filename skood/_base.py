@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import warnings
 from collections.abc import Callable
 from numbers import Integral, Real
@@ -60,7 +61,14 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import persistence
-from ._conformal import benjamini_hochberg, calibration_split, check_level, conformal_pvalues
+from ._conformal import (
+    benjamini_hochberg,
+    calibration_split,
+    check_level,
+    conformal_pvalues,
+    outlier_probability,
+    prediction_confidence,
+)
 from ._nn.encoders import BACKBONES, PRETRAINED_BACKBONES, build_encoder, check_image_size
 from ._training import TrainingDivergedError
 from ._utils import (
@@ -405,7 +413,19 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         return np.where(self.train_scores_ - self.offset_ >= 0, 1, -1)
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """``score_samples(X) - offset_``: negative for outliers, positive for inliers."""
+        """``score_samples(X) - offset_``: negative for outliers, positive for inliers.
+
+        scikit-learn's sign: higher = more normal, the opposite of PyOD's
+        ``decision_function``. Called directly from PyOD's code (``LSCP``,
+        ``SUOD``, ...), it warns: wrap the detector in
+        :class:`~skood.adapters.PyODAdapter` there.
+
+        Warns
+        -----
+        UserWarning
+            The caller is a module of the ``pyod`` package.
+        """
+        _warn_if_pyod_caller(type(self).__name__)
         return self.score_samples(X) - self.offset_
 
     def predict(self, X: Any, *, alpha: float | None = None,
@@ -483,6 +503,85 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         """
         scores = self.score_samples(X)
         return conformal_pvalues(self._calibration_scores(), scores)
+
+    # ------------------------------------------------ PyOD's conveniences
+    @property
+    def decision_scores_(self) -> np.ndarray:
+        """PyOD's outlier scores of the training rows, higher = more abnormal:
+        ``-train_scores_`` (PyOD's sign, the opposite of ``score_samples``)."""
+        check_is_fitted(self, "offset_")
+        return -self.train_scores_
+
+    @property
+    def threshold_(self) -> float:
+        """PyOD's threshold on outlier scores (higher = more abnormal): ``-offset_``; a row
+        is an outlier when its outlier score ``-score_samples`` exceeds it."""
+        check_is_fitted(self, "offset_")
+        return -self.offset_
+
+    @property
+    def labels_(self) -> np.ndarray:
+        """PyOD's labels of the training rows: 1 outlier, 0 inlier (``predict``'s -1 and +1
+        with the ``contamination`` rule; ``fit_predict(X) == 1 - 2 * labels_``)."""
+        check_is_fitted(self, "offset_")
+        return (self.train_scores_ - self.offset_ < 0).astype(np.int64)
+
+    def predict_proba(self, X: Any, method: str = "linear",
+                      return_confidence: bool = False) -> Any:
+        """PyOD's outlier probability of each row: ``[:, 1]`` P(outlier), ``[:, 0]`` 1 - that.
+
+        As PyOD's ``BaseDetector.predict_proba``, on the outlier scores
+        ``-score_samples`` (higher = more abnormal) against ``decision_scores_``.
+        Not a calibrated probability; see :meth:`pvalues` for a statement with
+        a guarantee.
+
+        Parameters
+        ----------
+        X : array-like, same kind and shape per sample as in ``fit``
+        method : {"linear", "unify"}
+            "linear": the outlier score min-max scaled by the training scores'
+            range, clipped to [0, 1]. "unify": ``erf((t - mu) / (sigma sqrt(2)))``
+            clipped to [0, 1], with the mean and standard deviation of
+            ``decision_scores_`` (Kriegel et al. 2011).
+        return_confidence : bool
+            Also return :meth:`predict_confidence`.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, 2)
+            Column 0 inlier, column 1 outlier (PyOD's order, not ``predict``'s labels).
+        confidence : ndarray of shape (n_samples,)
+            Only with ``return_confidence``.
+        """
+        train = self.decision_scores_
+        test = -self.score_samples(X)
+        proba = outlier_probability(train, test, method)
+        if return_confidence:
+            return proba, self._confidence(train, test)
+        return proba
+
+    def predict_confidence(self, X: Any) -> np.ndarray:
+        """PyOD's confidence in each row's ``predict`` label, in [0, 1].
+
+        As PyOD's ``BaseDetector.predict_confidence`` (Perini et al. 2020): the
+        probability that the row keeps its label (``contamination`` rule) if
+        the training set were drawn again, from the rank of its outlier score
+        ``-score_samples`` among ``decision_scores_``.
+
+        Parameters
+        ----------
+        X : array-like, same kind and shape per sample as in ``fit``
+
+        Returns
+        -------
+        confidence : ndarray of shape (n_samples,)
+        """
+        train = self.decision_scores_
+        return self._confidence(train, -self.score_samples(X))
+
+    def _confidence(self, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        contamination = 0.1 if self.contamination == "auto" else float(self.contamination)
+        return prediction_confidence(train, test, contamination, test > self.threshold_)
 
     def _calibration_scores(self) -> np.ndarray:
         """``calibration_scores_``, or the sorted ``train_scores_`` of a detector saved
@@ -921,6 +1020,20 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
 
 
 persistence._register_detector_base(BaseDeepDetector)
+
+
+def _warn_if_pyod_caller(name: str) -> None:
+    """A UserWarning when the caller of the caller (of ``decision_function``) is PyOD's code,
+    which reads the scores with the opposite sign."""
+    caller = sys._getframe(2).f_globals.get("__name__", "")
+    if caller == "pyod" or caller.startswith("pyod."):
+        warnings.warn(
+            f"{caller} called {name}.decision_function, which follows scikit-learn's sign "
+            "(higher = more normal), the opposite of PyOD's (higher = more abnormal). Wrap the "
+            "detector in skood.adapters.PyODAdapter, or use decision_scores_ / "
+            "-score_samples(X) as PyOD scores.",
+            UserWarning, stacklevel=3,
+        )
 
 
 def _on_device(v: Any, device: str) -> Any:

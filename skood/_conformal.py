@@ -13,7 +13,11 @@ When the calibration samples and a normal test sample are exchangeable
 \le \alpha` for every :math:`\alpha`. Rejecting the rows whose p-values
 pass the Benjamini-Hochberg step controls the false-discovery rate of a
 batch (conformal p-values sharing one calibration set are positively
-dependent, PRDS, which is what the procedure needs: Bates et al., Theorem 3).
+dependent, PRDS, which is what the procedure needs, as Bates et al. prove).
+
+Also PyOD's probability and confidence of an outlier score (the detectors'
+``predict_proba`` and ``predict_confidence``), which are rank and scale
+transforms of the same training scores.
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ from __future__ import annotations
 from numbers import Real
 
 import numpy as np
+from scipy.special import erf
+from scipy.stats import binom
 
-__all__ = ["conformal_pvalues", "benjamini_hochberg", "calibration_split"]
+__all__ = ["conformal_pvalues", "benjamini_hochberg", "calibration_split", "check_level",
+           "outlier_probability", "prediction_confidence"]
 
 
 def conformal_pvalues(calibration: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -91,3 +98,60 @@ def check_level(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 < float(value) < 1.0:
         raise ValueError(f"{name} must be a float in (0, 1); got {value!r}")
     return float(value)
+
+
+# ------------------------------------------------ PyOD's probability and confidence
+def outlier_probability(train: np.ndarray, test: np.ndarray, method: str) -> np.ndarray:
+    r"""PyOD's ``predict_proba`` from outlier scores (higher = more abnormal).
+
+    ``"linear"``: the test scores min-max scaled by the training scores' range
+    (a range below 10 float64 epsilons counts as 1, as in scikit-learn's
+    ``MinMaxScaler``) and clipped to [0, 1]. ``"unify"``: :math:`\mathrm{erf}((t -
+    \mu) / (\sigma\sqrt 2))` clipped to [0, 1], with the training scores' mean
+    and standard deviation (Kriegel et al. 2011); with :math:`\sigma = 0`, 1 above
+    :math:`\mu` and 0 elsewhere.
+
+    Returns
+    -------
+    proba : ndarray of shape (m, 2)
+        ``[:, 0]`` = 1 - P(outlier), ``[:, 1]`` = P(outlier) (PyOD's column order).
+    """
+    train = np.asarray(train, dtype=np.float64)
+    test = np.asarray(test, dtype=np.float64)
+    if method == "linear":
+        lo = train.min()
+        span = train.max() - lo
+        scale = 1.0 / (1.0 if span < 10 * np.finfo(np.float64).eps else span)
+        out = (test * scale + (0.0 - lo * scale)).clip(0, 1)
+    elif method == "unify":
+        mu, sigma = train.mean(), train.std()
+        if sigma > 0:
+            out = erf((test - mu) / (sigma * np.sqrt(2))).clip(0, 1)
+        else:
+            out = (test > mu).astype(np.float64)
+    else:
+        raise ValueError(f"method must be 'linear' or 'unify'; got {method!r}")
+    return np.column_stack([1.0 - out, out])
+
+
+def prediction_confidence(train: np.ndarray, test: np.ndarray, contamination: float,
+                          flagged: np.ndarray) -> np.ndarray:
+    r"""PyOD's ``predict_confidence`` (Perini, Vercruyssen & Davis 2020, ExCeeD).
+
+    With :math:`n` training outlier scores, :math:`k` of them at most the test
+    score :math:`t` and :math:`\hat p = (1 + k) / (2 + n)`, the confidence that
+    the row is an outlier is :math:`1 - F(n - \lfloor n\gamma\rfloor; n, \hat
+    p)` (:math:`F` the binomial CDF, :math:`\gamma` the contamination): the
+    probability that the row stays among the :math:`n\gamma` most abnormal of
+    a training set drawn again. For the rows predicted inliers (``flagged``
+    False) it is one minus that.
+
+    Returns
+    -------
+    confidence : ndarray of shape (m,), in [0, 1]
+    """
+    ranked = np.sort(np.asarray(train, dtype=np.float64))
+    n = len(ranked)
+    below = np.searchsorted(ranked, np.asarray(test, dtype=np.float64), side="right")
+    conf = 1.0 - binom.cdf(n - int(n * contamination), n, (1.0 + below) / (2.0 + n))
+    return np.where(flagged, conf, 1.0 - conf)

@@ -8,7 +8,11 @@ it unchanged.
 
 The two libraries use opposite signs: scikit-learn's ``score_samples`` is
 higher for *normal* samples, PyOD's ``decision_function`` is higher for
-*abnormal* ones. The adapter negates, so nothing else changes.
+*abnormal* ones. The adapter negates, so nothing else changes. A skood
+detector passed straight to PyOD code that calls its ``decision_function``
+warns about the sign; a fitted skood detector also has PyOD's
+``decision_scores_``, ``threshold_``, ``labels_``, ``predict_proba`` and
+``predict_confidence`` itself (:class:`~skood.BaseDeepDetector`).
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ class PyODAdapter(BaseDetector):
     ----------
     detector : estimator
         An unfitted skood detector (or any scikit-learn outlier detector with
-        ``score_samples``); it is cloned in ``fit``, so the object passed
-        here stays unfitted.
+        ``score_samples``, higher = more normal); it is cloned in ``fit``, so
+        the object passed here stays unfitted. Not a PyOD detector: its
+        scores already have PyOD's sign (``fit`` raises a ValueError).
     contamination : float in (0, 0.5], default=0.1
         PyOD's contamination: the fraction of training samples labelled 1 in
         ``labels_`` and the quantile that sets ``threshold_``.
@@ -78,7 +83,19 @@ class PyODAdapter(BaseDetector):
         Returns
         -------
         self : PyODAdapter
+
+        Raises
+        ------
+        ValueError
+            ``detector`` is missing, has no ``score_samples``, or is a PyOD detector.
         """
+        if isinstance(self.detector, BaseDetector):
+            raise ValueError(
+                f"PyODAdapter got the PyOD detector {type(self.detector).__name__}, whose "
+                "decision_function already has PyOD's sign (higher = more abnormal); use it "
+                "directly. PyODAdapter is for scikit-learn-signed detectors (score_samples "
+                "higher = more normal), such as skood's."
+            )
         if self.detector is None or not hasattr(self.detector, "score_samples"):
             raise ValueError(
                 "PyODAdapter needs `detector`: an outlier detector with fit and score_samples, "

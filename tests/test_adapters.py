@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from pyod.models.knn import KNN
@@ -76,8 +78,10 @@ def test_inside_lscp_combination(pyod_data):
     X_tr, X_te, _, y_te = pyod_data
     lscp = LSCP([PyODAdapter(tiny_semsad()), KNN(n_neighbors=10), KNN(n_neighbors=20)],
                 random_state=0)
-    lscp.fit(X_tr)
-    scores = lscp.decision_function(X_te)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*sign", category=UserWarning)
+        lscp.fit(X_tr)  # the adapter's path never warns about the sign
+        scores = lscp.decision_function(X_te)
     assert scores.shape == (len(X_te),) and np.isfinite(scores).all()
     assert roc_auc_score(y_te, scores) > 0.8
 
@@ -103,3 +107,44 @@ def test_bad_arguments():
         PyODAdapter().fit(np.zeros((10, 2)))
     with pytest.raises(ValueError, match="contamination"):
         PyODAdapter(tiny_semsad(), contamination=0.7)
+
+
+def test_skood_detector_in_pyod_code_warns_about_the_sign(pyod_data):
+    """PyOD's LSCP calling a bare skood detector's decision_function (scikit-learn's sign)
+    warns and names the adapter; the detector's own calls do not."""
+    X_tr, X_te = pyod_data[:2]
+    lscp = LSCP([tiny("NSADetector"), tiny("FeatureKNNDetector")], random_state=0)
+    with pytest.warns(UserWarning, match=r"pyod\.models\.lscp called NSADetector\."
+                      r"decision_function.*higher = more normal.*PyODAdapter"):
+        lscp.fit(X_tr)
+    det = lscp.detector_list[0]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*sign", category=UserWarning)
+        det.decision_function(X_te)
+        det.predict(X_te)
+
+
+def test_pyod_detector_is_refused():
+    with pytest.raises(ValueError, match="already has PyOD's sign"):
+        PyODAdapter(KNN()).fit(np.zeros((10, 2)))
+
+
+@pytest.mark.parametrize("name", ["NSADetector", "FeatureKNNDetector"])
+def test_native_pyod_conveniences_equal_pyods_own_code(name, pyod_data):
+    """A skood detector's decision_scores_, threshold_, labels_, predict_proba and
+    predict_confidence equal what PyOD's BaseDetector computes through the adapter."""
+    X_tr, X_te = pyod_data[:2]
+    det = tiny(name).fit(X_tr)  # contamination "auto" = 0.1, the adapter's default
+    ref = PyODAdapter(tiny(name)).fit(X_tr)
+    np.testing.assert_array_equal(det.decision_scores_, ref.decision_scores_)
+    assert det.threshold_ == pytest.approx(ref.threshold_, rel=1e-12)
+    np.testing.assert_array_equal(det.labels_, ref.labels_)
+    np.testing.assert_array_equal(det.labels_, det.fit_predict(X_tr) == -1)
+    for method in ("linear", "unify"):
+        np.testing.assert_allclose(det.predict_proba(X_te, method=method),
+                                   ref.predict_proba(X_te, method=method), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(det.predict_confidence(X_te), ref.predict_confidence(X_te),
+                               rtol=0, atol=1e-12)
+    proba, conf = det.predict_proba(X_te, return_confidence=True)
+    np.testing.assert_array_equal(conf, det.predict_confidence(X_te))
+    np.testing.assert_array_equal(ref.predict(X_te), det.predict(X_te) == -1)

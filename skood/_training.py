@@ -26,7 +26,10 @@ callbacks and history. This module provides the pieces those subclasses share:
   weights ("precise BN", :meth:`SkoodNet.recalibrate_batchnorm`).
 * :class:`PhaseProgress`: a tqdm progress bar per training phase.
 * :class:`ContrastiveNet`: SimCLR-style NT-Xent training of an encoder.
-* :func:`piecewise_lr`: a step learning-rate schedule in fractions of the budget.
+* :func:`step_budget` (:class:`StepBudget`): the epochs and batches per epoch of a
+  phase under a cap on its optimiser steps (``max_steps``, :data:`AUTO_EPOCH_ROWS`).
+* :class:`PhaseLRScheduler`, :func:`piecewise_lr` and :func:`cosine_lr`: epoch
+  learning-rate schedules over the epochs a phase runs (its step budget's).
 
 DINO's per-step schedules, gradient clipping and EMA teacher serve
 DistillNeg alone and live with it (:mod:`skood._detectors.dino`).
@@ -35,8 +38,10 @@ DistillNeg alone and live with it (:mod:`skood._detectors.dino`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -50,16 +55,80 @@ from ._nn.losses import nt_xent
 from ._utils import FitGenerators, seed_stream, to_model_input
 
 __all__ = [
+    "AUTO_EPOCH_ROWS",
     "ContrastiveNet",
+    "PhaseLRScheduler",
     "PhaseProgress",
     "SkoodNet",
+    "StepBudget",
     "TensorLoader",
     "TrainingDivergedError",
+    "cosine_lr",
     "cumulative_batchnorm",
     "flush_denormals",
     "is_flushing_denormals",
     "piecewise_lr",
+    "step_budget",
 ]
+
+#: ``max_steps="auto"``: a phase's epochs each visit at most this many training rows
+#: (``epochs * ceil(AUTO_EPOCH_ROWS / batch_size)`` optimiser steps), so no phase on at most
+#: this many rows is capped, whatever its epochs and batch size.
+AUTO_EPOCH_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class StepBudget:
+    """The epochs a training phase runs and the batches of each (:func:`step_budget`).
+
+    Attributes
+    ----------
+    epochs : int
+    batches_per_epoch : int or None
+        At most this many batches per epoch; None: every batch of the epoch.
+    """
+
+    epochs: int
+    batches_per_epoch: int | None
+
+    def steps(self, full_batches: int) -> int:
+        """Optimiser steps of the phase when an uncapped epoch has ``full_batches``."""
+        per_epoch = full_batches if self.batches_per_epoch is None else self.batches_per_epoch
+        return self.epochs * per_epoch
+
+
+def step_budget(epochs: int, full_batches: int, batch_size: int,
+                max_steps: int | str | None) -> StepBudget:
+    """The epochs and batches per epoch of a phase capped at ``max_steps`` optimiser steps.
+
+    The phase runs its ``epochs`` with ``full_batches`` batches each while that is at most
+    the cap. Beyond it, every epoch runs ``max_steps // epochs`` batches (the first ones of
+    the epoch's fresh permutation, see :class:`TensorLoader`), and a cap below ``epochs``
+    runs ``max_steps`` epochs of one batch: never more than ``max_steps`` steps.
+
+    Parameters
+    ----------
+    epochs : int
+    full_batches : int
+        Batches of an uncapped epoch (the loader's length).
+    batch_size : int
+        The loader's batch size (for "auto").
+    max_steps : int, "auto" or None
+        The cap; "auto" is ``epochs * ceil(AUTO_EPOCH_ROWS / batch_size)``, so every epoch
+        visits at most :data:`AUTO_EPOCH_ROWS` rows, rounded up to whole batches; None: no
+        cap (the epochs alone).
+    """
+    if max_steps is None:
+        return StepBudget(epochs, None)
+    if max_steps == "auto":
+        max_steps = epochs * math.ceil(AUTO_EPOCH_ROWS / batch_size)
+    max_steps = int(max_steps)
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be a positive int, 'auto' or None, got {max_steps}")
+    if epochs * full_batches <= max_steps:
+        return StepBudget(epochs, None)
+    epochs = min(epochs, max_steps)
+    return StepBudget(epochs, max(1, min(full_batches, max_steps // epochs)))
 
 
 class TensorLoader:
@@ -79,6 +148,13 @@ class TensorLoader:
         A last batch of fewer samples is dropped, unless it is the epoch's
         only batch (BatchNorm cannot train on one sample; DUM's sets need
         whole sets).
+    max_batches : int or None, default=None
+        At most this many batches per epoch (a phase's step cap,
+        :func:`step_budget`): the epoch draws its permutation of all rows as
+        usual and stops after that many batches, so with ``shuffle`` every
+        epoch trains on a fresh random subset of the rows (all rows are drawn
+        from; the same permutation draw as uncapped, so a cap that is not
+        reached changes nothing). None: every batch.
 
     Yields
     ------
@@ -96,6 +172,7 @@ class TensorLoader:
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         min_batch: int = 2,
+        max_batches: int | None = None,
         **_: Any,
     ) -> None:
         self.dataset = dataset
@@ -103,16 +180,22 @@ class TensorLoader:
         self.shuffle = shuffle
         self.generator = generator
         self.min_batch = min_batch
+        self.max_batches = max_batches
 
     def _n(self) -> int:
         return len(self.dataset.X)
 
-    def __len__(self) -> int:
+    def full_len(self) -> int:
+        """Batches of an uncapped epoch."""
         n, b = self._n(), self.batch_size
         full, rest = divmod(n, b)
         if full == 0:
             return 1 if rest > 0 else 0
         return full + (1 if rest >= self.min_batch else 0)
+
+    def __len__(self) -> int:
+        full = self.full_len()
+        return full if self.max_batches is None else min(full, self.max_batches)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         X = self.dataset.X
@@ -121,6 +204,9 @@ class TensorLoader:
             order = torch.randperm(n, generator=self.generator)
         else:
             order = torch.arange(n)
+        if self.max_batches is not None and self.max_batches < self.full_len():
+            n = self.max_batches * self.batch_size
+            order = order[:n]
         order = order.to(X.device, non_blocking=True)
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
@@ -196,7 +282,7 @@ class SkoodNet(NeuralNet):
     Dropout layers, which take no generator, draw their masks from the
     phase's own stream (:meth:`seeded_dropout`).
 
-    SkoodNet overrides ten methods of :class:`skorch.NeuralNet`, each for
+    SkoodNet overrides eleven methods of :class:`skorch.NeuralNet`, each for
     one reason:
 
     * ``__init__``: skood's defaults (below) and its own parameters;
@@ -204,8 +290,11 @@ class SkoodNet(NeuralNet):
       ``verbose=2``, plus :class:`PhaseProgress` at ``verbose=1``;
     * ``initialize_optimizer``: ``optimizer_`` built by :meth:`make_optimizer`
       (which knows ``decay_1d``);
-    * ``on_train_begin``: the seeded generators, and the autocast dtype and
-      memory format, resolved once per phase;
+    * ``on_train_begin``: the step budget (``budget_``, :func:`step_budget`),
+      the seeded generators, and the autocast dtype and memory format,
+      resolved once per phase;
+    * ``get_iterator``: the training loader capped at the budget's batches
+      per epoch (``TensorLoader.max_batches``);
     * :meth:`train_step` and :meth:`train_step_single`: one step of
       ``optimizer_`` alone, through the hooks, with the loss from
       :meth:`compute_loss` (skorch's step computes it from ``infer`` and the
@@ -217,7 +306,7 @@ class SkoodNet(NeuralNet):
       are done, so the history holds the same floats as skorch's per-batch
       ``loss.item()`` would give (on the CPU they are floats from the start);
       and the divergence check below;
-    * :meth:`fit_loop` and :meth:`partial_fit`: the epochs under
+    * :meth:`fit_loop` and :meth:`partial_fit`: the budget's epochs under
       :func:`flush_denormals`, the whole phase under :meth:`seeded_dropout`,
       the check of the final parameters, and the failure behaviour below;
     * ``on_train_end``: precise BatchNorm (:meth:`recalibrate_batchnorm`) and
@@ -271,6 +360,16 @@ class SkoodNet(NeuralNet):
         (biases, normalisation weights) too. ``False`` puts them in a second
         parameter group with ``weight_decay=0`` (DINO's
         ``get_params_groups``).
+    max_steps : int, "auto" or None
+        Cap on the phase's optimiser steps (:func:`step_budget`), resolved
+        when training begins as ``budget_`` from the training loader's
+        length: the phase runs ``budget_.epochs`` epochs (``max_epochs``
+        unless the cap is below it) of at most ``budget_.batches_per_epoch``
+        batches, each epoch's batches the first of a fresh permutation of all
+        rows. Epoch schedules (:class:`PhaseLRScheduler`) and per-step
+        schedules computed from ``len(get_iterator(...))`` span the capped
+        run, and the precise-BN pass visits the capped number of batches.
+        None (the default here; the detectors pass their own): epochs only.
     **kwargs
         Passed to :class:`skorch.NeuralNet`. Defaults: ``criterion``
         identity (the objective is :meth:`compute_loss`), ``optimizer``
@@ -291,6 +390,7 @@ class SkoodNet(NeuralNet):
         precise_bn: bool = True,
         flush_denormals: bool = True,
         decay_1d: bool = True,
+        max_steps: int | str | None = None,
         **kwargs: Any,
     ):
         kwargs.setdefault("criterion", torch.nn.Identity)
@@ -307,6 +407,7 @@ class SkoodNet(NeuralNet):
         self.precise_bn = precise_bn
         self.flush_denormals = flush_denormals
         self.decay_1d = decay_1d
+        self.max_steps = max_steps
 
     @property
     def _default_callbacks(self) -> list[tuple[str, Callback]]:
@@ -371,6 +472,8 @@ class SkoodNet(NeuralNet):
         :meth:`partial_fit` turns back into the original interrupt.
         """
         ctx = flush_denormals() if self.flush_denormals else contextlib.nullcontext()
+        if epochs is None and getattr(self, "budget_", None) is not None:
+            epochs = self.budget_.epochs
         try:
             with ctx:
                 out = super().fit_loop(X, y, epochs=epochs, **fit_params)
@@ -424,6 +527,10 @@ class SkoodNet(NeuralNet):
 
     def on_train_begin(self, net: Any, X: Any = None, y: Any = None, **kwargs: Any) -> None:
         super().on_train_begin(net, X=X, y=y, **kwargs)
+        self.budget_ = None  # the uncapped loader first
+        loader = self.get_iterator(self.get_dataset(X), training=True)
+        self.budget_ = step_budget(self.max_epochs, len(loader),
+                                   getattr(loader, "batch_size", self.batch_size), self.max_steps)
         dev = torch.device(self.device)
         self.generator_ = torch.Generator(device=dev).manual_seed(self.seed)
         self.cpu_generator_ = torch.Generator().manual_seed(seed_stream(self.seed, "net_cpu"))
@@ -435,6 +542,17 @@ class SkoodNet(NeuralNet):
         self.memory_format_ = torch.channels_last if self.channels_last and cuda else None
         if self.memory_format_ is not None:
             self.module_.to(memory_format=self.memory_format_)
+
+    def get_iterator(self, dataset: Any, training: bool = False) -> Any:
+        """skorch's loader; in training capped at ``budget_.batches_per_epoch`` batches."""
+        loader = super().get_iterator(dataset, training=training)
+        budget = getattr(self, "budget_", None)
+        if training and budget is not None and budget.batches_per_epoch is not None:
+            if not isinstance(loader, TensorLoader):
+                raise TypeError(f"max_steps caps a TensorLoader; iterator_train is "
+                                f"{type(loader).__name__}")
+            loader.max_batches = budget.batches_per_epoch
+        return loader
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if getattr(self, "autocast_dtype_", None) is not None:
@@ -710,7 +828,9 @@ class PhaseProgress(Callback):
     def on_train_begin(self, net: Any, X: Any = None, y: Any = None, **kwargs: Any) -> None:
         from tqdm.auto import tqdm
 
-        self.bar_ = tqdm(total=net.max_epochs, desc=self.name, leave=True)
+        budget = getattr(net, "budget_", None)
+        total = net.max_epochs if budget is None else budget.epochs
+        self.bar_ = tqdm(total=total, desc=self.name, leave=True)
 
     def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
         self.bar_.set_postfix(loss=f"{net.history[-1, 'train_loss']:.4f}")
@@ -721,22 +841,74 @@ class PhaseProgress(Callback):
         del self.bar_
 
 
-def piecewise_lr(milestones: tuple[float, ...], factors: tuple[float, ...], max_epochs: int):
-    """LRScheduler callback: lr = base x ``factors[j]`` from epoch ``milestones[j] * max_epochs``.
+class PhaseLRScheduler(LRScheduler):
+    """skorch's ``LRScheduler`` whose epoch-dependent arguments follow the phase's epochs.
 
-    Milestones are fractions of the training budget, so a schedule written for
-    the paper's budget keeps its shape at any number of epochs.
+    ``schedule(epochs) -> dict`` gives the policy's arguments that depend on the
+    number of epochs (``T_max``, the milestones of a ``lr_lambda``); it is called
+    when training begins with the epochs the phase runs, ``budget_.epochs`` of
+    :class:`SkoodNet` (``max_epochs`` unless ``max_steps`` caps it below that), so
+    a capped phase runs the whole schedule.
+
+    Parameters
+    ----------
+    policy : type
+        A ``torch.optim.lr_scheduler`` class.
+    schedule : callable
+        ``schedule(epochs) -> dict`` of arguments of ``policy``.
+    **kwargs
+        Its other arguments, and ``LRScheduler``'s.
     """
-    bounds = [round(m * max_epochs) for m in milestones]
 
-    def factor(epoch: int) -> float:
-        f = 1.0
-        for b, fac in zip(bounds, factors, strict=True):
-            if epoch >= b:
-                f = fac
-        return f
+    def __init__(self, policy: Any, schedule: Callable[[int], dict[str, Any]],
+                 **kwargs: Any) -> None:
+        super().__init__(policy=policy, **kwargs)
+        self.schedule = schedule
 
-    return LRScheduler(policy=torch.optim.lr_scheduler.LambdaLR, lr_lambda=factor)
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in super().kwargs.items() if k != "schedule"}
+
+    def _get_scheduler(self, net: Any, policy: Any, **scheduler_kwargs: Any) -> Any:
+        budget = getattr(net, "budget_", None)
+        epochs = net.max_epochs if budget is None else budget.epochs
+        return super()._get_scheduler(net, policy, **scheduler_kwargs, **self.schedule(epochs))
+
+
+def _piecewise_factor(epoch: int, bounds: list[int], factors: tuple[float, ...]) -> float:
+    f = 1.0
+    for b, fac in zip(bounds, factors, strict=True):
+        if epoch >= b:
+            f = fac
+    return f
+
+
+def _piecewise_schedule(epochs: int, milestones: tuple[float, ...],
+                        factors: tuple[float, ...]) -> dict[str, Any]:
+    bounds = [round(m * epochs) for m in milestones]
+    return {"lr_lambda": functools.partial(_piecewise_factor, bounds=bounds, factors=factors)}
+
+
+def piecewise_lr(milestones: tuple[float, ...], factors: tuple[float, ...]) -> PhaseLRScheduler:
+    """LRScheduler callback: lr = base x ``factors[j]`` from epoch ``round(milestones[j] * E)``.
+
+    ``E`` is the number of epochs the phase runs (:class:`PhaseLRScheduler`).
+    Milestones are fractions of the training budget, so a schedule written for
+    the paper's budget keeps its shape at any number of epochs, capped or not.
+    """
+    return PhaseLRScheduler(
+        torch.optim.lr_scheduler.LambdaLR,
+        functools.partial(_piecewise_schedule, milestones=milestones, factors=factors),
+    )
+
+
+def _cosine_schedule(epochs: int) -> dict[str, Any]:
+    return {"T_max": epochs}
+
+
+def cosine_lr() -> PhaseLRScheduler:
+    """LRScheduler callback: cosine annealing (``CosineAnnealingLR``) over the phase's epochs."""
+    return PhaseLRScheduler(torch.optim.lr_scheduler.CosineAnnealingLR, _cosine_schedule)
 
 
 class ContrastiveNet(SkoodNet):

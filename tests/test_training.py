@@ -23,13 +23,18 @@ from torch import nn
 from skood._nn.losses import nt_xent
 from skood._testing import tiny
 from skood._training import (
+    AUTO_EPOCH_ROWS,
     ContrastiveNet,
+    PhaseLRScheduler,
     SkoodNet,
+    StepBudget,
     TensorLoader,
+    cosine_lr,
     cumulative_batchnorm,
     flush_denormals,
     is_flushing_denormals,
     piecewise_lr,
+    step_budget,
 )
 from skood._utils import FitGenerators, seed_stream
 from skood.datasets import load_digits_images
@@ -337,13 +342,16 @@ def test_cumulative_batchnorm_equals_momentum_none():
 
 
 def test_piecewise_lr_scales_by_fractions_of_the_budget():
-    cb = piecewise_lr((0.5, 0.75), (0.1, 0.01), max_epochs=8)
+    cb = piecewise_lr((0.5, 0.75), (0.1, 0.01))
+    assert isinstance(cb, PhaseLRScheduler) and "schedule" not in cb.kwargs
     assert cb.policy is torch.optim.lr_scheduler.LambdaLR
-    assert [cb.lr_lambda(e) for e in range(8)] == [1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01]
-    net = _LrNet(nn.Linear(2, 1), max_epochs=4, batch_size=8, lr=1.0, device="cpu",
-                 optimizer=torch.optim.SGD, callbacks=[("steps", piecewise_lr((0.5,), (0.1,), 4))])
-    net.fit(torch.randn(16, 2))
-    assert net.lrs_ == pytest.approx([1.0, 1.0, 0.1, 0.1])  # the same shape at any budget
+    factor = cb.schedule(8)["lr_lambda"]
+    assert [factor(e) for e in range(8)] == [1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01]
+    for epochs, expected in ((4, [1.0, 1.0, 0.1, 0.1]), (2, [1.0, 0.1])):
+        net = _LrNet(nn.Linear(2, 1), max_epochs=epochs, batch_size=8, lr=1.0, device="cpu",
+                     optimizer=torch.optim.SGD, callbacks=[("steps", piecewise_lr((0.5,), (0.1,)))])
+        net.fit(torch.randn(16, 2))
+        assert net.lrs_ == pytest.approx(expected)  # the same shape at any budget
 
 
 class _LrNet(SkoodNet):
@@ -504,3 +512,131 @@ def test_losses_are_float32_under_autocast():
     expected = nt_xent(z1.bfloat16().float(), z2.bfloat16().float(), 0.5)  # no autocast
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
     torch.testing.assert_close(got, ref, rtol=2e-2, atol=2e-2)
+
+
+# --------------------------------------------------------------------------
+# the step budget (max_steps)
+
+
+def test_step_budget_auto_never_caps_up_to_the_auto_rows_and_caps_beyond():
+    for batch_size in (2, 7, 32, 64, 100, 128, 256, 2048):
+        for epochs in (1, 4, 12, 100):
+            for n in (1, 999, batch_size * 3 + 1, AUTO_EPOCH_ROWS):
+                full = len(TensorLoader(SimpleNamespace(X=torch.zeros(n, 1)), batch_size))
+                assert step_budget(epochs, full, batch_size, "auto") == StepBudget(epochs, None)
+    # beyond it: every epoch runs, each over at most AUTO_EPOCH_ROWS rows (whole batches)
+    full = len(TensorLoader(SimpleNamespace(X=torch.zeros(433_528, 1)), 64))
+    b = step_budget(12, full, 64, "auto")
+    assert b == StepBudget(12, math.ceil(AUTO_EPOCH_ROWS / 64))
+    assert b.steps(full) == 12 * 157
+    # an int cap: epochs honoured below it, max_steps // epochs batches beyond, never above
+    assert step_budget(10, 5, 64, 50) == StepBudget(10, None)
+    assert step_budget(10, 6, 64, 50) == StepBudget(10, 5)
+    assert step_budget(10, 6, 64, 3) == StepBudget(3, 1)  # a cap below the epochs
+    assert step_budget(10, 6, 64, None) == StepBudget(10, None)
+    for cap in range(1, 80):
+        assert step_budget(10, 6, 64, cap).steps(6) <= cap
+
+
+def test_tensor_loader_max_batches_takes_the_first_batches_of_the_same_permutation():
+    X = torch.arange(50.0)[:, None]
+    order = torch.randperm(50, generator=torch.Generator().manual_seed(3))
+    capped = TensorLoader(SimpleNamespace(X=X), batch_size=8, shuffle=True,
+                          generator=torch.Generator().manual_seed(3), max_batches=2)
+    batches = [idx for _, idx in capped]
+    assert len(capped) == 2 and [len(i) for i in batches] == [8, 8]
+    assert torch.equal(torch.cat(batches), order[:16])
+    # fresh rows every epoch: the next epoch draws a new permutation
+    assert not torch.equal(torch.cat([idx for _, idx in capped]), order[:16])
+    uncapped = TensorLoader(SimpleNamespace(X=X), batch_size=8, shuffle=True,
+                            generator=torch.Generator().manual_seed(3), max_batches=99)
+    assert len(uncapped) == 7 and torch.equal(torch.cat([i for _, i in uncapped]), order)
+
+
+class _StepNet(_LrNet):
+    """Counts the optimiser steps and records the learning rate of each."""
+
+    def after_step(self, x, idx, step):
+        self.step_lrs_ = [*getattr(self, "step_lrs_", []), self.optimizer_.param_groups[0]["lr"]]
+
+
+def _step_net(max_steps, epochs=6, callbacks=(), seed=0):
+    with FitGenerators(seed):  # the same initial weights for the same seed
+        module = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
+    return _StepNet(module,
+                    max_epochs=epochs, batch_size=16, lr=0.01, device="cpu",
+                    optimizer=torch.optim.SGD, seed=seed, max_steps=max_steps,
+                    callbacks=list(callbacks))
+
+
+def test_skoodnet_stops_at_max_steps_with_the_whole_schedule():
+    X = torch.randn(800, 3, generator=torch.Generator().manual_seed(0))  # 50 batches an epoch
+    net = _step_net(30, callbacks=[("steps", piecewise_lr((0.5,), (0.1,)))]).fit(X)
+    assert len(net.step_lrs_) == 30 == sum(net.history[:, "train_batch_count"])
+    assert len(net.history) == 6 and net.budget_ == StepBudget(6, 5)
+    assert net.lrs_ == pytest.approx([0.01, 0.01, 0.01, 0.001, 0.001, 0.001])  # complete
+    # a cap below the epochs: fewer epochs, the schedule over those
+    net = _step_net(4, callbacks=[("cos", cosine_lr())]).fit(X)
+    assert len(net.step_lrs_) == 4 and len(net.history) == 4
+    assert net.lrs_ == pytest.approx([0.005 * (1 + math.cos(math.pi * e / 4)) for e in range(4)])
+    # below the cap: the epochs, as with no cap, bit for bit
+    small = X[:100]
+    a = _step_net(1000).fit(small)
+    b = _step_net(None).fit(small)
+    assert len(a.step_lrs_) == 6 * 7 and a.budget_ == StepBudget(6, None)
+    for pa, pb in zip(a.module_.state_dict().values(), b.module_.state_dict().values(),
+                      strict=True):
+        assert torch.equal(pa, pb)
+    # the same seed: the same capped run
+    c, d = _step_net(30).fit(X), _step_net(30).fit(X)
+    for pc, pd in zip(c.module_.state_dict().values(), d.module_.state_dict().values(),
+                      strict=True):
+        assert torch.equal(pc, pd)
+
+
+def test_dino_schedules_span_the_capped_run():
+    from skood._detectors.dino import DINOModel, DINONet, cosine_schedule
+
+    enc = nn.Sequential(nn.Linear(3, 6))
+    enc.out_features = 6
+    model = DINOModel(enc, n_soft_classes=10, hidden_features=8, bottleneck_features=4)
+    X = torch.randn(400, 3, generator=torch.Generator().manual_seed(1))
+    net = DINONet(model, views=lambda x, g: ([x, x + 0.1], [x + 0.2]), max_epochs=3,
+                  batch_size=20, optimizer=torch.optim.AdamW, device="cpu", seed=0,
+                  max_steps=9).fit(X)
+    assert net.step_ == 9 == sum(net.history[:, "train_batch_count"])
+    for schedule in (net.lr_schedule_, net.momentum_schedule_, net.wd_schedule_,
+                     net.teacher_temp_schedule_):
+        assert len(schedule) == 9  # the last step takes the schedule's last value
+    np.testing.assert_array_equal(net.momentum_schedule_,
+                                  cosine_schedule(net.teacher_momentum, 1.0, 9))
+
+
+#: detector -> the training phases whose steps max_steps caps (tabular fits)
+_CAPPED = {
+    "SemSADDetector": ("encoder", "discriminator"),
+    "NSADetector": ("encoder",),
+    "DistillNegDetector": ("dino",),
+    "DUMDetector": ("dum",),
+    "RotAuxMSPDetector": (None,),
+}
+
+
+@pytest.mark.parametrize("name", list(_CAPPED))
+def test_detectors_cap_every_phase_at_max_steps(name):
+    X = np.random.RandomState(1).normal(size=(1200, 5))
+    det = tiny(name, max_steps=3).fit(X)
+    for phase in _CAPPED[name]:
+        history = det.history_ if phase is None else det.history_[phase]
+        assert sum(history[:, "train_batch_count"]) <= 3, phase
+        assert sum(history[:, "train_batch_count"]) >= 2, phase
+    again = tiny(name, max_steps=3).fit(X)
+    np.testing.assert_array_equal(det.train_scores_, again.train_scores_)
+    # on few rows "auto" caps nothing: the fit is the epochs-only one
+    small = X[:200]
+    np.testing.assert_array_equal(tiny(name).fit(small).train_scores_,
+                                  tiny(name, max_steps=None).fit(small).train_scores_)
+    cls = type(det)
+    assert cls().max_steps == "auto"
+    for preset in cls._presets:
+        assert cls.from_preset(preset).max_steps is None  # the papers' budgets

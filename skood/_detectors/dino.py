@@ -584,7 +584,7 @@ class DINONet(SkoodNet):
     def on_train_begin(self, net: Any, X: Any = None, y: Any = None, **kwargs: Any) -> None:
         super().on_train_begin(net, X=X, y=y, **kwargs)
         per_epoch = len(self.get_iterator(self.get_dataset(X), training=True))
-        n = max(1, self.max_epochs * per_epoch)
+        n = max(1, self.budget_.epochs * per_epoch)  # the steps of the (capped) run
         self.lr_schedule_ = cosine_schedule(self.lr, _MIN_LR, n, round(self.lr_warmup * n))
         self.wd_schedule_ = cosine_schedule(self.weight_decay[0], self.weight_decay[1], n)
         self.momentum_schedule_ = cosine_schedule(self.teacher_momentum, 1.0, n)

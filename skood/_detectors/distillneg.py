@@ -76,6 +76,7 @@ _MIN_KERNEL_TEMPERATURE = 1e-4
 #: the paper's training settings (section 4), shared by its ResNet and ViT presets
 _PAPER_SETTINGS: dict[str, Any] = {
     "max_epochs": 500,
+    "max_steps": None,
     "batch_size": 256,
     "lr": 0.004,
     "lr_warmup": 0.02,
@@ -380,6 +381,16 @@ class DistillNegDetector(BaseDeepDetector):
         data's number of features (tabular) or channels (images).
     max_epochs : int, default=4
         Training epochs (paper: 500).
+    max_steps : int, "auto" or None, default="auto"
+        Cap on the optimiser steps of each training phase. A phase runs its
+        epochs while they take at most ``max_steps`` steps; beyond that, each
+        epoch trains on the first ``max_steps // epochs`` batches of a fresh
+        seeded permutation of all the rows, and the learning-rate schedules
+        span the capped run. "auto": ``epochs * ceil(10000 / batch_size)``
+        steps, i.e. each epoch sees at most 10,000 rows, so training costs
+        what it costs on 10,000 rows whatever the number of rows (sets of up
+        to 10,000 rows are never capped). None: the epochs alone (the "paper"
+        preset). See :ref:`scaling`.
     backbone : str or nn.Module, default="auto"
         "auto", "mlp", "cnn", "resnet18", "resnet34", "vit", a pretrained name or
         an ``nn.Module``.
@@ -507,6 +518,7 @@ class DistillNegDetector(BaseDeepDetector):
         "lam": [Interval(Real, 0, None, closed="left")],
         "negatives": [StrOptions({"auto", *_IMAGE_NEGATIVES, *_TABULAR_NEGATIVES}), "array-like"],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_steps": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "n_global_crops": [Interval(Integral, 1, None, closed="left")],
         "n_local_crops": [Interval(Integral, 0, None, closed="left")],
         "n_soft_classes": [Interval(Integral, 2, None, closed="left")],
@@ -537,6 +549,7 @@ class DistillNegDetector(BaseDeepDetector):
         lam: float = 1.0,
         negatives: str | Any = "auto",
         max_epochs: int = 4,
+        max_steps: int | str | None = "auto",
         backbone: str = "auto",
         n_global_crops: int = 2,
         n_local_crops: int = 4,
@@ -567,6 +580,7 @@ class DistillNegDetector(BaseDeepDetector):
         self.lam = lam
         self.negatives = negatives
         self.max_epochs = max_epochs
+        self.max_steps = max_steps
         self.backbone = backbone
         self.n_global_crops = n_global_crops
         self.n_local_crops = n_local_crops
@@ -732,6 +746,7 @@ class DistillNegDetector(BaseDeepDetector):
             clip_grad=self.clip_grad,
             name="DistillNeg (DINO)",
             max_epochs=self.max_epochs,
+            max_steps=self.max_steps,
             batch_size=self.batch_size,
             lr=self.lr * self.batch_size / 256,
             device=dev,

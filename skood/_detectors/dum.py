@@ -254,6 +254,16 @@ class DUMDetector(BaseDeepDetector):
         Epochs of f1 training (paper: 100).
     encoder_epochs : int, default=10
         Epochs of SimCLR training, images only (paper: 200).
+    max_steps : int, "auto" or None, default="auto"
+        Cap on the optimiser steps of each training phase. A phase runs its
+        epochs while they take at most ``max_steps`` steps; beyond that, each
+        epoch trains on the first ``max_steps // epochs`` batches of a fresh
+        seeded permutation of all the rows, and the learning-rate schedules
+        span the capped run. "auto": ``epochs * ceil(10000 / batch_size)``
+        steps, i.e. each epoch sees at most 10,000 rows, so training costs
+        what it costs on 10,000 rows whatever the number of rows (sets of up
+        to 10,000 rows are never capped). None: the epochs alone (the "paper"
+        preset). See :ref:`scaling`.
     backbone : str or nn.Module, default="auto"
         "auto", "mlp", "cnn", "resnet18", "resnet34", a pretrained name or an
         ``nn.Module``.
@@ -334,6 +344,7 @@ class DUMDetector(BaseDeepDetector):
         "embedding": [StrOptions({"auto", "whitened", "features", "projection"})],
         "dum_epochs": [Interval(Integral, 1, None, closed="left")],
         "encoder_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_steps": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "encoder_batch_size": [Interval(Integral, 2, None, closed="left")],
         "encoder_lr": [Interval(Real, 0, None, closed="neither")],
         "encoder_temperature": [Interval(Real, 0, None, closed="neither")],
@@ -349,6 +360,7 @@ class DUMDetector(BaseDeepDetector):
             "hidden_width": 4096,
             "n_layers": 3,
             "dum_epochs": 100,
+            "max_steps": None,
             "batch_size": 256,
             "lr": 1e-3,
             "backbone": "resnet18",
@@ -376,6 +388,7 @@ class DUMDetector(BaseDeepDetector):
         embedding: str = "auto",
         dum_epochs: int = 100,
         encoder_epochs: int = 10,
+        max_steps: int | str | None = "auto",
         backbone: str = "auto",
         batch_size: int = 256,
         encoder_batch_size: int = 64,
@@ -405,6 +418,7 @@ class DUMDetector(BaseDeepDetector):
         self.embedding = embedding
         self.dum_epochs = dum_epochs
         self.encoder_epochs = encoder_epochs
+        self.max_steps = max_steps
         self.backbone = backbone
         self.batch_size = batch_size
         self.encoder_batch_size = encoder_batch_size
@@ -494,7 +508,7 @@ class DUMDetector(BaseDeepDetector):
             objective=self.objective,
             temperature=self.temperature,
             normalize_means=self.normalize_means,
-            name="DUM", max_epochs=self.dum_epochs,
+            name="DUM", max_epochs=self.dum_epochs, max_steps=self.max_steps,
             batch_size=min(self.batch_size, len(Xs)),
             lr=self.lr, device=dev, seed=seed_stream(seed, "variance_net", _SEED_STREAMS),
             verbose=self.verbose,
@@ -543,7 +557,7 @@ class DUMDetector(BaseDeepDetector):
             augment=SimCLRAugment(),
             temperature=self.encoder_temperature,
             symmetric=True,
-            name="DUM encoder (SimCLR)", max_epochs=self.encoder_epochs,
+            name="DUM encoder (SimCLR)", max_epochs=self.encoder_epochs, max_steps=self.max_steps,
             batch_size=self.encoder_batch_size, lr=self.encoder_lr, device=dev,
             seed=seed, verbose=self.verbose, optimizer__weight_decay=1e-6,
         )

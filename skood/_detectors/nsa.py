@@ -14,7 +14,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
-from skorch.callbacks import LRScheduler
 from torch import nn
 
 from .._augment import BoundCorruption, SimCLRAugment, TabularCorruption
@@ -31,7 +30,7 @@ from .._scoring import (
     unit_row_blocks,
     whiten,
 )
-from .._training import ContrastiveNet, SkoodNet
+from .._training import ContrastiveNet, SkoodNet, cosine_lr
 from .._utils import check_range_pair, fit_rng, seed_stream, to_model_input
 
 __all__ = ["NSADetector", "SimCLRNet", "SimSiamNet", "center_cosine", "minmax_ensemble"]
@@ -271,6 +270,16 @@ class NSADetector(BaseDeepDetector):
         (SimCLR and the paper: (0.08, 1.0)); 0 < low <= high <= 1.
     max_epochs : int, default=12
         Epochs of self-supervised training (paper: 4000 SimSiam, 500 SimCLR).
+    max_steps : int, "auto" or None, default="auto"
+        Cap on the optimiser steps of each training phase. A phase runs its
+        epochs while they take at most ``max_steps`` steps; beyond that, each
+        epoch trains on the first ``max_steps // epochs`` batches of a fresh
+        seeded permutation of all the rows, and the learning-rate schedules
+        span the capped run. "auto": ``epochs * ceil(10000 / batch_size)``
+        steps, i.e. each epoch sees at most 10,000 rows, so training costs
+        what it costs on 10,000 rows whatever the number of rows (sets of up
+        to 10,000 rows are never capped). None: the epochs alone (the "paper"
+        preset). See :ref:`scaling`.
     backbone : str or nn.Module, default="auto"
         "auto", "mlp", "cnn", "resnet18", "resnet34", a pretrained name or an
         ``nn.Module``.
@@ -357,6 +366,7 @@ class NSADetector(BaseDeepDetector):
         "frozen_features": [StrOptions({"score", "train"})],
         "lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_steps": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "projection_dim": [Interval(Integral, 1, None, closed="left"), None],
@@ -371,6 +381,7 @@ class NSADetector(BaseDeepDetector):
             "crop_scale": (0.08, 1.0),
             "backbone": "resnet18",
             "max_epochs": 4000,
+            "max_steps": None,
             "batch_size": 512,
             "lr": 1e-4,
             "projection_dim": 2048,
@@ -383,6 +394,7 @@ class NSADetector(BaseDeepDetector):
             "crop_scale": (0.08, 1.0),
             "backbone": "resnet18",
             "max_epochs": 500,
+            "max_steps": None,
             "batch_size": 512,
             "lr": 1e-4,
             "projection_dim": 128,
@@ -404,6 +416,7 @@ class NSADetector(BaseDeepDetector):
         frozen_features: str = "score",
         crop_scale: tuple[float, float] = (0.5, 1.0),
         max_epochs: int = 12,
+        max_steps: int | str | None = "auto",
         backbone: str = "auto",
         batch_size: int = 64,
         lr: float | str = "auto",
@@ -430,6 +443,7 @@ class NSADetector(BaseDeepDetector):
         self.frozen_features = frozen_features
         self.crop_scale = crop_scale
         self.max_epochs = max_epochs
+        self.max_steps = max_steps
         self.backbone = backbone
         self.batch_size = batch_size
         self.lr = lr
@@ -525,18 +539,16 @@ class NSADetector(BaseDeepDetector):
             view = BoundCorruption(TabularCorruption(frac=0.3, noise=0.1), data)
         with fit_rng():  # initial weights from the fit's generators
             model = self._build_model(tuple(Xs.shape[1:]))
-        cosine = LRScheduler(
-            policy=torch.optim.lr_scheduler.CosineAnnealingLR, T_max=self.max_epochs
-        )
         net_kwargs = {
             "name": f"NSA encoder ({method})",
             "max_epochs": self.max_epochs,
+            "max_steps": self.max_steps,
             "batch_size": self.batch_size,
             "lr": self._resolved_lr(),
             "device": dev,
             "seed": seed,
             "verbose": self.verbose,
-            "callbacks": [("cosine_lr", cosine)],
+            "callbacks": [("cosine_lr", cosine_lr())],
             "optimizer__weight_decay": self.weight_decay,
         }
         if method == "simsiam":

@@ -385,6 +385,16 @@ class RotAuxMSPDetector(BaseDeepDetector):
         ``y`` holds the inlier/outlier labels for the scorer.
     max_epochs : int, default=8
         Training epochs (paper: 200).
+    max_steps : int, "auto" or None, default="auto"
+        Cap on the optimiser steps of each training phase. A phase runs its
+        epochs while they take at most ``max_steps`` steps; beyond that, each
+        epoch trains on the first ``max_steps // epochs`` batches of a fresh
+        seeded permutation of all the rows, and the learning-rate schedules
+        span the capped run. "auto": ``epochs * ceil(10000 / batch_size)``
+        steps, i.e. each epoch sees at most 10,000 rows, so training costs
+        what it costs on 10,000 rows whatever the number of rows (sets of up
+        to 10,000 rows are never capped). None: the epochs alone (the "paper"
+        preset). See :ref:`scaling`.
     backbone : str or nn.Module, default="auto"
         "auto", "mlp", "cnn", "resnet18", "resnet34", a pretrained name or an
         ``nn.Module``.
@@ -396,7 +406,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
     lr : float, default=0.1
         Initial SGD learning rate.
     lr_schedule : {"steps", "constant"}, default="steps"
-        "steps": x0.2 at 30%, 60% and 80% of ``max_epochs`` (the paper's
+        "steps": x0.2 at 30%, 60% and 80% of the epochs (the paper's
         epochs 60/120/160 of 200).
     momentum : float, default=0.9
         Nesterov momentum (0: plain SGD).
@@ -457,6 +467,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "supervised": [StrOptions({"auto"}), "boolean"],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_steps": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "lr_schedule": [StrOptions({"steps", "constant"})],
         "momentum": [Interval(Real, 0, 1, closed="left")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
@@ -467,6 +478,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
         "paper": {
             "backbone": "resnet18",
             "max_epochs": 200,
+            "max_steps": None,
             "batch_size": 128,
             "lr": 0.1,
             "lam": 0.5,
@@ -491,6 +503,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
         dropout: float = 0.0,
         supervised: str | bool = "auto",
         max_epochs: int = 8,
+        max_steps: int | str | None = "auto",
         backbone: str = "auto",
         batch_size: int = 128,
         lr: float = 0.1,
@@ -517,6 +530,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
         self.dropout = dropout
         self.supervised = supervised
         self.max_epochs = max_epochs
+        self.max_steps = max_steps
         self.backbone = backbone
         self.batch_size = batch_size
         self.lr = lr
@@ -626,7 +640,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
         callbacks = []
         if self.lr_schedule == "steps":
             callbacks.append(
-                ("lr_steps", piecewise_lr((0.3, 0.6, 0.8), (0.2, 0.04, 0.008), self.max_epochs))
+                ("lr_steps", piecewise_lr((0.3, 0.6, 0.8), (0.2, 0.04, 0.008)))
             )
         net = RotAuxNet(
             model,
@@ -635,6 +649,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
             lam=self.lam,
             name="RotAuxMSP" if targets is not None else "RotAux rotation-only",
             max_epochs=self.max_epochs,
+            max_steps=self.max_steps,
             batch_size=self.batch_size,
             lr=self.lr,
             device=dev,

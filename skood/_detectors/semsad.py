@@ -290,6 +290,16 @@ class SemSADDetector(BaseDeepDetector):
     discriminator_epochs : int, default=10
         Epochs of discriminator training (the paper does not state it; its
         learning-rate steps at 200 and 500 epochs suggest about 1000).
+    max_steps : int, "auto" or None, default="auto"
+        Cap on the optimiser steps of each training phase. A phase runs its
+        epochs while they take at most ``max_steps`` steps; beyond that, each
+        epoch trains on the first ``max_steps // epochs`` batches of a fresh
+        seeded permutation of all the rows, and the learning-rate schedules
+        span the capped run. "auto": ``epochs * ceil(10000 / batch_size)``
+        steps, i.e. each epoch sees at most 10,000 rows, so training costs
+        what it costs on 10,000 rows whatever the number of rows (sets of up
+        to 10,000 rows are never capped). None: the epochs alone (the "paper"
+        preset). See :ref:`scaling`.
     backbone : str or nn.Module, default="auto"
         "auto", "mlp", "cnn", "resnet18", "resnet34", a pretrained name or an
         ``nn.Module``. Encoder and discriminator family (paper: "resnet18"); a frozen
@@ -370,6 +380,7 @@ class SemSADDetector(BaseDeepDetector):
         "mu": [Interval(Real, 0, 1, closed="both")],
         "encoder_epochs": [Interval(Integral, 1, None, closed="left")],
         "discriminator_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_steps": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "discriminator_batch_size": [Interval(Integral, 2, None, closed="left"), None],
         "discriminator_lr": [Interval(Real, 0, None, closed="neither"), None],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
@@ -387,6 +398,7 @@ class SemSADDetector(BaseDeepDetector):
             "backbone": "resnet18",
             "encoder_epochs": 1500,
             "discriminator_epochs": 1000,
+            "max_steps": None,
             "batch_size": 2048,
             "discriminator_batch_size": 128,
             "lr": 3e-4,
@@ -406,6 +418,7 @@ class SemSADDetector(BaseDeepDetector):
         mu: float = 1 / 32,
         encoder_epochs: int = 10,
         discriminator_epochs: int = 10,
+        max_steps: int | str | None = "auto",
         backbone: str = "auto",
         batch_size: int = 32,
         discriminator_batch_size: int | None = None,
@@ -433,6 +446,7 @@ class SemSADDetector(BaseDeepDetector):
         self.mu = mu
         self.encoder_epochs = encoder_epochs
         self.discriminator_epochs = discriminator_epochs
+        self.max_steps = max_steps
         self.backbone = backbone
         self.batch_size = batch_size
         self.discriminator_batch_size = discriminator_batch_size
@@ -467,7 +481,7 @@ class SemSADDetector(BaseDeepDetector):
         data = Xs.to(dev)
         shape = tuple(Xs.shape[1:])
         is_image = self._trains_on_images
-        common = {"device": dev, "verbose": self.verbose,
+        common = {"device": dev, "verbose": self.verbose, "max_steps": self.max_steps,
                   "optimizer__weight_decay": self.weight_decay}
 
         # 1. contrastive encoder h
@@ -518,7 +532,7 @@ class SemSADDetector(BaseDeepDetector):
             lr=self.discriminator_lr or self.lr,
             seed=seed_stream(seed, "discriminator", _SEED_STREAMS),
             optimizer__amsgrad=True,
-            callbacks=self._lr_callbacks(d_epochs),
+            callbacks=self._lr_callbacks(),
             **common,
         )
         disc_net.fit(data)
@@ -542,9 +556,9 @@ class SemSADDetector(BaseDeepDetector):
             "discriminator_": PairDiscriminator(shape, self._net_backbone, self.n_logits),
         }
 
-    def _lr_callbacks(self, epochs: int) -> list:
+    def _lr_callbacks(self) -> list:
         if self.lr_schedule == "steps":
-            return [("lr_steps", piecewise_lr((0.2, 0.5), (0.2, 0.02), epochs))]
+            return [("lr_steps", piecewise_lr((0.2, 0.5), (0.2, 0.02)))]
         return []
 
     # ---------------------------------------------------------------- score

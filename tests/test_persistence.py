@@ -394,6 +394,26 @@ def test_files_of_skood_0_1_2_load(tmp_path, saved, blobs):
         load(_resave(payload, tmp_path, **{"class": "skood.detectors.semsad:NoSuchDetector"}))
 
 
+def test_files_without_calibration_load_as_loo(tmp_path, saved, blobs):
+    """Files of skood 0.1.2 have neither the ``calibration`` parameter nor
+    ``calibration_scores_``: they load with calibration="loo" and p-values from the sorted
+    ``train_scores_``; a split-mode fit saves and loads its held-out rows."""
+    path, payload = saved
+    params = {k: v for k, v in payload["params"].items() if k != "calibration"}
+    fitted = {k: v for k, v in payload["fitted"].items() if k != "calibration_scores_"}
+    assert len(params) < len(payload["params"]) and len(fitted) < len(payload["fitted"])
+    det = skood.SemSADDetector.load(_resave(payload, tmp_path, params=params, fitted=fitted))
+    assert det.calibration == "loo" and "calibration_scores_" not in vars(det)
+    want = skood.SemSADDetector.load(path)
+    np.testing.assert_array_equal(det.pvalues(blobs[1]), want.pvalues(blobs[1]))
+    np.testing.assert_array_equal(det.predict(blobs[1], fdr=0.1), want.predict(blobs[1], fdr=0.1))
+    split = tiny("FeatureKNNDetector", calibration=0.25).fit(blobs[0])
+    split.save(tmp_path / "split.skood")
+    back = load(tmp_path / "split.skood")
+    np.testing.assert_array_equal(back.calibration_rows_, split.calibration_rows_)
+    np.testing.assert_array_equal(back.pvalues(blobs[1]), split.pvalues(blobs[1]))
+
+
 def test_a_moved_class_must_be_unambiguous(tmp_path, saved):
     """Matching by class name alone needs exactly one known detector class of that name."""
     _, payload = saved

@@ -272,6 +272,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         else:
             seed = fit_seed(self.random_state)
             Xs, Xcal, cal_rows = self._calibration_split(X, seed)
+            y = _held_in(y, cal_rows, len(Xs) + len(Xcal))
         self.device_ = resolve_device(self.device)
         Xs = self._fit_feature_mode(Xs)
         if Xcal is None:
@@ -1020,6 +1021,19 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
 
 
 persistence._register_detector_base(BaseDeepDetector)
+
+
+def _held_in(y: Any, cal_rows: np.ndarray, n: int) -> Any:
+    """``y`` (None, or one label per training row of the ``n``) without the held-out
+    ``cal_rows``; a ValueError when its length is not ``n``."""
+    if y is None:
+        return None
+    arr = y if hasattr(y, "iloc") else np.asarray(y)
+    if arr.ndim == 0 or len(arr) != n:
+        raise ValueError(f"y has {len(arr) if arr.ndim else 'no'} labels but X has {n} "
+                         "samples; pass one label per sample")
+    keep = np.setdiff1d(np.arange(n), cal_rows)
+    return arr.iloc[keep] if hasattr(arr, "iloc") else arr[keep]
 
 
 def _warn_if_pyod_caller(name: str) -> None:

@@ -11,8 +11,10 @@ import copy
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import binom
 from sklearn.exceptions import NotFittedError
+from torch import nn
 
 from skood._conformal import (
     benjamini_hochberg,
@@ -24,6 +26,7 @@ from skood._conformal import (
 )
 from skood._testing import DETECTORS, tiny
 from skood._utils import fit_seed, seed_stream
+from skood.pretrained import PretrainedEncoder
 
 
 # ------------------------------------------------------------ the formulas
@@ -175,6 +178,32 @@ def test_split_calibration(name, split_fitted, blobs):
     assert "calibration_rows_" not in vars(loo) and len(loo.calibration_scores_) == 200
 
 
+def test_split_fit_is_the_fit_of_the_other_rows(name, split_fitted, blobs):
+    """The networks (and banks, standardisation) come from the fitted rows only: the split
+    fit equals a "loo" fit on those rows, whose scores of the held-out rows are theirs."""
+    X = blobs[0]
+    rows = split_fitted.calibration_rows_
+    kept = np.setdiff1d(np.arange(len(X)), rows)
+    ref = tiny(name).fit(X[kept])
+    np.testing.assert_array_equal(split_fitted.train_scores_[kept], ref.train_scores_)
+    np.testing.assert_array_equal(split_fitted.train_scores_[rows], ref.score_samples(X[rows]))
+    np.testing.assert_array_equal(split_fitted.score_samples(blobs[1]),
+                                  ref.score_samples(blobs[1]))
+
+
+def test_split_fit_passes_the_labels_of_the_fitted_rows():
+    from skood.datasets import load_digits_images
+
+    X, y = load_digits_images()
+    X, y = X[:200], y[:200]
+    det = tiny("RotAuxMSPDetector", supervised=True, batch_size=32, calibration=0.2).fit(X, y)
+    kept = np.setdiff1d(np.arange(200), det.calibration_rows_)
+    ref = tiny("RotAuxMSPDetector", supervised=True, batch_size=32).fit(X[kept], y[kept])
+    np.testing.assert_array_equal(det.train_scores_[kept], ref.train_scores_)
+    with pytest.raises(ValueError, match="y has 197 labels but X has 200 samples"):
+        tiny("RotAuxMSPDetector", supervised=True, calibration=0.2).fit(X, y[:197])
+
+
 def test_split_fit_trains_on_the_other_rows_only(blobs):
     """FeatureKNN's bank is the fitted rows: the held-out rows are not in it."""
     X = blobs[0]
@@ -193,6 +222,25 @@ def test_split_mode_on_images(name, digit_images):
     assert len(det.calibration_rows_) == 24 and det.train_scores_.shape == (120,)
     p = det.pvalues(digit_images[1])
     assert p.shape == (len(digit_images[1]),) and np.all((p > 0) & (p <= 1))
+
+
+def test_split_mode_with_frozen_features_is_the_split_fit_on_the_features(digit_images):
+    """Frozen-feature mode: the fitted rows' features set the standardisation, the held-out
+    images are mapped by the same encoder; equal to the split fit on the features."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    enc = PretrainedEncoder(body, resolution=16, mean=(0.5,) * 3, std=(0.25,) * 3)
+    imgs = digit_images[0]
+    det = tiny("SemSADDetector", backbone=enc, calibration=0.25).fit(imgs)
+    with torch.inference_mode():
+        feats = enc.eval()(torch.from_numpy(imgs)[:, None].float().div_(255.0)).numpy()
+    ref = tiny("SemSADDetector", calibration=0.25).fit(feats)
+    assert det.feature_mode_
+    np.testing.assert_array_equal(det.calibration_rows_, ref.calibration_rows_)
+    np.testing.assert_array_equal(det.feature_mean_, ref.feature_mean_)
+    np.testing.assert_array_equal(det.train_scores_, ref.train_scores_)
+    np.testing.assert_array_equal(det.calibration_scores_, ref.calibration_scores_)
 
 
 def test_pyod_conveniences(name, fitted, blobs):

@@ -267,7 +267,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         """
         for attr in ("calibration_scores_", "calibration_rows_"):
             self.__dict__.pop(attr, None)
-        if self.calibration == "loo":
+        if getattr(self, "calibration", "loo") == "loo":  # a subclass without the parameter
             Xs, Xcal = self._validate_input(X, reset=True), None
         else:
             seed = fit_seed(self.random_state)

@@ -106,6 +106,16 @@ def step_budget(epochs: int, full_batches: int, batch_size: int,
     the epoch's fresh permutation, see :class:`TensorLoader`), and a cap below ``epochs``
     runs ``max_steps`` epochs of one batch: never more than ``max_steps`` steps.
 
+    Why a random subset per epoch, not fewer passes over all rows: the phase keeps its
+    epochs, so epoch schedules (:func:`piecewise_lr`, :func:`cosine_lr`) keep their shape
+    and resolution, where one or two capped passes would squeeze a schedule into a few
+    epochs; each epoch's rows are the first of the permutation the uncapped epoch draws
+    anyway (the data-order generator of the phase's seed, stream "net" of
+    :data:`skood._utils.SEED_STREAMS`), so a cap that is not reached changes no draw
+    (bit-identical fits) and no new random stream is needed; and every epoch draws from
+    all rows, so the run covers the data in proportion to its steps instead of stopping
+    part-way through one fixed order.
+
     Parameters
     ----------
     epochs : int

@@ -564,3 +564,19 @@ def test_dropout_is_seeded_by_random_state(labelled, digits_holdout, kind):
     np.testing.assert_array_equal(tiny(dropout=0.3).fit(X, y).score_samples(X[:50]), a)
     assert not np.array_equal(tiny(dropout=0.3, random_state=1).fit(X, y).score_samples(X[:50]),
                               a)
+
+
+def test_centres_over_a_seeded_subset_of_10000_rows_beyond_10000():
+    from skood._detectors.rotaux_msp import _SEED_STREAMS
+    from skood._scoring import bank_subset
+    from skood._utils import fit_seed, seed_stream, to_model_input
+
+    X = np.random.RandomState(0).normal(size=(10_300, 4)).astype(np.float32)
+    det = RotAuxMSPDetector(max_epochs=1, max_steps=1, batch_size=64, device="cpu",
+                            random_state=0).fit(X)
+    keep = bank_subset(len(X), "auto", seed_stream(fit_seed(0), "centres", _SEED_STREAMS))
+    assert len(keep) == 10_000
+    rows = det._validate_input(X, reset=False)[keep]
+    model = copy.deepcopy(det.model_)
+    model.set_centres([to_model_input(rows, "cpu")])
+    torch.testing.assert_close(model.centres, det.model_.centres)

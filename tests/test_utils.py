@@ -83,7 +83,7 @@ OWN_STREAMS = {
     "semsad": {"pool": 2, "discriminator": 3, "partners": 8},
     "dum": {"variance_net": 1},
     "distillneg": {"affine": 5, "kernel": 9},
-    "rotaux_msp": {"affine": 7},
+    "rotaux_msp": {"affine": 7, "centres": 11},
 }
 
 

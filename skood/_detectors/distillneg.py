@@ -341,8 +341,8 @@ class DistillNegDetector(BaseDeepDetector):
     direction from a training row in that direction (the network is
     positively homogeneous far from the data). The features are therefore
     lifted, :math:`f \mapsto (f, c)` with c the median norm of the training
-    features, before normalisation, so the cosine falls with the distance
-    of the norms too.
+    features (of the bank's rows, see ``max_bank``), before normalisation,
+    so the cosine falls with the distance of the norms too.
 
     Negatives (``negatives``): "rotation" (images rotated by 90/180/270
     degrees, the paper's "Rot. In-Dist"), "perm-4" / "perm-16" (2 x 2 / 4 x 4
@@ -476,7 +476,7 @@ class DistillNegDetector(BaseDeepDetector):
         lifted, see above).
     feature_lift_ : float or None
         Tabular data: the constant c appended to the features before
-        normalisation (the median norm of the training features); None for
+        normalisation (the median norm of the bank rows' features); None for
         images.
     kernel_temperature_ : float or tuple of two floats
         The resolved :math:`\tau`; for "auto" on tabular rows the pair
@@ -759,11 +759,11 @@ class DistillNegDetector(BaseDeepDetector):
         self.negatives_ = kind
         self.history_ = {"dino": net.history}
         self.feature_lift_ = None
-        if not is_image:
-            raw = self._map_batches(self.model_.features, Xs)
-            self.feature_lift_ = float(raw.norm(dim=1).median())
         keep = bank_subset(len(Xs), self.max_bank, seed_stream(seed, "bank"))
         bank_rows = Xs if keep is None else Xs[keep]
+        if not is_image:  # the bank's median feature norm: one pass over at most the bank
+            raw = self._map_batches(self.model_.features, bank_rows)
+            self.feature_lift_ = float(raw.norm(dim=1).median())
         self.bank_ = self._features(bank_rows)
         self.bank_keys_ = row_fingerprints(bank_rows)
         self.kernel_temperature_ = self._resolve_kernel_temperature(is_image, seed)

@@ -22,7 +22,7 @@ from .._augment import RandomAffineMaps, flip_transpose, random_hflip, rotate90
 from .._base import BaseDeepDetector
 from .._nn.encoders import build_encoder
 from .._nn.losses import cross_entropy
-from .._scoring import transformation_confidence, transformation_log_likelihood
+from .._scoring import bank_subset, transformation_confidence, transformation_log_likelihood
 from .._training import SkoodNet, piecewise_lr
 from .._utils import batch_slices, fit_rng, seed_stream, to_model_input
 from ._rotaux_parts import PadCropFlip, msp, odin
@@ -38,7 +38,10 @@ _MAX_SHIFTED_DIM = 256
 _TABULAR_UNLABELLED_SCORING = "rotation-centres"
 #: RotAuxMSP's own random streams, as offsets of the fit's seed (:func:`skood._utils.seed_stream`;
 #: the shared streams take 0, 1 and 4)
-_SEED_STREAMS = {"affine": 7}  # the random affine maps of its tabular auxiliary task
+_SEED_STREAMS = {
+    "affine": 7,  # the random affine maps of its tabular auxiliary task
+    "centres": 11,  # the training rows that set GOAD's centres beyond 10,000 rows
+}
 
 
 class RotAuxModel(nn.Module):
@@ -64,7 +67,8 @@ class RotAuxModel(nn.Module):
     ----------
     centres : Tensor of shape (n_aux, n_features)
         Per-transformation centres of the trunk's features, :math:`c_k` (set
-        by :meth:`set_centres` after training; zeros before).
+        by :meth:`set_centres` after training, over every training row up to
+        10,000 and a seeded subset of 10,000 beyond; zeros before).
     """
 
     def __init__(
@@ -666,8 +670,11 @@ class RotAuxMSPDetector(BaseDeepDetector):
         self.history_ = net.history
         if targets is None or self.lam > 0:  # GOAD's per-transformation centres
             bs = max(self.batch_size, 256)
-            self.model_.set_centres(to_model_input(Xs[i : i + bs], self._inference_device)
-                                    for i in range(0, len(Xs), bs))
+            # over every row up to 10,000, a seeded subset of 10,000 beyond (a mean)
+            keep = bank_subset(len(Xs), "auto", seed_stream(seed, "centres", _SEED_STREAMS))
+            rows = Xs if keep is None else Xs[keep]
+            self.model_.set_centres(to_model_input(rows[i : i + bs], self._inference_device)
+                                    for i in range(0, len(rows), bs))
 
     def _affine_maps(self, dim: int, seed: int = 0) -> RandomAffineMaps:
         """The tabular auxiliary transformations of ``affine_family``."""

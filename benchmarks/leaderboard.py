@@ -17,10 +17,11 @@ and ``benchmarks/results/leaderboards/summary.md``: mean AUROC per suite and det
 Only runs made under the detectors' **current** defaults count. A run's key (see
 ``_suite.run_key``) is a hash of the task, the detector, the seed, the budget, the skood
 version and every parameter of the detector; a row counts when its key is the key the
-current code gives that run, up to the two explicit tables below
+current code gives that run, up to the three explicit tables below
 (:data:`SAME_CODE_PATH` for a parameter whose default changed without changing what
-runs, :data:`SAME_AS_INSTALLED` for older skood versions whose runs of a detector are the
-installed version's). A detector with no such run in a suite is shown as "not run at
+runs, :data:`ADDED_PARAMS` for a parameter added since whose default runs what ran
+before it, :data:`SAME_AS_INSTALLED` for older skood versions whose runs of a detector are
+the installed version's). A detector with no such run in a suite is shown as "not run at
 current defaults", never with older numbers.
 
 Usage::
@@ -163,8 +164,44 @@ def _cnn_width(suite: str) -> int:
 #: - DUM, embedding: "auto" became the default after "whitened"; "auto" resolves to
 #:   "whitened" in every run it is accepted for (see the condition's docstring), so the
 #:   fits are the same code with the same seeds.
+def _bank_takes_every_row(suite: Suite, row: dict) -> bool:
+    """max_bank="auto" banks every training row up to ``AUTO_MAX_BANK`` rows: on at most
+    that many the bank is the one max_bank=None built (no subset is drawn, no generator)."""
+    from skood._scoring import AUTO_MAX_BANK
+
+    return int(row["n_train"]) <= AUTO_MAX_BANK
+
+
+def _no_phase_is_capped(suite: Suite, row: dict) -> bool:
+    """max_steps="auto" caps no training phase whose loader holds at most
+    ``AUTO_EPOCH_ROWS`` rows (:func:`skood._training.step_budget` then returns the epochs
+    uncapped, and the loader draws the permutations it drew before the parameter existed);
+    every phase of every detector trains on the fitted rows (rotations and views are made
+    inside the batch), so ``n_train`` bounds the loader's rows."""
+    from skood._training import AUTO_EPOCH_ROWS
+
+    return int(row["n_train"]) <= AUTO_EPOCH_ROWS
+
+
+def _always(suite: Suite, row: dict) -> bool:
+    return True
+
+
 SAME_CODE_PATH: dict[tuple[str, str], tuple[str, Callable[[Suite, dict], bool]]] = {
     ("DUM", "embedding"): ("'whitened'", _dum_trains_no_image_encoder_or_whitens),
+    # max_bank: "auto" became the default after None
+    **{(d, "max_bank"): ("None", _bank_takes_every_row)
+       for d in ("SemSAD", "NSA", "DistillNeg", "FeatureKNN")},
+}
+
+#: parameter -> when a run made before the parameter existed runs exactly the code its
+#: default runs now (the run's key then lacks the parameter). Each entry:
+#: - calibration: the default "loo" fits every row and keeps the leave-one-out training
+#:   scores, as every fit did before the parameter (split calibration is opt-in);
+#: - max_steps: the default "auto" caps no phase on at most 10,000 rows.
+ADDED_PARAMS: dict[str, Callable[[Suite, dict], bool]] = {
+    "calibration": _always,
+    "max_steps": _no_phase_is_capped,
 }
 
 #: installed skood version -> detector -> older versions whose runs of that detector, at its
@@ -222,6 +259,9 @@ def current_status(suite: Suite, row: dict) -> str:
     for (who, param), (old, holds) in SAME_CODE_PATH.items():
         if who == base and param in ident["params"] and holds(suite, row):
             options += [{**p, param: old} for p in options]
+    for param, holds in ADDED_PARAMS.items():
+        if param in ident["params"] and holds(suite, row):
+            options += [{k: v for k, v in p.items() if k != param} for p in options]
     for version in _versions(det, installed):
         for params in options:
             if run_key(task, det, seed, BUDGET, {"skood": version, "params": params}) == row["key"]:

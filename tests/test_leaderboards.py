@@ -57,17 +57,39 @@ def test_a_changed_default_takes_the_detectors_rows_off_the_leaderboard(monkeypa
 
 
 def test_equivalence_tables_are_what_admits_older_rows(monkeypatch):
-    """DUM's rows were made with embedding='whitened' (now 'auto') and DistillNeg's by an
-    older skood version: they count through the explicit tables, and only through them."""
+    """DUM's rows were made with embedding='whitened' (now 'auto'), NSA's with
+    max_bank=None (now 'auto'), every skood row before calibration and max_steps existed,
+    and DistillNeg's by an older skood version: they count through the explicit tables,
+    and only through them; a baseline's rows need none of them."""
     suite = next(s for s in leaderboard.SUITES if s.name == "t-ind")
     rows = {d: next(r for r in _suite_rows("t-ind") if r["detector"] == d)
-            for d in ("DUM", "DistillNeg", "NSA", "IsolationForest")}
+            for d in ("DUM", "DistillNeg", "NSA", "RotAuxMSP", "IsolationForest")}
     assert all(leaderboard.current_status(suite, r) == "" for r in rows.values())
+    for name in ("calibration", "max_steps"):
+        without = {k: v for k, v in leaderboard.ADDED_PARAMS.items() if k != name}
+        monkeypatch.setattr(leaderboard, "ADDED_PARAMS", without)
+        assert leaderboard.current_status(suite, rows["RotAuxMSP"]), name
+        monkeypatch.undo()
     monkeypatch.setattr(leaderboard, "SAME_CODE_PATH", {})
     assert leaderboard.current_status(suite, rows["DUM"])
+    assert leaderboard.current_status(suite, rows["NSA"])  # max_bank=None
     monkeypatch.setattr(leaderboard, "SAME_AS_INSTALLED", {})
     assert leaderboard.current_status(suite, rows["DistillNeg"])
-    assert leaderboard.current_status(suite, rows["NSA"]) == ""  # made by the installed version
+    monkeypatch.setattr(leaderboard, "ADDED_PARAMS", {})
+    assert leaderboard.current_status(suite, rows["IsolationForest"]) == ""
+
+
+def test_added_parameters_admit_only_runs_their_default_leaves_alone():
+    """max_steps='auto' and max_bank='auto' run the old code only up to 10,000 training
+    rows: an older row on more rows would not count."""
+    suite = next(s for s in leaderboard.SUITES if s.name == "t-ind")
+    row = next(r for r in _suite_rows("t-ind") if r["detector"] == "NSA")
+    assert leaderboard._no_phase_is_capped(suite, row)
+    assert leaderboard._bank_takes_every_row(suite, row)
+    big = {**row, "n_train": "10001"}
+    assert not leaderboard._no_phase_is_capped(suite, big)
+    assert not leaderboard._bank_takes_every_row(suite, big)
+    assert leaderboard.current_status(suite, big)
 
 
 def test_dum_equivalence_needs_more_images_than_dimensions():

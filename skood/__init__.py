@@ -2,7 +2,8 @@
 
 The public API is what this package and its public modules export:
 
-* ``skood``: the detectors, :class:`PyODAdapter`, :func:`load`,
+* ``skood``: the detectors, :class:`RefinedDetector` (training-set refinement of any
+  detector), :class:`PyODAdapter`, :func:`load`,
   :class:`TrainingDivergedError` and :class:`BaseDeepDetector` (to write a
   detector of one's own);
 * :mod:`skood.metrics`: AUROC, AP, FPR@95TPR and scorers for ``GridSearchCV``;
@@ -23,6 +24,7 @@ from ._detectors import (
     RotAuxMSPDetector,
     SemSADDetector,
 )
+from ._refine import RefinedDetector
 from ._training import TrainingDivergedError
 from ._version import __version__
 from .adapters import PyODAdapter
@@ -35,6 +37,7 @@ __all__ = [
     "FeatureKNNDetector",
     "NSADetector",
     "PyODAdapter",
+    "RefinedDetector",
     "RotAuxMSPDetector",
     "SemSADDetector",
     "TrainingDivergedError",

@@ -98,6 +98,13 @@ def test_each_detector_declares_its_own_streams(detector):
     assert not set(own.values()) & shared
 
 
+def test_refinement_declares_its_own_streams():
+    # RefinedDetector's split into parts and its part models' seeds; they fix which rows it keeps
+    own = importlib.import_module("skood._refine")._SEED_STREAMS
+    assert own == {"split": 12, "parts": 13}
+    assert not set(own) & set(SEED_STREAMS) and not set(own.values()) & set(SEED_STREAMS.values())
+
+
 # ------------------------------------------------------- the fit's generators
 def _global_numbers(seed: int, n: int = 5) -> torch.Tensor:
     with torch.random.fork_rng(devices=[]):

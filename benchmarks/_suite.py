@@ -64,6 +64,8 @@ SKOOD = {
 BASELINES = ("IsolationForest", "LOF", "OCSVM", "KNN", "ECOD", "COPOD", "AutoEncoder", "DeepSVDD",
              "FeatureKNN")
 BUDGETS = ("smoke", "cpu", "gpu")
+#: the name of the refined variants of the detectors (:class:`skood.RefinedDetector`)
+REFINED = "Refined"
 #: detectors that take the class labels of a hold-one-class-out task (the others ignore them)
 LABELLED = ("RotAuxMSP",)
 #: epochs of PyOD's deep baselines per budget
@@ -121,7 +123,7 @@ def budget_params(est: Any, epochs: int | None = None, batch_size: int | None = 
 
 def fit_detector(det: Any, name: str, X: Any, y: Any = None) -> Any:
     """``det.fit(X, y)`` for the detectors in :data:`LABELLED` given labels, else ``det.fit(X)``."""
-    if y is not None and parse_variant(name)[0] in LABELLED:
+    if y is not None and base_detector(name) in LABELLED:
         return det.fit(X, y)
     return det.fit(X)
 
@@ -134,6 +136,13 @@ def make_detector(name: str, seed: int, budget: str, kind: str, n_features: int)
     ``"paper"`` preset where the detector has one.
     """
     base, params = parse_variant(name)
+    if base == REFINED:
+        from skood import RefinedDetector
+
+        inner = make_detector(params.pop("estimator"), seed, budget, kind, n_features)
+        if isinstance(params.get("refiner"), str):
+            params["refiner"] = make_detector(params["refiner"], seed, budget, kind, n_features)
+        return RefinedDetector(inner, random_state=seed, **params)
     if params:
         return make_detector(base, seed, budget, kind, n_features).set_params(**params)
     if name in SKOOD:
@@ -191,7 +200,12 @@ def parse_variant(name: str) -> tuple[str, dict]:
     """``"SemSAD(n_neighbors=1)"`` -> ``("SemSAD", {"n_neighbors": 1})`` (plain: no params).
 
     Variants are spelled as calls with literal arguments, so a run stays
-    defined by its name alone (cache keys, tables, joblib workers).
+    defined by its name alone (cache keys, tables, joblib workers). The
+    refined variant of a detector (:class:`skood.RefinedDetector`) names it
+    first: ``"Refined(NSA, n_parts=5)"`` -> ``("Refined", {"estimator": "NSA",
+    "n_parts": 5})``; the detector may be a variant itself
+    (``"Refined(SemSAD(n_neighbors=1))"``), and ``refiner`` a detector's name
+    (``"Refined(NSA, refiner='IsolationForest')"``).
     """
     import ast
 
@@ -199,12 +213,37 @@ def parse_variant(name: str) -> tuple[str, dict]:
         return name, {}
     try:
         call = ast.parse(name, mode="eval").body
-        if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.args:
+        if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
             raise ValueError
-        return call.func.id, {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+        params = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+        if call.func.id == REFINED:
+            if len(call.args) != 1 or "estimator" in params:
+                raise ValueError
+            inner = ast.unparse(call.args[0])
+            parse_variant(inner)
+            return REFINED, {"estimator": inner, **params}
+        if call.args:
+            raise ValueError
+        return call.func.id, params
     except (SyntaxError, ValueError) as exc:
         raise ValueError(f"bad detector variant {name!r}: write it as "
-                         "Name(param=literal, ...), e.g. 'SemSAD(n_neighbors=1)'") from exc
+                         "Name(param=literal, ...), e.g. 'SemSAD(n_neighbors=1)', or "
+                         "Refined(Name, param=literal, ...), e.g. 'Refined(NSA, n_parts=5)'"
+                         ) from exc
+
+
+def base_variant(name: str) -> str:
+    """The detector a refined variant wraps (``"NSA(max_epochs=1)"`` for
+    ``"Refined(NSA(max_epochs=1))"``); any other name as it is."""
+    base, params = parse_variant(name)
+    return base_variant(params["estimator"]) if base == REFINED else name
+
+
+def base_detector(name: str) -> str:
+    """The registry name a run's detector is built from: ``"NSA"`` for ``"NSA"``,
+    ``"NSA(max_epochs=1)"`` and ``"Refined(NSA, n_parts=5)"`` alike."""
+    base, params = parse_variant(name)
+    return base_detector(params["estimator"]) if base == REFINED else base
 
 
 def normality(det: Any, X: Any) -> np.ndarray:
@@ -328,7 +367,7 @@ def run_one(task: Task, detector: str, seed: int, budget: str, threads: int | No
 
         torch.set_num_threads(threads)  # this worker's share of the cores
     X_tr, y_tr, X_te, y_out = task.build(seed)
-    takes_images = parse_variant(detector)[0] in (*SKOOD, "FeatureKNN")
+    takes_images = base_detector(detector) in (*SKOOD, "FeatureKNN")
     if not takes_images and task.kind == "image":
         X_tr, X_te = _flat(X_tr), _flat(X_te)
     n_features = int(np.prod(np.shape(X_tr)[1:]))
@@ -366,6 +405,9 @@ def _cache_pretrained_features(det: Any) -> None:
     sweep's feature cache (:data:`FEATURE_CACHE`): the same frozen features, each image's
     extracted once over all runs. The run's name and key keep the plain name."""
     params = det.get_params(deep=False) if hasattr(det, "get_params") else {}
+    for wrapped in ("estimator", "refiner"):  # a refined variant's detectors
+        if hasattr(params.get(wrapped), "get_params"):
+            _cache_pretrained_features(params[wrapped])
     name = params.get("backbone")
     if not isinstance(name, str):
         return
@@ -381,7 +423,7 @@ def pretrained_backbones(detectors: Iterable[str]) -> list[str]:
 
     names: list[str] = []
     for d in detectors:
-        bb = parse_variant(d)[1].get("backbone")
+        bb = parse_variant(base_variant(d))[1].get("backbone")
         if isinstance(bb, str) and bb in PRETRAINED_BACKBONES and bb not in names:
             names.append(bb)
     return names
@@ -452,8 +494,16 @@ def _identity(detector: str, seed: int, budget: str, kind: str) -> dict:
 
 
 def params_identity(est: Any) -> dict:
-    """Every parameter of ``est`` (defaults included) as text, for a run's identity."""
-    return {k: repr(v) for k, v in sorted(est.get_params(deep=False).items())}
+    """Every parameter of ``est`` (defaults included) as text, for a run's identity.
+
+    A wrapped detector (:class:`skood.RefinedDetector`'s ``estimator`` and
+    ``refiner``) counts with every parameter of its own, defaults included.
+    """
+    out = {}
+    for k, v in sorted(est.get_params(deep=False).items()):
+        wrapped = k in ("estimator", "refiner") and hasattr(v, "get_params")
+        out[k] = {"class": type(v).__name__, **params_identity(v)} if wrapped else repr(v)
+    return out
 
 
 # ----------------------------------------------------------------------- jobs
@@ -645,7 +695,7 @@ def run_sweep(
                 key = run_key(task, det, seed, budget, _identity(det, seed, budget, task.kind))
                 jobs.append(Job(key, functools.partial(_keyed_run, key, task, det, seed, budget),
                                 _key_prefix(task.name, det, seed, budget), f"{task.name} {det}",
-                                gpu=parse_variant(det)[0] in SKOOD))
+                                gpu=base_detector(det) in SKOOD))
     return run_jobs(jobs, Path(out) / "cache", n_jobs=n_jobs, progress=progress,
                     cached_only=cached_only, prune=prune, rerun=rerun)
 
@@ -946,7 +996,7 @@ def select(names: Iterable[str], wanted: Sequence[str] | None, what: str) -> lis
     out = [n for n in names if n in exact or any(w in n.lower() for w in loose)]
     for w in wanted:  # variants such as "SemSAD(n_neighbors=1)" of an available detector
         if "(" in w:
-            if parse_variant(w)[0] not in names:
+            if base_detector(w) not in names:
                 raise SystemExit(f"{w!r} is not a variant of an available {what}: {names}")
             out.append(w)
     if not out:

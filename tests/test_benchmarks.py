@@ -295,6 +295,26 @@ def test_cache_identity_holds_every_parameter():
     assert variant == {**semsad, "n_neighbors": "1"}
 
 
+def test_refined_variants_by_name_and_their_identity():
+    assert _suite.parse_variant("Refined(NSA(max_epochs=1), n_parts=3)") == (
+        "Refined", {"estimator": "NSA(max_epochs=1)", "n_parts": 3})
+    assert _suite.base_detector("Refined(NSA(max_epochs=1))") == "NSA"
+    assert _suite.base_variant("Refined(NSA(max_epochs=1))") == "NSA(max_epochs=1)"
+    det = _suite.make_detector("Refined(SemSAD(n_neighbors=2), refiner='IsolationForest')", 3,
+                               "smoke", "tabular", 4)
+    assert det.random_state == 3 and det.refiner.random_state == 3
+    assert det.estimator.n_neighbors == 2 and det.estimator.encoder_epochs == 1
+    for bad in ("Refined()", "Refined(NSA, KNN)", "Refined(NSA, estimator='KNN')"):
+        with pytest.raises(ValueError, match="bad detector variant"):
+            _suite.parse_variant(bad)
+    assert _suite.select(["NSA", "KNN"], ["Refined(NSA)"], "detector") == ["Refined(NSA)"]
+    # the wrapped detector counts with all its parameters, defaults included
+    ident = _suite._identity("Refined(SemSAD)", 0, "cpu", "tabular")["params"]
+    semsad = _suite._identity("SemSAD", 0, "cpu", "tabular")["params"]
+    assert ident["estimator"] == {"class": "SemSADDetector", **semsad}
+    assert ident["n_parts"] == "5" and ident["refiner"] == "None"
+
+
 def test_scale_smoke_full_rows_and_bank_cap(tmp_path, data_home):
     run(["benchmarks/scale.py", "--data-home", str(data_home), "--datasets", "42_WBC",
          "--detectors", "SemSAD", "IsolationForest", "--max-bank", "20", "--budget", "smoke",

@@ -69,23 +69,9 @@ from _suite import (
     write_csv,
     write_meta,
 )
-
-try:
-    from skood._conformal import benjamini_hochberg, conformal_pvalues
-except ImportError:  # an install without conformal p-values: the same rules, here
-    def conformal_pvalues(calibration: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """(1 + #{c_i <= s}) / (n + 1) for each score s."""
-        cal = np.sort(np.asarray(calibration, dtype=np.float64))
-        return (1 + np.searchsorted(cal, scores, side="right")) / (len(cal) + 1)
-
-    def benjamini_hochberg(p: np.ndarray, q: float) -> np.ndarray:
-        """The rows BH rejects at level q."""
-        order = np.argsort(p, kind="stable")
-        below = np.flatnonzero(p[order] <= q * np.arange(1, len(p) + 1) / len(p))
-        out = np.zeros(len(p), dtype=bool)
-        out[order[: below[-1] + 1] if len(below) else []] = True
-        return out
 from tabular_suite import default_data_home, tabular_tasks
+
+from skood._conformal import benjamini_hochberg, conformal_pvalues
 
 ROOT = Path(__file__).resolve().parents[1]
 ALPHAS = (0.01, 0.05, 0.1)
@@ -145,20 +131,14 @@ def _mode_rows(base: dict, name: str, s: np.ndarray, cal: np.ndarray, fitted: np
             {**head, "mode": "contamination", **rates(None, s < threshold, y)}]
 
 
-def split_fit(det, X: np.ndarray, fraction: float,
-              seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fit ``det`` in split mode; returns (held-out mask, calibration scores, training scores
-    of the fitted rows). With ``calibration=fraction`` where the detector has it; else (an
-    install without it) the same split made here: ``fraction`` of the rows drawn with
-    ``seed``, the detector fitted on the others, the held-out rows scored."""
+def split_fit(det, X: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fit ``det`` with ``calibration=fraction`` (the detector draws and holds out the
+    calibration rows); returns (held-out mask, calibration scores, training scores of the
+    fitted rows)."""
     held = np.zeros(len(X), dtype=bool)
-    if "calibration" in det.get_params():
-        det.set_params(calibration=fraction).fit(X)
-        held[det.calibration_rows_] = True
-        return held, np.asarray(det.calibration_scores_), np.asarray(det.train_scores_)[~held]
-    held[np.random.RandomState(seed).permutation(len(X))[:round(fraction * len(X))]] = True
-    det.fit(X[~held])
-    return held, np.sort(det.score_samples(X[held])), np.asarray(det.train_scores_)
+    det.set_params(calibration=fraction).fit(X)
+    held[det.calibration_rows_] = True
+    return held, np.asarray(det.calibration_scores_), np.asarray(det.train_scores_)[~held]
 
 
 def run_one(suite: str, task, detector: str, seed: int, budget: str,
@@ -173,13 +153,12 @@ def run_one(suite: str, task, detector: str, seed: int, budget: str,
     det = make_detector(detector, seed, budget, task.kind, n_features)
     t0 = time.perf_counter()
     try:
-        held, cal, fitted = split_fit(det, X_tr, fraction, seed)
+        held, cal, fitted = split_fit(det, X_tr, fraction)
         fit_s = time.perf_counter() - t0
         s = det.score_samples(X_te)
     except Exception as exc:  # a failing run is recorded, not fatal to the sweep
         return [{**base, "detector": detector, "mode": m,
                  "error": f"{type(exc).__name__}: {exc}"[:300]} for m in MODES]
-    base["split_by"] = "skood" if "calibration" in det.get_params() else "script"
     rows = _mode_rows({**base, "fit_s": fit_s}, detector, s, cal, fitted, det.offset_, y)
     if detector != "FeatureKNN":
         return rows
@@ -421,8 +400,7 @@ def main(argv=None) -> None:
 
 def _identity(det: str, seed: int, budget: str, kind: str) -> dict:
     """The detector's parameters but ``calibration`` (the script sets it to ``--fraction``,
-    part of the job's identity), so a run keeps its key whether the installed detector
-    makes the split (``calibration``) or the script does (:func:`split_fit`)."""
+    which is part of the job's identity)."""
     params = params_identity(make_detector(det, seed, budget, kind, 1))
     params.pop("calibration", None)
     return params

@@ -400,8 +400,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples,), float64
         """
         check_is_fitted(self, "offset_")
-        Xs = self._validate_input(X, reset=False)
-        return self._check_finite_scores(self._score_in_chunks(Xs), Xs)
+        return self._score_validated(self._validate_array(X, reset=False))
 
     def fit_predict(self, X: Any, y: Any = None, **kwargs: Any) -> np.ndarray:
         """Fit on X and label its rows +1 (inlier) / -1 (outlier).
@@ -614,13 +613,63 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         takes the remainder, between one and two chunks of rows, so that its last batch is
         the one of an unchunked pass), concatenated: the features of only one chunk exist at
         a time, and the scores equal those of one ``_score_store(Xs)`` bit for bit."""
-        n, c = len(Xs), self._score_chunk_rows()
-        if n < 2 * c:
+        bounds = self._chunk_bounds(len(Xs))
+        if len(bounds) == 2:
             return self._score_store(Xs)
-        starts = list(range(0, n - c, c))
-        bounds = [*starts, n]
         return np.concatenate([self._score_store(Xs[a:b])
                                for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+
+    def _chunk_bounds(self, n: int) -> list[int]:
+        """Start rows of the chunks of :meth:`_score_in_chunks` for ``n`` rows, and ``n``."""
+        c = self._score_chunk_rows()
+        if n < 2 * c:
+            return [0, n]
+        return [*range(0, n - c, c), n]
+
+    def _score_validated(self, Xv: np.ndarray,
+                         score: Callable[[torch.Tensor], np.ndarray] | None = None,
+                         check: bool = True) -> np.ndarray:
+        """Scores of validated input ``Xv`` (of :meth:`_validate_array`), with the store of
+        one chunk at a time.
+
+        The chunks are those of :meth:`_score_in_chunks`; each chunk's rows are brought to
+        store form (:meth:`_chunk_store`: standardised rows, image tensors, frozen features)
+        only when it is scored, so that scoring memory does not grow with the rows scored
+        beyond the input and the result. Store building is row by row, so the scores equal
+        ``_score_in_chunks(_validate_input(X))`` bit for bit. ``score``: the scorer of a
+        store (default ``_score_store``); its results are written into one array of
+        ``len(Xv)`` rows. ``check``: :meth:`_check_finite_scores` on the result, with row
+        numbers of ``Xv``.
+        """
+        score = self._score_store if score is None else score
+        bounds = self._chunk_bounds(len(Xv))
+        out, zmax = None, 0.0
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            Xs = self._chunk_store(Xv[a:b])
+            s = np.asarray(score(Xs))
+            if check and self.input_kind_ == "tabular":
+                bad = np.flatnonzero(~np.isfinite(s))
+                if len(bad):
+                    zmax = max(zmax, float(Xs[torch.from_numpy(bad)].abs().max()))
+            if b == len(Xv) and a == 0:  # one chunk
+                out = s
+            else:
+                if out is None:
+                    out = np.empty((len(Xv), *s.shape[1:]), dtype=s.dtype)
+                out[a:b] = s
+            del Xs, s
+        return self._check_finite_scores(out, zmax) if check else out
+
+    def _chunk_store(self, Xv: np.ndarray) -> torch.Tensor:
+        """Validated rows (2-D) or images (N, C, H, W) of :meth:`_validate_array` of a
+        fitted detector in store form: standardised rows, image tensors, or in frozen-feature
+        mode the images' standardised feature rows."""
+        if Xv.ndim == 2:
+            return self._tabular_store(Xv, reset=False)
+        store = self._image_store(Xv)
+        if getattr(self, "feature_mode_", False):
+            return self._feature_store(store, reset=False)
+        return store
 
     def _min_samples(self) -> int:
         """Fewest training samples the detector can work with."""
@@ -738,6 +787,25 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
 
     # ------------------------------------------------------- input handling
     def _validate_input(self, X: Any, reset: bool) -> torch.Tensor:
+        """``X`` validated (:meth:`_validate_array`) and in store form, all rows at once:
+        standardised rows (learning the standardisation when ``reset``), image tensors, or
+        (scoring in frozen-feature mode) the images' standardised feature rows."""
+        Xv = self._validate_array(X, reset)
+        if Xv.ndim == 2:
+            return self._tabular_store(Xv, reset, warn_constant=True)
+        store = self._image_store(Xv)
+        if not reset and getattr(self, "feature_mode_", False):
+            return self._feature_store(store, reset=False)
+        return store
+
+    def _validate_array(self, X: Any, reset: bool) -> np.ndarray:
+        """``X`` checked as training (``reset``: input kind, image shape and
+        ``n_features_in_`` learned from it) or scoring input, without building the store.
+
+        Returns the 2-D float64 or float32 rows (the caller's array itself when it is one
+        already: no copy) or the images as an (N, C, H, W) array (a view where the layout
+        allows), whose values were checked as :meth:`_image_store` checks them.
+        """
         name = type(self).__name__
         arr = np.asarray(X) if not (hasattr(X, "iloc") or sp.issparse(X)) else X
         ndim = getattr(arr, "ndim", 2)
@@ -748,7 +816,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
             if reset:
                 self.input_kind_ = "tabular"
                 self.image_shape_ = None
-            return self._tabular_store(Xv, reset, warn_constant=True)
+            return Xv
         if not reset and self.input_kind_ == "tabular":
             raise ValueError(
                 f"{name} was fitted on tabular data with {self.n_features_in_} features; got "
@@ -773,10 +841,8 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
                 f"{name} was fitted on images of shape (C, H, W) = {self.image_shape_}; got "
                 f"images of shape {tuple(imgs.shape[1:])}"
             )
-        store = self._image_store(imgs)
-        if not reset and getattr(self, "feature_mode_", False):
-            return self._feature_store(store, reset=False)
-        return store
+        self._check_image_values(imgs)
+        return imgs
 
     def _check_samples(self, X: np.ndarray, reset: bool) -> np.ndarray:
         if reset and len(X) < self._min_samples():
@@ -786,8 +852,9 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
             )
         return X
 
-    def _check_finite_scores(self, scores: np.ndarray, Xs: torch.Tensor) -> np.ndarray:
-        """``scores``, after checking that every one is finite (else a ValueError).
+    def _check_finite_scores(self, scores: np.ndarray, zmax: float) -> np.ndarray:
+        """``scores``, after checking that every one is finite (else a ValueError naming the
+        rows; ``zmax``: for tabular rows the largest absolute standardised value of those rows).
 
         Finite inputs far outside the training data (tabular rows many orders of
         magnitude beyond it) can overflow float32 inside the networks.
@@ -799,7 +866,6 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         msg = (f"{type(self).__name__} cannot score {len(bad)} of {len(scores)} sample(s) "
                f"(rows {rows}): the network's output is not finite for them.")
         if self.input_kind_ == "tabular":
-            zmax = float(Xs[torch.from_numpy(bad)].abs().max())
             msg += (f" Their standardised values reach {zmax:.3g} training standard deviations, "
                     "outside the range the trained network can score in float32; check these "
                     "rows for unit or scaling errors.")
@@ -851,23 +917,32 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         """Images (N, C, H, W) in store form: uint8 0-255 as uint8, other integers checked to
         lie in 0-255 and cast to uint8, floats checked to lie in [0, 1], booleans (masks) as
         the float images 0 (False, black) and 1 (True, white)."""
-        name = type(self).__name__
         if imgs.dtype == np.bool_:
             return torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.float32))
         if imgs.dtype == np.uint8:
             return torch.from_numpy(np.ascontiguousarray(imgs).copy())
+        self._check_image_values(imgs)
+        if imgs.dtype.kind in "biu":
+            return torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.uint8))
+        return torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.float32))
+
+    def _check_image_values(self, imgs: np.ndarray) -> None:
+        """A ValueError unless integer images lie in 0-255 and float images in [0, 1]
+        (boolean and uint8 images always do)."""
+        name = type(self).__name__
+        if imgs.dtype in (np.bool_, np.uint8):
+            return
         if imgs.dtype.kind in "biu":
             lo, hi = imgs.min(), imgs.max()
             if lo < 0 or hi > 255:
                 raise ValueError(f"{name}: integer images must lie in 0-255; got [{lo}, {hi}]")
-            return torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.uint8))
+            return
         lo, hi = float(imgs.min()), float(imgs.max())
         if lo < 0.0 or hi > 1.0:
             raise ValueError(
                 f"{name}: float images must lie in [0, 1]; got values in [{lo:.3g}, {hi:.3g}]. "
                 "Divide 0-255 images by 255 or pass them as uint8."
             )
-        return torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.float32))
 
     def _tabular_store(self, X: np.ndarray, reset: bool,
                        warn_constant: bool = False) -> torch.Tensor:

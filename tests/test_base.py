@@ -205,14 +205,75 @@ def test_scoring_in_chunks_is_bit_identical(name, fitted_tiny, blobs, digit_imag
     rows = 256
     monkeypatch.setattr(type(det), "_score_chunk_rows", lambda self: rows)
     assert len(X) >= 3 * rows
-    calls = []
+    calls, stores = [], []
     score_store = type(det)._score_store
     monkeypatch.setattr(type(det), "_score_store",
                         lambda self, Xs, *a: calls.append(len(Xs)) or score_store(self, Xs, *a))
+    for method in ("_tabular_store", "_image_store"):  # the store is built chunk by chunk
+        build = getattr(type(det), method)
+        monkeypatch.setattr(type(det), method, lambda self, Xv, *a, build=build, **k:
+                            stores.append(len(Xv)) or build(self, Xv, *a, **k))
     chunked = det.score_samples(X)
     assert len(calls) >= 3 and max(calls) <= 2 * rows
+    assert stores == calls  # one store per chunk, none of all rows
     np.testing.assert_array_equal(chunked, whole)
+    # the store of all rows at once (the former path) gives the same bits
+    np.testing.assert_array_equal(det._score_in_chunks(det._validate_input(X, reset=False)),
+                                  whole)
     n_te, n_tr = len(X_test), len(X_train)
     for k in range(4):
         start = k * (n_te + n_tr) + n_te
         np.testing.assert_array_equal(chunked[start:start + n_tr], det.train_scores_)
+
+
+class NanBeyond(MeanDistance):
+    """MeanDistance, with a NaN score for rows more than 50 standard deviations out."""
+
+    def _score_store(self, Xs):
+        s = super()._score_store(Xs)
+        return np.where(Xs.flatten(1).abs().amax(1).numpy() > 50, np.nan, s)
+
+
+def test_a_non_finite_score_in_a_later_chunk_names_its_row(monkeypatch):
+    """Rows 777 and 901 (of 1000, chunks of 100) score NaN: the error names their rows in the
+    caller's array and their largest standardised value, as scoring them in one pass does."""
+    rng = np.random.RandomState(0)
+    det = NanBeyond().fit(rng.normal(size=(50, 3)))
+    X = rng.normal(size=(1000, 3))
+    X[777, 1], X[901, 2] = 1e3 * det.feature_scale_[1], -2e3 * det.feature_scale_[2]
+    z = float(np.abs((X[[777, 901]] - det.feature_mean_) / det.feature_scale_).max())
+    with pytest.raises(ValueError) as whole:
+        det.score_samples(X)
+    monkeypatch.setattr(NanBeyond, "_score_chunk_rows", lambda self: 100)
+    with pytest.raises(ValueError) as chunked:
+        det.score_samples(X)
+    msg = str(chunked.value)
+    assert "2 of 1000 sample(s) (rows [777, 901])" in msg
+    assert f"reach {z:.3g} training standard deviations" in msg
+    assert msg == str(whole.value)
+
+
+def test_scoring_validates_without_copying_and_builds_no_full_store(monkeypatch):
+    """A float64 or float32 C-contiguous array is validated in place (no copy), and with
+    chunks of 100 rows each chunk gets its own store; float images are checked over all
+    images at once (the message gives the range of all of them)."""
+    rng = np.random.RandomState(0)
+    det = MeanDistance().fit(rng.normal(size=(50, 3)))
+    for dtype in (np.float64, np.float32):
+        X = rng.normal(size=(1000, 3)).astype(dtype)
+        assert det._validate_array(X, reset=False) is X
+    monkeypatch.setattr(MeanDistance, "_score_chunk_rows", lambda self: 100)
+    seen = []
+    build = MeanDistance._tabular_store
+    monkeypatch.setattr(MeanDistance, "_tabular_store",
+                        lambda self, Xv, *a, **k: seen.append(len(Xv)) or build(self, Xv, *a, **k))
+    np.testing.assert_allclose(det.score_samples(X), -np.linalg.norm(
+        ((X - det.feature_mean_) / det.feature_scale_).astype(np.float32).astype(np.float64),
+        axis=1), rtol=1e-12)
+    assert seen == [100] * 8 + [200]  # the last chunk takes the remainder
+    imgs = MeanDistance().fit(rng.rand(10, 8, 8))
+    bad = rng.rand(1000, 8, 8)
+    bad[900, 0, 0] = 1.5
+    with pytest.raises(ValueError, match=r"float images must lie in \[0, 1\]; got values in "
+                                         r"\[.*, 1.5\]"):
+        imgs.score_samples(bad)

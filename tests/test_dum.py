@@ -246,6 +246,21 @@ def test_transductive_wbc_beats_chance(data_home):
 
 
 
+def test_predict_variance_in_chunks_is_bit_identical(fitted_tiny, blobs, monkeypatch):
+    """``predict_variance`` scores chunk by chunk (chunks of 256 rows here) with the bits of
+    one pass over the store of all rows."""
+    det = fitted_tiny("DUMDetector")
+    X = np.concatenate([blobs[1], blobs[0]] * 4)
+    whole = det._log_variance(det._validate_input(X, reset=False)).double().exp().numpy()
+    monkeypatch.setattr(DUMDetector, "_score_chunk_rows", lambda self: 256)
+    calls = []
+    log_variance = DUMDetector._log_variance
+    monkeypatch.setattr(DUMDetector, "_log_variance",
+                        lambda self, Xs: calls.append(len(Xs)) or log_variance(self, Xs))
+    np.testing.assert_array_equal(det.predict_variance(X), whole)
+    assert len(calls) >= 3 and max(calls) <= 2 * 256
+
+
 def test_covariance_auto_is_diagonal_on_tables_and_isotropic_on_images(fitted_tiny, blobs,
                                                                         digit_images):
     var = fitted_tiny("DUMDetector").predict_variance(blobs[1][:20])

@@ -265,3 +265,23 @@ def test_image_only_options_are_clear_errors_in_feature_mode(digit_images):
              negatives="rotation").fit(digit_images[0])
     with pytest.raises(ValueError, match="two embeddings"):
         tiny("DUMDetector", backbone=small_backbone(), encoder=nn.Flatten()).fit(digit_images[0])
+
+
+@pytest.mark.parametrize("name", FEATURE_DETECTORS)
+def test_feature_mode_scores_chunk_by_chunk_with_the_same_bits(name, fitted_feature_mode,
+                                                              digit_images, monkeypatch):
+    """With chunks of 256 rows, the images are mapped to features one chunk at a time (no
+    feature store of all rows) and the scores equal those of one pass, and those of the
+    features of all rows at once."""
+    det = fitted_feature_mode(name)
+    X = np.concatenate([digit_images[1], digit_images[0]] * 4)
+    whole = det.score_samples(X)
+    monkeypatch.setattr(type(det), "_score_chunk_rows", lambda self: 256)
+    seen = []
+    build = type(det)._feature_store
+    monkeypatch.setattr(type(det), "_feature_store", lambda self, imgs, reset, build=build:
+                        seen.append(len(imgs)) or build(self, imgs, reset))
+    chunked = det.score_samples(X)
+    assert len(seen) >= 3 and max(seen) <= 2 * 256 and sum(seen) == len(X)
+    np.testing.assert_array_equal(chunked, whole)
+    np.testing.assert_array_equal(det._score_store(det._validate_input(X, reset=False)), whole)

@@ -268,6 +268,26 @@ def test_score_samples_by_refuses_untrained_heads(fitted_tiny, labelled):
         det.score_samples_by(X[:5], "msp")
 
 
+def test_score_samples_by_scores_chunk_by_chunk_with_the_same_bits(fitted, labelled,
+                                                                   monkeypatch):
+    """Every scorer of ``score_samples_by``, with chunks of 256 rows: one store per chunk and
+    the bits of one pass over the store of all rows."""
+    X_train, _, X_test, _ = labelled
+    X = np.concatenate([X_test, X_train] * 4)
+    whole = {s: fitted._score_store(fitted._validate_input(X, reset=False),
+                                    fitted._resolve_scoring(s))
+             for s in ("auto", "msp", "odin", "rotation", "msp*rotation")}
+    monkeypatch.setattr(RotAuxMSPDetector, "_score_chunk_rows", lambda self: 256)
+    seen = []
+    build = RotAuxMSPDetector._tabular_store
+    monkeypatch.setattr(RotAuxMSPDetector, "_tabular_store",
+                        lambda self, Xv, *a, **k: seen.append(len(Xv)) or build(self, Xv, *a, **k))
+    for scoring, ref in whole.items():
+        seen.clear()
+        np.testing.assert_array_equal(fitted.score_samples_by(X, scoring), ref)
+        assert len(seen) >= 3 and max(seen) <= 2 * 256 and sum(seen) == len(X)
+
+
 def test_supervised_parameter_and_tags(fitted_tiny, labelled):
     X, y, X_test, _ = labelled
     assert not get_tags(tiny()).target_tags.required  # labels used when given

@@ -648,7 +648,9 @@ class DUMDetector(BaseDeepDetector):
             its norm (``score_norm``).
         """
         check_is_fitted(self, "offset_")
-        return self._log_variance(self._validate_input(X, reset=False)).double().exp().numpy()
+        return self._score_validated(
+            self._validate_array(X, reset=False), check=False,
+            score=lambda Xs: self._log_variance(Xs).double().exp().numpy())
 
     # ---------------------------------------------------------- persistence
     def _module_skeletons(self, shape: tuple[int, ...]) -> dict[str, nn.Module]:

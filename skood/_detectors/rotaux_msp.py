@@ -715,14 +715,16 @@ class RotAuxMSPDetector(BaseDeepDetector):
         Returns
         -------
         scores : ndarray of shape (n_samples,)
-            Higher means more normal.
+            Higher means more normal. Scored in the chunks of ``score_samples`` (the store
+            of one chunk at a time), with the same bits as one pass over all rows.
         """
         check_is_fitted(self, "offset_")
         allowed = self._parameter_constraints["scoring"][0].options
         if scoring not in allowed:
             raise ValueError(f"scoring must be one of {sorted(allowed)}; got {scoring!r}")
         resolved = self._resolve_scoring(scoring)
-        return self._score_store(self._validate_input(X, reset=False), resolved)
+        return self._score_validated(self._validate_array(X, reset=False), check=False,
+                                     score=lambda Xs: self._score_store(Xs, resolved))
 
     def _score_store(self, Xs: torch.Tensor, scoring: str | None = None) -> np.ndarray:
         model = self.model_.eval()

@@ -34,9 +34,9 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
-from sklearn.utils import _safe_indexing, get_tags
+from sklearn.utils import get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import _num_samples, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 
 from ._utils import fit_seed, seed_stream
 
@@ -63,7 +63,7 @@ def _training_normality(est: Any, X: Any) -> np.ndarray:
     """Scores of the rows ``est`` was fitted on: its own training scores where it keeps
     them (skood's ``train_scores_``, leave-one-out for the kNN scorers; PyOD's
     ``decision_scores_``), else ``X`` scored again."""
-    n = _num_samples(X)
+    n = X.shape[0]
     own = getattr(est, "train_scores_", None)
     if own is not None and len(own) == n:
         return np.asarray(own, dtype=np.float64)
@@ -72,6 +72,11 @@ def _training_normality(est: Any, X: Any) -> np.ndarray:
         if own is not None and len(own) == n:
             return -np.asarray(own, dtype=np.float64)
     return _normality(est, X)
+
+
+def _rows(X: Any, rows: np.ndarray) -> Any:
+    """Rows ``rows`` of an array, a CSR matrix or a DataFrame / Series (by position)."""
+    return X.iloc[rows] if hasattr(X, "iloc") else X[rows]
 
 
 def _fit(est: Any, X: Any, y: Any) -> Any:
@@ -217,9 +222,11 @@ class RefinedDetector(OutlierMixin, BaseEstimator):
             X = np.asarray(X)
         if y is not None and not hasattr(y, "iloc"):
             y = np.asarray(y)
-        n = _num_samples(X)
-        if y is not None and _num_samples(y) != n:
-            raise ValueError(f"y has {_num_samples(y)} rows but X has {n}")
+        if X.ndim == 0:
+            raise ValueError(f"X must hold rows (an array of one sample per row); got {X!r}")
+        n = X.shape[0]
+        if y is not None and len(y) != n:
+            raise ValueError(f"y has {len(y)} rows but X has {n}")
         refiner = self.estimator if self.refiner is None else self.refiner
         least = max(2, int(getattr(refiner, "_min_samples", lambda: 2)()))
         if n < self.n_parts * least:
@@ -243,9 +250,9 @@ class RefinedDetector(OutlierMixin, BaseEstimator):
             est = clone(refiner)
             if seeded:
                 est.set_params(random_state=int(part_seeds[k]))
-            _fit(est, _safe_indexing(X, rows), None if y is None else _safe_indexing(y, rows))
+            _fit(est, _rows(X, rows), None if y is None else _rows(y, rows))
             out = np.setdiff1d(order, rows)  # sorted: the rows this model did not see
-            ranks[k, out] = rankdata(_normality(est, _safe_indexing(X, out))) / len(out)
+            ranks[k, out] = rankdata(_normality(est, _rows(X, out))) / len(out)
         agg = np.nanmean if self.vote == "mean" else np.nanmin
         self.vote_scores_ = agg(ranks, axis=0)
 
@@ -253,12 +260,12 @@ class RefinedDetector(OutlierMixin, BaseEstimator):
         kept = np.ones(n, dtype=bool)
         kept[np.argsort(self.vote_scores_, kind="stable")[:n_drop]] = False
         kept_rows, dropped_rows = np.flatnonzero(kept), np.flatnonzero(~kept)
-        est = _fit(clone(self.estimator), _safe_indexing(X, kept_rows),
-                   None if y is None else _safe_indexing(y, kept_rows))
+        est = _fit(clone(self.estimator), _rows(X, kept_rows),
+                   None if y is None else _rows(y, kept_rows))
         self.train_scores_ = np.empty(n, dtype=np.float64)
-        self.train_scores_[kept_rows] = _training_normality(est, _safe_indexing(X, kept_rows))
+        self.train_scores_[kept_rows] = _training_normality(est, _rows(X, kept_rows))
         if len(dropped_rows):
-            self.train_scores_[dropped_rows] = _normality(est, _safe_indexing(X, dropped_rows))
+            self.train_scores_[dropped_rows] = _normality(est, _rows(X, dropped_rows))
         self.estimator_, self.kept_ = est, kept
         self.offset_ = float(np.percentile(self.train_scores_, 100.0 * self.contamination_))
         for attr in ("n_features_in_", "feature_names_in_"):

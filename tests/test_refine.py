@@ -145,6 +145,16 @@ def test_drop_fraction_and_numeric_contamination():
     assert np.mean(det.predict(X) == -1) == pytest.approx(0.2, abs=0.01)
 
 
+def test_dataframe_and_list_rows_as_arrays():
+    pd = pytest.importorskip("pandas")
+    X, _ = _contaminated()
+    ref = RefinedDetector(IsolationForest(random_state=0), random_state=0).fit(X)
+    det = clone(ref).fit(pd.DataFrame(X, columns=list("abcde")))
+    np.testing.assert_array_equal(det.kept_, ref.kept_)
+    assert list(det.feature_names_in_) == list("abcde")
+    np.testing.assert_array_equal(clone(ref).fit(X.tolist()).kept_, ref.kept_)
+
+
 def test_random_state_controls_the_split():
     X, _ = _contaminated()
     a = RefinedDetector(IsolationForest(random_state=0), random_state=0).fit(X)

@@ -61,6 +61,7 @@ def test_the_private_names_exist_with_the_signatures_skood_calls():
     _signature_has(_private(pv, "Interval"), f"{pv}.Interval",
                    {"type": POS, "left": POS, "right": POS, "closed": KW})
     _signature_has(_private(pv, "StrOptions"), f"{pv}.StrOptions", {"options": POS})
+    _signature_has(_private(pv, "HasMethods"), f"{pv}.HasMethods", {"methods": POS})
     error = _private(pv, "InvalidParameterError")
     assert issubclass(error, ValueError), f"{pv}.InvalidParameterError is no ValueError"
     assert callable(getattr(BaseEstimator, "_validate_params", None)), (

@@ -125,7 +125,8 @@ class RefinedDetector(OutlierMixin, BaseEstimator):
         itself. Any detector that ``estimator`` may be (same signs). A
         detector of another kind can see what ``estimator`` cannot: kNN
         distances take a tight cluster of anomalies for normal data once a few
-        of its rows are in the fitted part, isolation by random splits does not.
+        of its rows are in the fitted part, while random axis-parallel splits
+        (``IsolationForest``) isolate a cluster that lies apart from the rest.
     random_state : int, RandomState instance or None, default=None
         Seeds the split into parts and the part models' ``random_state``.
 
@@ -152,6 +153,12 @@ class RefinedDetector(OutlierMixin, BaseEstimator):
         ``decision_function < 0`` (``predict`` -1) below it.
     n_features_in_ : int
         Copied from ``estimator_`` (and ``feature_names_in_`` where it has it).
+
+    Notes
+    -----
+    ``drop`` is a fixed fraction: on training data without anomalies the
+    refinement leaves out normal rows (those at the edge of the data), so use
+    it where the training data is contaminated. The part models are not kept.
 
     Examples
     --------

@@ -42,7 +42,8 @@ def conformal_pvalues(calibration: np.ndarray, scores: np.ndarray) -> np.ndarray
     Parameters
     ----------
     calibration : ndarray of shape (n,)
-        Calibration scores, sorted ascending (higher = more normal).
+        Calibration scores (higher = more normal), in any order: they are sorted here
+        (a no-op cost for the detectors' already sorted ``calibration_scores_``).
     scores : ndarray of shape (m,)
         Scores of the rows to test, same sign.
 
@@ -50,7 +51,7 @@ def conformal_pvalues(calibration: np.ndarray, scores: np.ndarray) -> np.ndarray
     -------
     pvalues : ndarray of shape (m,), float64, in ``[1 / (n + 1), 1]``
     """
-    cal = np.asarray(calibration, dtype=np.float64)
+    cal = np.sort(np.asarray(calibration, dtype=np.float64))
     s = np.asarray(scores, dtype=np.float64)
     counts = np.searchsorted(cal, s, side="right")
     return (1.0 + counts) / (len(cal) + 1.0)

@@ -38,6 +38,8 @@ def test_pvalues_equal_the_formula():
     np.testing.assert_array_equal(conformal_pvalues(cal, s), want)
     p = conformal_pvalues(cal, s)
     assert p.min() == 1 / 38 and p.max() == 1.0  # never 0: the test row counts itself
+    # calibration scores in any order (a caller's unsorted training scores): the same
+    np.testing.assert_array_equal(conformal_pvalues(rng.permutation(cal), s), want)
 
 
 def test_pvalues_of_exchangeable_rows_are_valid():

@@ -667,14 +667,16 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
                 _release_free_memory()
         return self._check_finite_scores(out, zmax) if check else out
 
-    def _chunk_store(self, Xv: np.ndarray) -> torch.Tensor:
-        """Validated rows (2-D) or images (N, C, H, W) of :meth:`_validate_array` of a
-        fitted detector in store form: standardised rows, image tensors, or in frozen-feature
-        mode the images' standardised feature rows."""
+    def _chunk_store(self, Xv: np.ndarray, reset: bool = False,
+                     warn_constant: bool = False) -> torch.Tensor:
+        """Validated rows (2-D) or images (N, C, H, W) of :meth:`_validate_array` in store
+        form: standardised rows (learning the standardisation when ``reset``; see
+        :meth:`_tabular_store` for ``warn_constant``), image tensors, or (scoring in
+        frozen-feature mode) the images' standardised feature rows."""
         if Xv.ndim == 2:
-            return self._tabular_store(Xv, reset=False)
+            return self._tabular_store(Xv, reset, warn_constant=warn_constant)
         store = self._image_store(Xv)
-        if getattr(self, "feature_mode_", False):
+        if not reset and getattr(self, "feature_mode_", False):
             return self._feature_store(store, reset=False)
         return store
 
@@ -797,13 +799,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         """``X`` validated (:meth:`_validate_array`) and in store form, all rows at once:
         standardised rows (learning the standardisation when ``reset``), image tensors, or
         (scoring in frozen-feature mode) the images' standardised feature rows."""
-        Xv = self._validate_array(X, reset)
-        if Xv.ndim == 2:
-            return self._tabular_store(Xv, reset, warn_constant=True)
-        store = self._image_store(Xv)
-        if not reset and getattr(self, "feature_mode_", False):
-            return self._feature_store(store, reset=False)
-        return store
+        return self._chunk_store(self._validate_array(X, reset), reset, warn_constant=True)
 
     def _validate_array(self, X: Any, reset: bool) -> np.ndarray:
         """``X`` checked as training (``reset``: input kind, image shape and

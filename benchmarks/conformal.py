@@ -138,6 +138,9 @@ def split_fit(det, X: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarr
     held = np.zeros(len(X), dtype=bool)
     det.set_params(calibration=fraction).fit(X)
     held[det.calibration_rows_] = True
+    if "train_score_rows_" in vars(det):  # see _identity
+        raise ValueError(f"{len(X)} training rows: fit scored a subset (max_train_scores); "
+                         "the loo mode needs every fitted row's score")
     return held, np.asarray(det.calibration_scores_), np.asarray(det.train_scores_)[~held]
 
 
@@ -400,9 +403,12 @@ def main(argv=None) -> None:
 
 def _identity(det: str, seed: int, budget: str, kind: str) -> dict:
     """The detector's parameters but ``calibration`` (the script sets it to ``--fraction``,
-    which is part of the job's identity)."""
+    which is part of the job's identity) and ``max_train_scores``: its default scores every
+    fitted row of the suites' training sets (at most 10,000 rows; :func:`split_fit` checks),
+    the code that ran before the parameter existed."""
     params = params_identity(make_detector(det, seed, budget, kind, 1))
     params.pop("calibration", None)
+    params.pop("max_train_scores", None)
     return params
 
 

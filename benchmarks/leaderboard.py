@@ -183,6 +183,15 @@ def _no_phase_is_capped(suite: Suite, row: dict) -> bool:
     return int(row["n_train"]) <= AUTO_EPOCH_ROWS
 
 
+def _every_fitted_row_is_scored(suite: Suite, row: dict) -> bool:
+    """max_train_scores="auto" scores every fitted row of a training set of at most
+    ``AUTO_MAX_TRAIN_SCORES`` rows (no subset is drawn), as every fit did before the
+    parameter existed."""
+    from skood._base import AUTO_MAX_TRAIN_SCORES
+
+    return int(row["n_train"]) <= AUTO_MAX_TRAIN_SCORES
+
+
 def _always(suite: Suite, row: dict) -> bool:
     return True
 
@@ -198,10 +207,12 @@ SAME_CODE_PATH: dict[tuple[str, str], tuple[str, Callable[[Suite, dict], bool]]]
 #: default runs now (the run's key then lacks the parameter). Each entry:
 #: - calibration: the default "loo" fits every row and keeps the leave-one-out training
 #:   scores, as every fit did before the parameter (split calibration is opt-in);
-#: - max_steps: the default "auto" caps no phase on at most 10,000 rows.
+#: - max_steps: the default "auto" caps no phase on at most 10,000 rows;
+#: - max_train_scores: the default "auto" scores every fitted row of at most 10,000.
 ADDED_PARAMS: dict[str, Callable[[Suite, dict], bool]] = {
     "calibration": _always,
     "max_steps": _no_phase_is_capped,
+    "max_train_scores": _every_fitted_row_is_scored,
 }
 
 #: installed skood version -> detector -> older versions whose runs of that detector, at its

@@ -84,7 +84,11 @@ from ._utils import (
 )
 from .pretrained import PretrainedEncoder, _pretrained_skeleton
 
-__all__ = ["BaseDeepDetector"]
+__all__ = ["AUTO_MAX_TRAIN_SCORES", "BaseDeepDetector"]
+
+#: the training rows ``fit`` scores under ``max_train_scores="auto"``: every fitted row up to
+#: this many, a seeded uniform subset of this many beyond (``docs/user_guide/scaling.rst``)
+AUTO_MAX_TRAIN_SCORES = 10_000
 
 
 class BaseDeepDetector(OutlierMixin, BaseEstimator):
@@ -135,6 +139,16 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     image_shape : tuple of int or None
         ``(C, H, W)`` or ``(H, W)``: read 2-D input as flattened images of
         this shape (so images go through Pipelines and scikit-learn tools).
+    max_train_scores : int, "auto" or None
+        Largest number of training rows ``fit`` scores for ``train_scores_``
+        (default "auto": 10,000 rows; None scores all). On a larger training
+        set a uniform random subset of this many of the rows the networks
+        were fitted on (drawn from ``random_state``, ``train_score_rows_``) is
+        scored, so the cost of a fit stops growing with the rows; ``offset_``
+        (the ``contamination`` quantile) and the "loo" calibration scores come
+        from that subset. PyOD's ``decision_scores_`` and ``labels_``, which
+        hold one value per training row, then raise an ``AttributeError``
+        saying so; ``fit_predict`` scores the remaining rows as well.
     max_bank : int, "auto" or None
         (Detectors that score against training samples; default "auto".)
         Largest number of training samples kept as the scorer's reference
@@ -169,11 +183,18 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         is larger) that standardise every row.
     device_ : str
         The device the networks were trained on.
-    train_scores_ : ndarray of shape (n_samples,)
+    train_scores_ : ndarray of shape (n_samples,) or (n_scored,)
         ``score_samples`` of the training data, computed once at the end of
         ``fit``; kNN-based detectors never match a sample with itself, so
         these are leave-one-out scores. With a float ``calibration`` the
-        held-out rows' scores are out-of-sample scores.
+        held-out rows' scores are out-of-sample scores. Beyond
+        ``max_train_scores`` fitted rows: the scores of the rows
+        ``train_score_rows_`` only.
+    train_score_rows_ : ndarray of shape (n_scored,)
+        (Only when ``max_train_scores`` capped the scoring; other fits remove
+        it.) Sorted indices of the training rows ``train_scores_`` holds: the
+        scored subset of the fitted rows and, with a float ``calibration``,
+        every held-out row.
     calibration_scores_ : ndarray of shape (n_calibration,)
         The calibration scores of :meth:`pvalues`, sorted ascending:
         ``train_scores_`` (``calibration="loo"``) or the held-out rows'
@@ -198,6 +219,8 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": [Interval(Integral, 0, 2, closed="both")],
         "image_shape": [tuple, list, None],
+        "max_train_scores": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}),
+                             None],
     }
     #: the fitted attributes ``fit`` sets, with their kinds (``"?"``: only in some settings),
     #: checked by :mod:`skood.persistence` at save and load; each subclass declares those it adds
@@ -207,6 +230,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         "feature_mean_": "per_feature?", "feature_scale_": "per_feature?", "device_": "device",
         "feature_mode_": "flag", "feature_encoder_": "network?", "train_scores_": "scores",
         "offset_": "real", "calibration_scores_": "scores?", "calibration_rows_": "array?",
+        "train_score_rows_": "array?",
     }
     _presets: ClassVar[dict[str, dict[str, Any]]] = {}
     #: chunk size of the feature-space scorers (rows of query and bank at once)
@@ -267,7 +291,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
             more rows than are identical (the network collapsed, typically
             after a too large learning rate); the fit completes.
         """
-        for attr in ("calibration_scores_", "calibration_rows_"):
+        for attr in ("calibration_scores_", "calibration_rows_", "train_score_rows_"):
             self.__dict__.pop(attr, None)
         if getattr(self, "calibration", "loo") == "loo":  # a subclass without the parameter
             Xs, Xcal = self._validate_input(X, reset=True), None
@@ -283,22 +307,61 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
             Xcal = self._feature_store(Xcal, reset=False)
         with fit_generators(seed):
             self._train(Xs, y, seed)
-        scores = self._check_train_scores(self._score_in_chunks(Xs), Xs)
+        scored = self._train_score_subset(len(Xs), seed)
+        Xt = Xs if scored is None else Xs[torch.as_tensor(scored)]
+        scores = self._check_train_scores(self._score_in_chunks(Xt), Xt)
+        del Xt
         if Xcal is None:
             self.train_scores_ = scores
             self.calibration_scores_ = np.sort(scores)
+            if scored is not None:
+                self.train_score_rows_ = scored
         else:
             cal = self._score_in_chunks(Xcal)
             if not np.isfinite(cal).all():
                 self._check_train_scores(cal, Xcal)  # raises TrainingDivergedError
-            fitted = np.ones(len(scores) + len(cal), dtype=bool)
+            fitted = np.ones(len(Xs) + len(cal), dtype=bool)
             fitted[cal_rows] = False
-            self.train_scores_ = np.empty(len(fitted), dtype=np.float64)
-            self.train_scores_[fitted], self.train_scores_[cal_rows] = scores, cal
+            if scored is None:
+                self.train_scores_ = np.empty(len(fitted), dtype=np.float64)
+                self.train_scores_[fitted], self.train_scores_[cal_rows] = scores, cal
+            else:
+                rows = np.concatenate([np.flatnonzero(fitted)[scored], cal_rows])
+                order = np.argsort(rows, kind="stable")
+                self.train_score_rows_ = rows[order]
+                self.train_scores_ = np.concatenate([scores, cal])[order]
             self.calibration_rows_ = cal_rows
             self.calibration_scores_ = np.sort(cal)
         self.offset_ = self._offset_from(self.train_scores_)
         return self
+
+    def _train_score_subset(self, n: int, seed: int) -> np.ndarray | None:
+        """Sorted indices of the ``max_train_scores`` of the ``n`` fitted rows that ``fit``
+        scores (a uniform subset drawn with the seed stream ``"train_scores"``), or None
+        when it scores them all (a subclass without the parameter: all)."""
+        cap = getattr(self, "max_train_scores", None)
+        if cap == "auto":
+            cap = AUTO_MAX_TRAIN_SCORES
+        if cap is None or n <= cap:
+            return None
+        rng = np.random.default_rng(seed_stream(seed, "train_scores"))
+        return np.sort(rng.choice(n, size=int(cap), replace=False))
+
+    def _all_train_scores(self, name: str) -> np.ndarray:
+        """``train_scores_`` when it holds every training row; else an ``AttributeError``
+        (raised by PyOD's per-row attributes ``name``) saying what to do."""
+        check_is_fitted(self, "offset_")
+        rows = self.__dict__.get("train_score_rows_")
+        if rows is not None:
+            raise AttributeError(
+                f"{type(self).__name__}.{name} is not available: fit scored {len(rows)} of its "
+                "training rows (max_train_scores="
+                f"{getattr(self, 'max_train_scores', None)!r}; the rows are train_score_rows_, "
+                "their scores train_scores_). Refit with max_train_scores=None to score every "
+                "training row, or score the rows you need with decision_function (PyOD's "
+                "sign: -score_samples)."
+            )
+        return self.train_scores_
 
     def _calibration_split(self, X: Any, seed: int) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """Split ``X`` for a float ``calibration``: the rows the networks are fitted on,
@@ -410,8 +473,12 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         The labels come from ``train_scores_`` (computed once by ``fit``, equal
         to ``score_samples`` of the training rows), so the data is not scored
         twice; equal to ``fit(X, y).predict(X)``. ``y`` is passed on to ``fit``.
+        When ``max_train_scores`` capped the rows ``fit`` scored, it is
+        ``fit(X, y).predict(X)``.
         """
         self.fit(X, y)
+        if "train_score_rows_" in self.__dict__:  # max_train_scores capped fit's scoring
+            return self.predict(X)
         return np.where(self.train_scores_ - self.offset_ >= 0, 1, -1)
 
     def decision_function(self, X: Any) -> np.ndarray:
@@ -511,8 +578,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     def decision_scores_(self) -> np.ndarray:
         """PyOD's outlier scores of the training rows, higher = more abnormal:
         ``-train_scores_`` (PyOD's sign, the opposite of ``score_samples``)."""
-        check_is_fitted(self, "offset_")
-        return -self.train_scores_
+        return -self._all_train_scores("decision_scores_")
 
     @property
     def threshold_(self) -> float:
@@ -525,8 +591,7 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
     def labels_(self) -> np.ndarray:
         """PyOD's labels of the training rows: 1 outlier, 0 inlier (``predict``'s -1 and +1
         with the ``contamination`` rule; ``fit_predict(X) == 1 - 2 * labels_``)."""
-        check_is_fitted(self, "offset_")
-        return (self.train_scores_ - self.offset_ < 0).astype(np.int64)
+        return (self._all_train_scores("labels_") - self.offset_ < 0).astype(np.int64)
 
     def predict_proba(self, X: Any, method: str = "linear",
                       return_confidence: bool = False) -> Any:
@@ -555,7 +620,8 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         confidence : ndarray of shape (n_samples,)
             Only with ``return_confidence``.
         """
-        train = self.decision_scores_
+        check_is_fitted(self, "offset_")
+        train = -self.train_scores_  # decision_scores_, or its scored subset
         test = -self.score_samples(X)
         proba = outlier_probability(train, test, method)
         if return_confidence:
@@ -578,7 +644,8 @@ class BaseDeepDetector(OutlierMixin, BaseEstimator):
         -------
         confidence : ndarray of shape (n_samples,)
         """
-        train = self.decision_scores_
+        check_is_fitted(self, "offset_")
+        train = -self.train_scores_  # decision_scores_, or its scored subset
         return self._confidence(train, -self.score_samples(X))
 
     def _confidence(self, train: np.ndarray, test: np.ndarray) -> np.ndarray:

@@ -61,6 +61,7 @@ SEED_STREAMS: dict[str, int] = {
     "bank": 4,  # the subsample of the training set kept as the scoring bank (``max_bank``)
     "dropout": 6,  # a training phase's dropout masks (only a module with dropout draws them)
     "calibration": 10,  # the training rows held out for conformal calibration (``calibration``)
+    "train_scores": 14,  # the fitted rows fit scores beyond ``max_train_scores``
 }
 
 

@@ -48,8 +48,9 @@ class PyODAdapter(BaseDetector):
     decision_scores_ : ndarray of shape (n_samples,)
         Outlier scores of the training data, higher = more abnormal. For skood
         detectors these are the stored ``train_scores_`` negated (no second
-        pass; leave-one-out for the kNN-based detectors); other estimators
-        are scored on their training data.
+        pass; leave-one-out for the kNN-based detectors) when they hold
+        every training row; other estimators, and skood detectors whose
+        ``max_train_scores`` capped them, are scored on their training data.
     threshold_ : float
         ``decision_scores_`` quantile at ``1 - contamination``.
     labels_ : ndarray of shape (n_samples,)
@@ -103,8 +104,8 @@ class PyODAdapter(BaseDetector):
             )
         est = clone(self.detector).fit(X)
         train = getattr(est, "train_scores_", None)
-        if train is None:
-            train = est.score_samples(X)
+        if train is None or getattr(est, "train_score_rows_", None) is not None:
+            train = est.score_samples(X)  # none kept, or only a subset (max_train_scores)
         self.detector_ = est
         self._set_n_classes(None)  # PyOD's predict_proba reads it; y is never used here
         self.decision_scores_ = -np.asarray(train, dtype=np.float64)

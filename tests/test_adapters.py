@@ -148,3 +148,14 @@ def test_native_pyod_conveniences_equal_pyods_own_code(name, pyod_data):
     proba, conf = det.predict_proba(X_te, return_confidence=True)
     np.testing.assert_array_equal(conf, det.predict_confidence(X_te))
     np.testing.assert_array_equal(ref.predict(X_te), det.predict(X_te) == -1)
+
+
+def test_a_detector_that_scored_a_subset_of_its_rows_is_scored_again(pyod_data):
+    """max_train_scores below the training rows: the detector keeps the scores of a subset
+    only, so the adapter scores every training row for PyOD's per-row attributes."""
+    X_tr = pyod_data[0]
+    adapter = PyODAdapter(tiny("DUMDetector", max_train_scores=50)).fit(X_tr)
+    assert len(adapter.detector_.train_scores_) == 50
+    np.testing.assert_allclose(adapter.decision_scores_,
+                               -adapter.detector_.score_samples(X_tr))
+    assert adapter.labels_.shape == (len(X_tr),)

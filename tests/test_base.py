@@ -12,6 +12,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from skood import BaseDeepDetector, TrainingDivergedError
+from skood._testing import tiny
 
 
 class MeanDistance(BaseDeepDetector):
@@ -277,3 +278,84 @@ def test_scoring_validates_without_copying_and_builds_no_full_store(monkeypatch)
     with pytest.raises(ValueError, match=r"float images must lie in \[0, 1\]; got values in "
                                          r"\[.*, 1.5\]"):
         imgs.score_samples(bad)
+
+
+class MeanDistanceCapped(MeanDistance):
+    """:class:`MeanDistance` with ``max_train_scores`` and ``calibration``."""
+
+    def __init__(self, *, max_train_scores="auto", calibration="loo", random_state=0,
+                 contamination="auto"):
+        super().__init__(random_state=random_state, contamination=contamination)
+        self.max_train_scores, self.calibration = max_train_scores, calibration
+
+
+X50 = np.arange(50, dtype=np.float64)[:, None] ** 1.5  # distinct rows, skewed scores
+
+
+def test_max_train_scores_scores_a_seeded_subset_of_the_fitted_rows():
+    det = MeanDistanceCapped(max_train_scores=20, contamination=0.2).fit(X50)
+    rows = det.train_score_rows_
+    assert rows.shape == (20,) and np.all(np.diff(rows) > 0) and rows.max() < 50
+    all_scores = det.score_samples(X50)
+    np.testing.assert_array_equal(det.train_scores_, all_scores[rows])
+    assert det.offset_ == np.percentile(det.train_scores_, 20)
+    np.testing.assert_array_equal(det.calibration_scores_, np.sort(det.train_scores_))
+    # the subset is drawn from random_state only: same seed, same rows; another seed, others
+    np.testing.assert_array_equal(MeanDistanceCapped(max_train_scores=20).fit(X50)
+                                  .train_score_rows_, rows)
+    assert not np.array_equal(MeanDistanceCapped(max_train_scores=20, random_state=1)
+                              .fit(X50).train_score_rows_, rows)
+    # every training row still gets its label, from the same offset_
+    labels = MeanDistanceCapped(max_train_scores=20, contamination=0.2).fit_predict(X50)
+    np.testing.assert_array_equal(labels, np.where(all_scores >= det.offset_, 1, -1))
+    # PyOD's per-row attributes say why they are missing; the per-sample conveniences work
+    for attr in ("decision_scores_", "labels_"):
+        with pytest.raises(AttributeError, match=rf"{attr} is not available: fit scored 20 of "
+                           r"its training rows \(max_train_scores=20.*max_train_scores=None"):
+            getattr(det, attr)
+        assert not hasattr(det, attr)
+    assert det.threshold_ == -det.offset_
+    assert det.predict_proba(X50[:5]).shape == (5, 2)
+    assert det.predict_confidence(X50[:5]).shape == (5,)
+
+
+def test_max_train_scores_at_or_above_the_rows_changes_nothing():
+    ref = MeanDistanceCapped(max_train_scores=None).fit(X50)
+    for cap in (50, "auto"):
+        det = MeanDistanceCapped(max_train_scores=cap).fit(X50)
+        assert "train_score_rows_" not in vars(det)
+        np.testing.assert_array_equal(det.train_scores_, ref.train_scores_)
+        assert det.offset_ == ref.offset_
+        np.testing.assert_array_equal(-det.decision_scores_, ref.train_scores_)
+    # a refit that scores every row drops the subset of the earlier fit
+    det = MeanDistanceCapped(max_train_scores=20).fit(X50)
+    assert "train_score_rows_" not in vars(det.set_params(max_train_scores=None).fit(X50))
+
+
+def test_max_train_scores_with_held_out_calibration_rows():
+    """The held-out rows are all scored (they are the calibration set); the cap applies to
+    the rows the networks were fitted on. train_scores_ follows train_score_rows_."""
+    det = MeanDistanceCapped(max_train_scores=20, calibration=0.2).fit(X50)
+    rows, cal = det.train_score_rows_, det.calibration_rows_
+    assert len(cal) == 10 and len(rows) == 30 and np.all(np.diff(rows) > 0)
+    assert np.isin(cal, rows).all()
+    np.testing.assert_array_equal(det.train_scores_, det.score_samples(X50)[rows])
+    np.testing.assert_array_equal(det.calibration_scores_,
+                                  np.sort(det.train_scores_[np.isin(rows, cal)]))
+
+
+def test_every_detector_caps_its_training_scores(name, blobs, tmp_path):
+    from skood.persistence import load
+
+    X = blobs[0]
+    det = tiny(name, max_train_scores=60).fit(X)
+    rows = det.train_score_rows_
+    assert det.train_scores_.shape == rows.shape == (60,)
+    # leave-one-out (kNN scorers) or not, score_samples of the same rows gives the same
+    # scores up to float summation order
+    np.testing.assert_allclose(det.train_scores_, det.score_samples(X[rows]), rtol=1e-5,
+                               atol=1e-5)
+    det.save(tmp_path / "m.skood")
+    np.testing.assert_array_equal(load(tmp_path / "m.skood").train_score_rows_, rows)
+    with pytest.raises(ValueError, match="max_train_scores"):
+        tiny(name, max_train_scores=0).fit(X)

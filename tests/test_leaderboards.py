@@ -65,7 +65,7 @@ def test_equivalence_tables_are_what_admits_older_rows(monkeypatch):
     rows = {d: next(r for r in _suite_rows("t-ind") if r["detector"] == d)
             for d in ("DUM", "DistillNeg", "NSA", "RotAuxMSP", "IsolationForest")}
     assert all(leaderboard.current_status(suite, r) == "" for r in rows.values())
-    for name in ("calibration", "max_steps"):
+    for name in ("calibration", "max_steps", "max_train_scores"):
         without = {k: v for k, v in leaderboard.ADDED_PARAMS.items() if k != name}
         monkeypatch.setattr(leaderboard, "ADDED_PARAMS", without)
         assert leaderboard.current_status(suite, rows["RotAuxMSP"]), name
@@ -80,14 +80,16 @@ def test_equivalence_tables_are_what_admits_older_rows(monkeypatch):
 
 
 def test_added_parameters_admit_only_runs_their_default_leaves_alone():
-    """max_steps='auto' and max_bank='auto' run the old code only up to 10,000 training
-    rows: an older row on more rows would not count."""
+    """max_steps='auto', max_bank='auto' and max_train_scores='auto' run the old code only
+    up to 10,000 training rows: an older row on more rows would not count."""
     suite = next(s for s in leaderboard.SUITES if s.name == "t-ind")
     row = next(r for r in _suite_rows("t-ind") if r["detector"] == "NSA")
     assert leaderboard._no_phase_is_capped(suite, row)
     assert leaderboard._bank_takes_every_row(suite, row)
+    assert leaderboard._every_fitted_row_is_scored(suite, row)
     big = {**row, "n_train": "10001"}
     assert not leaderboard._no_phase_is_capped(suite, big)
+    assert not leaderboard._every_fitted_row_is_scored(suite, big)
     assert not leaderboard._bank_takes_every_row(suite, big)
     assert leaderboard.current_status(suite, big)
 

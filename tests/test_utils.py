@@ -67,7 +67,8 @@ def test_fit_seed_from_random_state():
 
 def test_seed_stream_shared_and_own_streams():
     # values fix every fit's scores
-    assert SEED_STREAMS == {"net": 0, "net_cpu": 1, "bank": 4, "dropout": 6, "calibration": 10}
+    assert SEED_STREAMS == {"net": 0, "net_cpu": 1, "bank": 4, "dropout": 6, "calibration": 10,
+                            "train_scores": 14}
     assert seed_stream(10, "net") == 10 and seed_stream(10, "bank") == 14
     own = {"pool": 2}
     assert seed_stream(10, "pool", own) == 12

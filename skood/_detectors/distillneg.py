@@ -464,6 +464,9 @@ class DistillNegDetector(BaseDeepDetector):
         training set is larger; "auto" is 10,000 rows; None keeps all.
         Training always uses every sample; the cap bounds the memory and
         time of scoring on huge sets.
+    max_train_scores : int, "auto" or None, default="auto"
+        Most training rows ``fit`` scores (a seeded subset beyond); see
+        :class:`~skood.BaseDeepDetector`.
     contamination, calibration, device, random_state, verbose, image_shape
         See :class:`~skood.BaseDeepDetector`.
 
@@ -571,6 +574,7 @@ class DistillNegDetector(BaseDeepDetector):
         kernel_temperature: str | float = "auto",
         contamination: str | float = "auto",
         calibration: str | float = "loo",
+        max_train_scores: int | str | None = "auto",
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -602,6 +606,7 @@ class DistillNegDetector(BaseDeepDetector):
         self.kernel_temperature = kernel_temperature
         self.contamination = contamination
         self.calibration = calibration
+        self.max_train_scores = max_train_scores
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

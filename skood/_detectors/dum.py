@@ -284,6 +284,9 @@ class DUMDetector(BaseDeepDetector):
         NT-Xent temperature of the SimCLR encoder (paper: 0.07).
     projection_dim : int, default=128
         Output width of the SimCLR projection head (images).
+    max_train_scores : int, "auto" or None, default="auto"
+        Most training rows ``fit`` scores (a seeded subset beyond); see
+        :class:`~skood.BaseDeepDetector`.
     contamination, calibration, device, random_state, verbose, image_shape
         See :class:`~skood.BaseDeepDetector`.
 
@@ -398,6 +401,7 @@ class DUMDetector(BaseDeepDetector):
         projection_dim: int = 128,
         contamination: str | float = "auto",
         calibration: str | float = "loo",
+        max_train_scores: int | str | None = "auto",
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -428,6 +432,7 @@ class DUMDetector(BaseDeepDetector):
         self.projection_dim = projection_dim
         self.contamination = contamination
         self.calibration = calibration
+        self.max_train_scores = max_train_scores
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

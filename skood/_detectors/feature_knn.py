@@ -68,6 +68,9 @@ class FeatureKNNDetector(BaseDeepDetector):
         "efficientnet_lite0" (frozen ImageNet features) makes this DN2.
     batch_size : int, default=256
         Rows per forward pass.
+    max_train_scores : int, "auto" or None, default="auto"
+        Most training rows ``fit`` scores (a seeded subset beyond); see
+        :class:`~skood.BaseDeepDetector`.
     contamination, calibration, device, random_state, verbose, max_bank, image_shape
         See :class:`~skood.BaseDeepDetector`; ``verbose`` has no effect
         (nothing is trained).
@@ -114,6 +117,7 @@ class FeatureKNNDetector(BaseDeepDetector):
         batch_size: int = 256,
         contamination: str | float = "auto",
         calibration: str | float = "loo",
+        max_train_scores: int | str | None = "auto",
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -127,6 +131,7 @@ class FeatureKNNDetector(BaseDeepDetector):
         self.batch_size = batch_size
         self.contamination = contamination
         self.calibration = calibration
+        self.max_train_scores = max_train_scores
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

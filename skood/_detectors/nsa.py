@@ -302,6 +302,9 @@ class NSADetector(BaseDeepDetector):
         (SimSiam paper: 2048).
     predictor_dim : int or None, default=None
         SimSiam predictor bottleneck; None: ``projection_dim // 4``.
+    max_train_scores : int, "auto" or None, default="auto"
+        Most training rows ``fit`` scores (a seeded subset beyond); see
+        :class:`~skood.BaseDeepDetector`.
     contamination, calibration, device, random_state, verbose, max_bank, image_shape
         See :class:`~skood.BaseDeepDetector`; the bank is what the kNN
         terms search.
@@ -426,6 +429,7 @@ class NSADetector(BaseDeepDetector):
         predictor_dim: int | None = None,
         contamination: str | float = "auto",
         calibration: str | float = "loo",
+        max_train_scores: int | str | None = "auto",
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -453,6 +457,7 @@ class NSADetector(BaseDeepDetector):
         self.predictor_dim = predictor_dim
         self.contamination = contamination
         self.calibration = calibration
+        self.max_train_scores = max_train_scores
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

@@ -418,6 +418,9 @@ class RotAuxMSPDetector(BaseDeepDetector):
     padding : "auto" or int, default="auto"
         Zero padding of the classification step's random crop; "auto" is
         H // 8 as in the reference code; 0 leaves only the flip.
+    max_train_scores : int, "auto" or None, default="auto"
+        Most training rows ``fit`` scores (a seeded subset beyond); see
+        :class:`~skood.BaseDeepDetector`.
     contamination, calibration, device, random_state, verbose, image_shape
         See :class:`~skood.BaseDeepDetector`.
 
@@ -517,6 +520,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
         padding: str | int = "auto",
         contamination: str | float = "auto",
         calibration: str | float = "loo",
+        max_train_scores: int | str | None = "auto",
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -544,6 +548,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
         self.padding = padding
         self.contamination = contamination
         self.calibration = calibration
+        self.max_train_scores = max_train_scores
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

@@ -333,6 +333,9 @@ class SemSADDetector(BaseDeepDetector):
         score does not depend on the rest of its batch. "batch" reproduces
         the reference code, which normalises with the statistics of each
         scoring batch (scores then depend on the batch composition).
+    max_train_scores : int, "auto" or None, default="auto"
+        Most training rows ``fit`` scores (a seeded subset beyond); see
+        :class:`~skood.BaseDeepDetector`.
     contamination, calibration, device, random_state, verbose, max_bank, image_shape
         See :class:`~skood.BaseDeepDetector`; the bank is the
         neighbour search's reference set.
@@ -433,6 +436,7 @@ class SemSADDetector(BaseDeepDetector):
         batch_norm: str = "running",
         contamination: str | float = "auto",
         calibration: str | float = "loo",
+        max_train_scores: int | str | None = "auto",
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -461,6 +465,7 @@ class SemSADDetector(BaseDeepDetector):
         self.batch_norm = batch_norm
         self.contamination = contamination
         self.calibration = calibration
+        self.max_train_scores = max_train_scores
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

@@ -396,6 +396,7 @@ def kernel_cosine(
     query: np.ndarray | torch.Tensor, bank: np.ndarray | torch.Tensor, temperature: float = 0.04,
     chunk_size: int = 4096, device: str | torch.device = "cpu", normalized: bool = False,
     query_keys: torch.Tensor | None = None, bank_keys: torch.Tensor | None = None,
+    query_rows: int | None = None,
 ) -> torch.Tensor:
     r"""Log of the mean exponentiated cosine similarity of each query row to a bank.
 
@@ -411,7 +412,7 @@ def kernel_cosine(
     logsumexp over bank blocks, accumulated in float64), so it neither
     overflows for small :math:`\tau` (:math:`e^{1/\tau}` is :math:`e^{25}`
     at 0.04, :math:`e^{1000}` at 0.001) nor ever holds more than a
-    ``chunk_size x chunk_size`` block of similarities.
+    ``query_rows x chunk_size`` block of similarities.
 
     Parameters
     ----------
@@ -431,6 +432,11 @@ def kernel_cosine(
         features came from: scoring the training set against itself then
         gives leave-one-out scores. A query whose every bank row is left
         out falls back to the full sum.
+    query_rows : int or None
+        Query rows handled at once (None: ``chunk_size``). Each query's sum
+        runs over the same bank blocks in the same order whatever this is
+        (the scores change at most by the matrix product's rounding);
+        smaller blocks hold less memory.
 
     Returns
     -------
@@ -440,6 +446,9 @@ def kernel_cosine(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    query_rows = chunk_size if query_rows is None else query_rows
+    if query_rows < 1:
+        raise ValueError(f"query_rows must be >= 1, got {query_rows}")
     n_bank = len(bank)
     if n_bank < 1:
         raise ValueError("the bank is empty")
@@ -447,11 +456,11 @@ def kernel_cosine(
     blocks = [(blk, bank_keys[b0 : b0 + chunk_size].to(device) if use_keys else None)
               for b0, blk in unit_row_blocks(bank, chunk_size, device, normalized)]
     out = torch.empty(len(query), dtype=torch.float64)
-    for q0, q in unit_row_blocks(query, chunk_size, device, normalized):
+    for q0, q in unit_row_blocks(query, query_rows, device, normalized):
         acc = torch.full((len(q),), float("-inf"), dtype=torch.float64, device=device)
         acc_kept = acc.clone()
         kept = torch.zeros(len(q), dtype=torch.float64, device=device)
-        qk = query_keys[q0 : q0 + chunk_size].to(device) if use_keys else None
+        qk = query_keys[q0 : q0 + len(q)].to(device) if use_keys else None
         for blk, bk in blocks:
             logits = (q @ blk.T) / temperature
             acc = torch.logaddexp(acc, torch.logsumexp(logits, dim=1).double())

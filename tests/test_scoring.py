@@ -320,6 +320,24 @@ def test_kernel_cosine_keys_leave_rows_out():
         kernel_cosine(b, b, chunk_size=0)
     with pytest.raises(ValueError, match="empty"):
         kernel_cosine(b, b[:0])
+    with pytest.raises(ValueError, match="query_rows"):
+        kernel_cosine(b, b, query_rows=0)
+
+
+@pytest.mark.parametrize("query_rows", [1, 3, 7, 64])
+def test_kernel_cosine_query_blocks_change_only_rounding(query_rows):
+    """Each query's sum runs over the same bank blocks in the same order, so smaller query
+    blocks (less memory) give the same scores up to the matrix product's rounding,
+    leave-one-out keys included."""
+    rng = np.random.RandomState(3)
+    q, b = rng.normal(size=(50, 5)), rng.normal(size=(23, 5))
+    qk, bk = torch.arange(50), torch.arange(23)
+    bk[4] = qk[10]  # a copy of query 10 in the bank
+    ref = kernel_cosine(q, b, 0.1, chunk_size=8, query_keys=qk, bank_keys=bk)
+    got = kernel_cosine(q, b, 0.1, chunk_size=8, query_keys=qk, bank_keys=bk,
+                        query_rows=query_rows)
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+    assert got[10] != kernel_cosine(q[10:11], b, 0.1, chunk_size=8)[0]  # its copy left out
 
 
 def _brute_force_gap(f: torch.Tensor, keys: torch.Tensor) -> float:

@@ -73,6 +73,9 @@ _LOCAL_SCALE = (0.15, 0.4)
 _IMAGE_GAP_SCALE = 0.25
 _TABULAR_WIDE_TEMPERATURE = 0.2
 _MIN_KERNEL_TEMPERATURE = 1e-4
+#: query rows of one kernel-sum block (against bank blocks of ``_chunk_size`` rows): a
+#: quarter of the chunk bounds the similarity blocks that scoring holds at once
+_KERNEL_QUERY_ROWS = 1024
 #: the paper's training settings (section 4), shared by its ResNet and ViT presets
 _PAPER_SETTINGS: dict[str, Any] = {
     "max_epochs": 500,
@@ -799,7 +802,8 @@ class DistillNegDetector(BaseDeepDetector):
         taus = self.kernel_temperature_
         return [kernel_cosine(feats, self.bank_, temperature=t, chunk_size=self._chunk_size,
                               device=self._inference_device, normalized=True,
-                              query_keys=keys, bank_keys=self.bank_keys_)
+                              query_keys=keys, bank_keys=self.bank_keys_,
+                              query_rows=_KERNEL_QUERY_ROWS)
                 for t in (taus if isinstance(taus, tuple) else (taus,))]
 
     # ---------------------------------------------------------------- score

@@ -34,10 +34,11 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
-from sklearn.utils import get_tags
+from sklearn.utils import ClassifierTags, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._conformal import ConformalDecisionsMixin
 from ._utils import fit_seed, seed_stream
 
 __all__ = ["RefinedDetector"]
@@ -83,7 +84,7 @@ def _fit(est: Any, X: Any, y: Any) -> Any:
     return est.fit(X) if y is None else est.fit(X, y)
 
 
-class RefinedDetector(OutlierMixin, BaseEstimator):
+class RefinedDetector(ConformalDecisionsMixin, OutlierMixin, BaseEstimator):
     r"""Any detector, fitted on the training rows that an ensemble of its own fits keeps.
 
     For training data contaminated with anomalies: ``n_parts`` clones of
@@ -151,6 +152,16 @@ class RefinedDetector(OutlierMixin, BaseEstimator):
     offset_ : float
         The ``100 * contamination_`` percentile of ``train_scores_``:
         ``decision_function < 0`` (``predict`` -1) below it.
+    calibration_scores_ : ndarray of shape (n_calibration,)
+        The calibration scores of :meth:`pvalues` (and of ``predict``'s
+        ``alpha`` and ``fdr``), sorted: ``estimator_``'s own
+        ``calibration_scores_`` where it has them (skood's detectors, by
+        their ``calibration``), else the kept rows' ``train_scores_``. The
+        left-out rows, the likely anomalies, are not among them.
+    decision_scores_, threshold_, labels_
+        PyOD's names, in PyOD's sign (higher = more abnormal):
+        ``-train_scores_``, ``-offset_`` and 1 for the training rows
+        ``predict`` calls outliers, else 0.
     n_features_in_ : int
         Copied from ``estimator_`` (and ``feature_names_in_`` where it has it).
 
@@ -186,6 +197,7 @@ class RefinedDetector(OutlierMixin, BaseEstimator):
     _fitted_attributes: ClassVar[dict[str, str]] = {
         "estimator_": "estimator", "contamination_": "real", "drop_": "real", "kept_": "mask",
         "vote_scores_": "scores", "train_scores_": "scores", "offset_": "real",
+        "calibration_scores_": "scores",
         "n_features_in_": "count", "feature_names_in_": "names?",
     }
 
@@ -275,10 +287,17 @@ class RefinedDetector(OutlierMixin, BaseEstimator):
             self.train_scores_[dropped_rows] = _normality(est, _rows(X, dropped_rows))
         self.estimator_, self.kept_ = est, kept
         self.offset_ = float(np.percentile(self.train_scores_, 100.0 * self.contamination_))
+        own = getattr(est, "calibration_scores_", None)
+        self.calibration_scores_ = (np.sort(self.train_scores_[kept_rows]) if own is None
+                                    else np.asarray(own, dtype=np.float64))
         for attr in ("n_features_in_", "feature_names_in_"):
             if hasattr(est, attr):
                 setattr(self, attr, getattr(est, attr))
         return self
+
+    def _contamination_level(self) -> float:
+        """``contamination_``: the fraction behind ``offset_`` (and PyOD's conveniences)."""
+        return self.contamination_
 
     def _resolved_contamination(self) -> float:
         c = getattr(self.estimator, "contamination", None)
@@ -301,36 +320,13 @@ class RefinedDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self, "estimator_")
         return _normality(self.estimator_, X)
 
-    def decision_function(self, X: Any) -> np.ndarray:
-        """``score_samples(X) - offset_``: negative for outliers, positive for inliers.
-
-        Parameters
-        ----------
-        X : array-like
-
-        Returns
-        -------
-        decision : ndarray of shape (n_samples,)
-        """
-        return self.score_samples(X) - self.offset_
-
-    def predict(self, X: Any) -> np.ndarray:
-        """+1 for inliers, -1 for outliers (``decision_function(X) < 0``).
-
-        Parameters
-        ----------
-        X : array-like
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), int
-        """
-        return np.where(self.decision_function(X) >= 0, 1, -1)
-
     def __sklearn_tags__(self):  # noqa: D105
         tags = super().__sklearn_tags__()
         inner = get_tags(self.estimator)
         tags.input_tags = copy.deepcopy(inner.input_tags)
         tags.non_deterministic = inner.non_deterministic
         tags.target_tags.required = inner.target_tags.required
+        # predict_proba gives two columns (PyOD's inlier / outlier), which scikit-learn's
+        # checks read from the classifier tags
+        tags.classifier_tags = ClassifierTags(multi_class=False)
         return tags

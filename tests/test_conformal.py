@@ -338,3 +338,33 @@ def test_split_pvalues_are_valid_over_seeds_every_detector(detector):
     for alpha in (0.05, 0.1):
         rates, n_cal = _split_false_alarms(detector, 25, alpha)
         assert rates.mean() <= _beta_binomial_bound(rates, n_cal, 200, alpha)
+
+
+def test_the_decisions_mixin_on_a_detector_of_ones_own():
+    """ConformalDecisionsMixin gives any scorer with offset_, train_scores_ and
+    _contamination_level the decisions of skood's detectors; both skood's bases use it."""
+    from sklearn.base import BaseEstimator
+
+    from skood import BaseDeepDetector, RefinedDetector
+    from skood._conformal import ConformalDecisionsMixin
+
+    class Negated(ConformalDecisionsMixin, BaseEstimator):
+        def fit(self, X):
+            self.train_scores_ = -np.abs(np.asarray(X, dtype=float))
+            self.offset_ = float(np.percentile(self.train_scores_, 20))
+            return self
+
+        def score_samples(self, X):
+            return -np.abs(np.asarray(X, dtype=float))
+
+        def _contamination_level(self):
+            return 0.2
+
+    det = Negated().fit(np.arange(10.0))
+    # no calibration_scores_: the sorted training scores calibrate
+    np.testing.assert_array_equal(det.pvalues([0.0, 9.5]), [1.0, 1 / 11])
+    assert det.predict([0.0, 9.5], alpha=0.1).tolist() == [1, -1]
+    assert det.predict([0.0, 9.5]).tolist() == [1, -1]
+    assert det.labels_.sum() == 2 and det.threshold_ == -det.offset_
+    assert issubclass(BaseDeepDetector, ConformalDecisionsMixin)
+    assert issubclass(RefinedDetector, ConformalDecisionsMixin)

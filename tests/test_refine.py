@@ -117,6 +117,36 @@ def test_skood_train_scores_are_kept_rows_own_and_dropped_rows_out_of_sample():
     assert det.contamination_ == 0.1 == det.drop_  # contamination="auto" -> 0.1
 
 
+def test_pvalues_decisions_and_pyod_conveniences():
+    """The same decisions as every skood detector: calibration scores from the final fit's
+    own (a skood detector) or the kept rows' training scores (any other detector)."""
+    from skood._conformal import benjamini_hochberg, conformal_pvalues
+
+    X, is_out = _contaminated()
+    det = RefinedDetector(IsolationForest(random_state=0), random_state=0).fit(X)
+    np.testing.assert_array_equal(det.calibration_scores_, np.sort(det.train_scores_[det.kept_]))
+    p = det.pvalues(X)
+    np.testing.assert_array_equal(p, conformal_pvalues(det.calibration_scores_,
+                                                       det.score_samples(X)))
+    np.testing.assert_array_equal(det.predict(X, alpha=0.05), np.where(p <= 0.05, -1, 1))
+    np.testing.assert_array_equal(det.predict(X, fdr=0.1),
+                                  np.where(benjamini_hochberg(p, 0.1), -1, 1))
+    assert (det.predict(X, alpha=0.01)[is_out] == -1).mean() > 0.9
+    np.testing.assert_array_equal(det.decision_scores_, -det.train_scores_)
+    assert det.threshold_ == -det.offset_
+    np.testing.assert_array_equal(det.labels_, (det.train_scores_ < det.offset_).astype(int))
+    proba = det.predict_proba(X[:10])
+    assert proba.shape == (10, 2) and np.allclose(proba.sum(1), 1)
+    assert det.predict_confidence(X[:10]).shape == (10,)
+    with pytest.raises(ValueError, match="at most one of alpha"):
+        det.predict(X, alpha=0.1, fdr=0.1)
+    skood_det = RefinedDetector(FeatureKNNDetector(calibration=0.2, random_state=0,
+                                                   device="cpu"), random_state=0).fit(X)
+    np.testing.assert_array_equal(skood_det.calibration_scores_,
+                                  skood_det.estimator_.calibration_scores_)
+    assert len(skood_det.calibration_scores_) == round(0.2 * skood_det.kept_.sum())
+
+
 def test_a_refiner_of_another_kind_sees_the_cluster_that_knn_takes_for_normal():
     X, is_out = _contaminated(clustered=True)
     knn = FeatureKNNDetector(random_state=0, device="cpu")

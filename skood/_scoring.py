@@ -455,20 +455,28 @@ def kernel_cosine(
     use_keys = query_keys is not None and bank_keys is not None
     blocks = [(blk, bank_keys[b0 : b0 + chunk_size].to(device) if use_keys else None)
               for b0, blk in unit_row_blocks(bank, chunk_size, device, normalized)]
+    all_keys = bank_keys.to(device) if use_keys else None
     out = torch.empty(len(query), dtype=torch.float64)
     for q0, q in unit_row_blocks(query, query_rows, device, normalized):
         acc = torch.full((len(q),), float("-inf"), dtype=torch.float64, device=device)
         acc_kept = acc.clone()
         kept = torch.zeros(len(q), dtype=torch.float64, device=device)
         qk = query_keys[q0 : q0 + len(q)].to(device) if use_keys else None
+        # a block of queries with no copy in the bank (test rows, as a rule) leaves nothing
+        # out: the kept sum is the full one, without masking (the same numbers)
+        copies = use_keys and bool(torch.isin(qk, all_keys).any())
         for blk, bk in blocks:
             logits = (q @ blk.T) / temperature
-            acc = torch.logaddexp(acc, torch.logsumexp(logits, dim=1).double())
+            lse = torch.logsumexp(logits, dim=1).double()
+            acc = torch.logaddexp(acc, lse)
             if use_keys:
-                same = qk[:, None] == bk[None, :]
-                lse = torch.logsumexp(logits.masked_fill(same, float("-inf")), dim=1)
-                acc_kept = torch.logaddexp(acc_kept, lse.double())
-                kept += (~same).sum(dim=1).double()
+                same = qk[:, None] == bk[None, :] if copies else None
+                if same is not None and bool(same.any()):
+                    lse = torch.logsumexp(logits.masked_fill(same, float("-inf")), dim=1).double()
+                    kept += (~same).sum(dim=1).double()
+                else:
+                    kept += float(len(blk))
+                acc_kept = torch.logaddexp(acc_kept, lse)
         score = acc - math.log(n_bank)
         if use_keys:
             score = torch.where(kept > 0, acc_kept - kept.clamp(min=1).log(), score)

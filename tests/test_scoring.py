@@ -338,9 +338,9 @@ def test_kernel_cosine_query_blocks_change_only_rounding(query_rows):
                         query_rows=query_rows)
     torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
     assert got[10] != kernel_cosine(q[10:11], b, 0.1, chunk_size=8)[0]  # its copy left out
-    # query blocks with no copy in the bank (rows 16-23 with query_rows=8) skip the masking
-    plain = kernel_cosine(q[16:24], b, 0.1, chunk_size=8)
-    torch.testing.assert_close(ref[16:24], plain, rtol=1e-12, atol=1e-12)
+    # query blocks with no copy in the bank (rows 24-31, keys 24-31) skip the masking
+    plain = kernel_cosine(q[24:32], b, 0.1, chunk_size=8)
+    torch.testing.assert_close(ref[24:32], plain, rtol=1e-12, atol=1e-12)
 
 
 def _brute_force_gap(f: torch.Tensor, keys: torch.Tensor) -> float:

@@ -83,6 +83,15 @@ def test_batchnorm_statistics_are_the_training_samples(digit_images):
     raw = FeatureKNNDetector(recalibrate_batchnorm=False, device="cpu", random_state=0)
     bn0 = raw.fit(X_train).encoder_.features[1]
     assert torch.equal(bn0.running_mean, torch.zeros_like(bn0.running_mean))
+    # with a bank subset, the statistics are the bank's (a fit's cost stops growing with n)
+    sub = FeatureKNNDetector(device="cpu", random_state=0, max_bank=50).fit(X_train)
+    assert len(sub.train_store_) == 50
+    bn_sub = sub.encoder_.features[1]
+    with torch.inference_mode():
+        out = conv(sub.train_store_.float() / 255.0)
+    np.testing.assert_allclose(bn_sub.running_mean.numpy(), out.mean((0, 2, 3)).numpy(),
+                               atol=1e-6)
+    assert not torch.allclose(bn_sub.running_mean, bn.running_mean)
 
 
 def test_pretrained_backbone_is_dn2(digit_images, tmp_path):

@@ -205,6 +205,63 @@ def test_semantic_neighbourhoods_by_hand():
     assert len(set(pooled.flatten().tolist())) <= 3  # drawn from a pool of three
 
 
+def test_neighbourhoods_on_demand_are_those_of_the_up_front_search():
+    """SemanticNeighbourhoods.lookup searches the wanted samples only, with the same pool
+    (same generator) and the same neighbours as semantic_neighbourhoods over every sample."""
+    from skood._detectors.semsad import SemanticNeighbourhoods, semantic_neighbourhoods
+
+    emb = F.normalize(torch.randn(300, 6, generator=gen(0)), dim=1)
+    every = semantic_neighbourhoods(emb, 3, pool_size=50, generator=gen(5))
+    calls = []
+
+    def embed(rows):
+        calls.append(len(rows))
+        return F.normalize(rows, dim=1)
+
+    hoods = SemanticNeighbourhoods(embed, emb, 3, 50, gen(5))
+    idx = torch.tensor([4, 9, 200, 4, 17])
+    wanted = torch.tensor([True, False, True, True, False])
+    nb = hoods.lookup(idx, wanted)
+    assert torch.equal(nb[wanted], every[idx[wanted]])
+    assert torch.equal(nb[~wanted], idx[~wanted, None].expand(-1, 3))  # not searched: itself
+    assert sorted(torch.nonzero(hoods.table[:, 0] >= 0).flatten().tolist()) == [4, 200]
+    assert (hoods.table[[9, 17]] == -1).all()
+    assert calls == [50, 2]  # the pool once, then the two wanted samples (4 only once)
+    hoods.lookup(torch.tensor([4, 200]), torch.tensor([True, True]))
+    assert calls == [50, 2]  # searched already: no new search
+    hoods.search_all()
+    assert torch.equal(hoods.table, every) and hoods.embeddings.shape == (300, 6)
+    upfront = SemanticNeighbourhoods(embed, emb, 3, 50, gen(5), on_demand=False)
+    assert torch.equal(upfront.lookup(idx, wanted), every[idx])  # first lookup searches all
+
+
+@pytest.mark.parametrize("batch_norm", ["running", "batch"])
+def test_a_capped_discriminator_searches_only_the_samples_it_draws(batch_norm):
+    """max_steps below the epochs: the neighbourhoods of the samples the steps draw as
+    neighbour pairs are searched on demand (the others hold -1) and are those of the
+    up-front search with the fitted encoder; batch statistics embed per batch, so
+    batch_norm="batch" searches every sample."""
+    from skood._detectors.semsad import semantic_neighbourhoods
+
+    X = np.random.RandomState(0).normal(size=(600, 5)).astype(np.float32)
+    det = SemSADDetector(encoder_epochs=1, discriminator_epochs=2, max_steps=4, mu=0.5,
+                         batch_size=32, n_neighbors=3, batch_norm=batch_norm, device="cpu",
+                         random_state=0).fit(X)
+    searched = det.neighbors_[:, 0] >= 0
+    if batch_norm == "batch":
+        assert searched.all()
+        return
+    assert 0 < searched.sum() <= 4 * 32  # at most the rows of 4 steps
+    assert (det.neighbors_[~searched] == -1).all()
+    det._bn_mode(det.encoder_)
+    every = semantic_neighbourhoods(det._embed(det.train_store_), 3, det.pool_size, gen(0))
+    assert torch.equal(det.neighbors_[searched], every[searched])  # pool = every row here
+    assert det.train_embeddings_.shape == (600, det.projection_dim)
+    uncapped = SemSADDetector(encoder_epochs=1, discriminator_epochs=2, max_steps=None,
+                              batch_size=32, n_neighbors=3, device="cpu", random_state=0).fit(X)
+    assert (uncapped.neighbors_ >= 0).all()
+
+
 def test_pair_discriminator_inputs_and_outputs():
     from skood._detectors.semsad import PairDiscriminator
 

@@ -59,9 +59,11 @@ class FeatureKNNDetector(BaseDeepDetector):
         far out a row lies.
     recalibrate_batchnorm : bool, default=True
         Replace the BatchNorm running statistics by the mean statistics of
-        the training samples' batches (``skood._training.cumulative_batchnorm``);
-        False keeps the initial ones (mean 0, variance 1: the identity). A
-        pretrained encoder always keeps its own (ImageNet) statistics.
+        the training samples' batches (``skood._training.cumulative_batchnorm``),
+        those of the bank when ``max_bank`` draws a subset, so the cost of a
+        fit stops growing with the rows; False keeps the initial ones (mean 0,
+        variance 1: the identity). A pretrained encoder always keeps its own
+        (ImageNet) statistics.
     backbone : str or nn.Module, default="auto"
         Encoder f, as in the other detectors ("auto": the small CNN for
         images, an MLP for tabular rows). A pretrained name such as
@@ -150,13 +152,13 @@ class FeatureKNNDetector(BaseDeepDetector):
     def _fit_store(self, Xs: torch.Tensor, y: Any, seed: int) -> None:
         with fit_rng():  # initial weights from the fit's generators
             self.encoder_ = self._build(tuple(Xs.shape[1:])).to(self.device_)
+        idx = bank_subset(len(Xs), self.max_bank, seed_stream(seed, "bank"))
+        self.train_store_ = Xs if idx is None else Xs[idx]
         if self.recalibrate_batchnorm and not isinstance(self.encoder_, PretrainedEncoder):
             with cumulative_batchnorm(self.encoder_) as has_bn:
                 if has_bn:  # forward passes in training mode update the statistics only
-                    self._map_batches(self.encoder_.train(), Xs, min_batch=2)
+                    self._map_batches(self.encoder_.train(), self.train_store_, min_batch=2)
             self.encoder_.eval()
-        idx = bank_subset(len(Xs), self.max_bank, seed_stream(seed, "bank"))
-        self.train_store_ = Xs if idx is None else Xs[idx]
         self.bank_ = self._map_batches(self.encoder_, self.train_store_)
 
     @torch.inference_mode()

@@ -45,6 +45,7 @@ __all__ = [
     "SemSADPairNet",
     "SemSADPositive",
     "gamma_weighted_pair_loss",
+    "SemanticNeighbourhoods",
     "semantic_neighbourhoods",
 ]
 
@@ -149,6 +150,11 @@ class SemSADPairNet(SkoodNet):
     * negatives: ``(x, t_neg(x'))`` with ``x'`` another training sample;
     * loss: :func:`gamma_weighted_pair_loss` with
       :math:`\gamma \sim U(\text{gamma\_range})` drawn anew every step.
+
+    ``neighbors`` is a table of each sample's neighbourhood (LongTensor of
+    shape (n, n_neighbors)) or a :class:`SemanticNeighbourhoods`, which
+    searches them all when training begins, or, when ``max_steps`` caps the
+    phase below its epochs, the drawn samples' on demand.
     """
 
     def __init__(
@@ -156,7 +162,7 @@ class SemSADPairNet(SkoodNet):
         module: Any,
         *args: Any,
         data: torch.Tensor | None = None,
-        neighbors: torch.Tensor | None = None,
+        neighbors: torch.Tensor | SemanticNeighbourhoods | None = None,
         positive: Any = None,
         negative: Any = None,
         gamma_range: tuple[float, float] = (1.0, 10.0),
@@ -171,14 +177,27 @@ class SemSADPairNet(SkoodNet):
         self.gamma_range = gamma_range
         self.mu = mu
 
+    def on_train_begin(self, net: Any, X: Any = None, y: Any = None, **kwargs: Any) -> None:
+        """Search every neighbourhood up front unless the step cap leaves samples undrawn."""
+        super().on_train_begin(net, X=X, y=y, **kwargs)
+        hoods = self.neighbors
+        if isinstance(hoods, SemanticNeighbourhoods) and self.budget_.batches_per_epoch is None:
+            hoods.search_all()
+
     def compute_loss(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         g, dev = self.generator_, x.device
         n, b = len(self.data), len(x)
         idx = idx.to(dev)
         # positives: neighbour pairs with probability mu, else two positive views
         use_nb = torch.rand(b, generator=g, device=dev) < self.mu
-        pick = torch.randint(0, self.neighbors.shape[1], (b,), generator=g, device=dev)
-        x_nb = to_model_input(self.data[self.neighbors[idx, pick]], dev)
+        hoods = self.neighbors
+        if isinstance(hoods, SemanticNeighbourhoods):
+            pick = torch.randint(0, hoods.n_neighbors, (b,), generator=g, device=dev)
+            nb = hoods.lookup(idx, use_nb)
+        else:
+            pick = torch.randint(0, hoods.shape[1], (b,), generator=g, device=dev)
+            nb = hoods[idx]
+        x_nb = to_model_input(self.data[nb.gather(1, pick[:, None])[:, 0]], dev)
         mask = use_nb.view(-1, *([1] * (x.dim() - 1)))
         pos_a = torch.where(mask, x, self.positive(x, g))
         pos_b = torch.where(mask, x_nb, self.positive(x, g))
@@ -188,6 +207,29 @@ class SemSADPairNet(SkoodNet):
         s = self.module_(torch.cat([pos_a, x]), torch.cat([pos_b, neg_b]))
         gamma = self.uniform(*self.gamma_range)
         return gamma_weighted_pair_loss(s[:b], s[b:], gamma)
+
+
+def _draw_pool(n: int, pool_size: int, generator: torch.Generator) -> torch.Tensor:
+    """The random pool of ``pool_size`` of ``n`` training samples searched for neighbours."""
+    return torch.randperm(n, generator=generator)[:pool_size] if n > pool_size else torch.arange(n)
+
+
+def _neighbours_in_pool(
+    emb: torch.Tensor,
+    rows: torch.Tensor,
+    pool: torch.Tensor,
+    pool_emb: torch.Tensor,
+    n_neighbors: int,
+    device: str = "cpu",
+) -> torch.Tensor:
+    """The ``n_neighbors`` pool samples most cosine-similar to each of ``emb`` (the
+    embeddings of training samples ``rows``), never the sample itself."""
+    k = min(n_neighbors + 1, len(pool))
+    sims, idx = knn_cosine(emb, pool_emb, k=k, device=device, normalized=True)
+    gidx = pool[idx]
+    sims = sims.masked_fill(gidx == rows[:, None], float("-inf"))
+    order = sims.argsort(dim=1, descending=True, stable=True)[:, :n_neighbors]
+    return gidx.gather(1, order)
 
 
 def semantic_neighbourhoods(
@@ -204,13 +246,89 @@ def semantic_neighbourhoods(
     returns a LongTensor of shape (n, n_neighbors).
     """
     n = len(emb)
-    pool = torch.randperm(n, generator=generator)[:pool_size] if n > pool_size else torch.arange(n)
-    k = min(n_neighbors + 1, len(pool))
-    sims, idx = knn_cosine(emb, emb[pool], k=k, device=device, normalized=True)
-    gidx = pool[idx]
-    sims = sims.masked_fill(gidx == torch.arange(n)[:, None], float("-inf"))
-    order = sims.argsort(dim=1, descending=True, stable=True)[:, :n_neighbors]
-    return gidx.gather(1, order)
+    pool = _draw_pool(n, pool_size, generator)
+    return _neighbours_in_pool(emb, torch.arange(n), pool, emb[pool], n_neighbors, device)
+
+
+class SemanticNeighbourhoods:
+    """The semantic neighbourhoods S(x) of the training samples, searched up front or on demand.
+
+    S(x) is the ``n_neighbors`` training samples most cosine-similar to x in the
+    encoder's embedding, among a random pool of ``pool_size`` samples (all of
+    them when there are fewer), never x itself (Rafiee et al., section 3).
+    :meth:`search_all` finds every sample's, as the paper does, at a cost of
+    n x pool similarities; :meth:`lookup` finds, on demand, those of the samples
+    a training step asks for. A discriminator phase whose step cap leaves most
+    samples undrawn (``max_steps``) looks them up on demand, so the search
+    costs what the drawn samples need, not what n does.
+
+    Parameters
+    ----------
+    embed : callable
+        Maps stored training rows to unit-norm embeddings (on the CPU); it
+        must embed each row independently of the others in its batch for
+        ``on_demand`` (no batch statistics).
+    data : Tensor
+        The stored training samples.
+    n_neighbors, pool_size : int
+    generator : torch.Generator
+        Draws the pool (once, here).
+    device : str
+        Where the similarities are computed.
+    on_demand : bool, default=True
+        Whether :meth:`lookup` may search samples one batch at a time; False:
+        the first lookup searches every sample.
+
+    Attributes
+    ----------
+    table : LongTensor of shape (n, n_neighbors)
+        The neighbourhoods found so far; -1 in the rows of samples not searched.
+    embeddings : Tensor of shape (n, d) or None
+        Every sample's embedding, after :meth:`search_all`.
+    """
+
+    def __init__(self, embed: Any, data: torch.Tensor, n_neighbors: int, pool_size: int,
+                 generator: torch.Generator, device: str = "cpu", on_demand: bool = True) -> None:
+        self.embed = embed
+        self.data = data
+        self.n_neighbors = n_neighbors
+        self.device = device
+        self.on_demand = on_demand
+        self.pool = _draw_pool(len(data), pool_size, generator)
+        self.pool_embeddings: torch.Tensor | None = None
+        self.embeddings: torch.Tensor | None = None
+        self.table = torch.full((len(data), n_neighbors), -1, dtype=torch.long)
+        self.searched_all = False
+
+    def search_all(self) -> None:
+        """Search every sample's neighbourhood (embedding every sample once)."""
+        emb = self.embed(self.data)
+        self.embeddings, self.pool_embeddings = emb, emb[self.pool]
+        self.table = _neighbours_in_pool(emb, torch.arange(len(emb)), self.pool,
+                                         self.pool_embeddings, self.n_neighbors, self.device)
+        self.searched_all = True
+
+    def lookup(self, idx: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+        """The neighbourhoods of samples ``idx`` (shape (len(idx), n_neighbors), on the device
+        of ``idx``), searched for the ``wanted`` ones not searched yet; the rows of the others
+        hold the sample's own index when not searched."""
+        if not self.searched_all:
+            if not self.on_demand:
+                self.search_all()
+            else:
+                rows = idx[wanted].cpu()
+                rows = rows[self.table[rows, 0] < 0].unique()
+                if len(rows):
+                    if self.pool_embeddings is None:
+                        self.pool_embeddings = self.embed(self.data[self.pool])
+                    self.table[rows] = _neighbours_in_pool(
+                        self.embed(self.data[rows]), rows, self.pool, self.pool_embeddings,
+                        self.n_neighbors, self.device)
+                nb = self.table[idx.cpu()].to(idx.device)
+                return torch.where(nb < 0, idx[:, None], nb)
+        if self.table.device != idx.device:
+            self.table = self.table.to(idx.device)
+        return self.table[idx]
 
 
 class SemSADDetector(BaseDeepDetector):
@@ -225,7 +343,8 @@ class SemSADDetector(BaseDeepDetector):
        :math:`-\log \frac{\exp(h(x_1)\cdot h(x_2)/\tau)}{\sum_j \exp(h(x_1)\cdot h(x_{2,j})/\tau)}`;
     2. embed the training set and find each sample's semantic neighbourhood
        S(x): its ``n_neighbors`` most similar training samples among a random
-       pool of ``pool_size``;
+       pool of ``pool_size`` (on demand, for the samples training draws, when
+       ``max_steps`` caps step 3: :class:`SemanticNeighbourhoods`);
     3. train a separate discriminator s(x, x') on positive pairs (neighbour
        pairs with probability ``mu``, else two positive views of one sample)
        against negative pairs (a sample and a strongly transformed other
@@ -349,7 +468,11 @@ class SemSADDetector(BaseDeepDetector):
     train_embeddings_ : Tensor of shape (n_bank, projection_dim)
         h of the reference bank (all training samples unless ``max_bank``).
     neighbors_ : LongTensor of shape (n_samples, n_neighbors)
-        Semantic neighbourhoods of the training samples.
+        Semantic neighbourhoods of the training samples. When ``max_steps``
+        caps the discriminator's phase below its epochs (more than about
+        10,000 rows with the default), only the samples its steps draw as
+        neighbour pairs are searched, on demand, and the rows of the others
+        hold -1 (with ``batch_norm="batch"`` every sample is searched).
     partners_ : LongTensor of shape (min(n_partners, n_bank),)
         Bank rows every sample is paired with under ``scoring="partners"``.
     history_ : dict
@@ -514,19 +637,19 @@ class SemSADDetector(BaseDeepDetector):
         enc_net.fit(data)
         self.encoder_ = enc_net.module_.eval()
 
-        # 2. semantic neighbourhoods, precomputed once with the frozen encoder
-        self.train_embeddings_ = self._embed(Xs)
+        # 2. semantic neighbourhoods with the frozen encoder: searched for every sample
+        # before the discriminator trains, or, when its step cap leaves samples undrawn,
+        # for each sample the first time a step draws it (SemSADPairNet.on_train_begin)
         gen = torch.Generator().manual_seed(seed_stream(seed, "pool", _SEED_STREAMS))
-        self.neighbors_ = semantic_neighbourhoods(
-            self.train_embeddings_, self.n_neighbors, self.pool_size, gen, device=dev
-        )
+        hoods = SemanticNeighbourhoods(self._embed, Xs, self.n_neighbors, self.pool_size, gen,
+                                       device=dev, on_demand=self.batch_norm == "running")
 
         # 3. pair discriminator s
         d_epochs = self.discriminator_epochs
         disc_net = SemSADPairNet(
             nets["discriminator_"],
             data=data,
-            neighbors=self.neighbors_.to(dev),
+            neighbors=hoods,
             positive=pos,
             negative=neg,
             gamma_range=gamma_range,
@@ -543,11 +666,15 @@ class SemSADDetector(BaseDeepDetector):
         disc_net.fit(data)
         self.discriminator_ = disc_net.module_.eval()
         self.history_ = {"encoder": enc_net.history, "discriminator": disc_net.history}
-        self.train_store_ = Xs
+        self.neighbors_ = hoods.table.cpu()
         keep = bank_subset(len(Xs), self.max_bank, seed_stream(seed, "bank"))
-        if keep is not None:  # the scorer's bank: nearest neighbours among these rows
-            self.train_embeddings_ = self.train_embeddings_[keep]
-            self.train_store_ = Xs[keep]
+        self.train_store_ = Xs if keep is None else Xs[keep]
+        # the scorer's bank: nearest neighbours among these rows
+        if hoods.embeddings is not None:
+            emb = hoods.embeddings
+            self.train_embeddings_ = emb if keep is None else emb[keep]
+        else:
+            self.train_embeddings_ = self._embed(self.train_store_)
         n_bank = len(self.train_store_)
         gen = torch.Generator().manual_seed(seed_stream(seed, "partners", _SEED_STREAMS))
         self.partners_ = torch.randperm(n_bank, generator=gen)[: self.n_partners].sort().values

@@ -65,6 +65,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from . import persistence
 from ._conformal import ConformalDecisionsMixin, calibration_split
 from ._nn.encoders import BACKBONES, PRETRAINED_BACKBONES, build_encoder, check_image_size
+from ._scoring import bank_subset
 from ._training import TrainingDivergedError
 from ._utils import (
     batch_slices,
@@ -335,10 +336,8 @@ class BaseDeepDetector(ConformalDecisionsMixin, OutlierMixin, BaseEstimator):
         cap = getattr(self, "max_train_scores", None)
         if cap == "auto":
             cap = AUTO_MAX_TRAIN_SCORES
-        if cap is None or n <= cap:
-            return None
-        rng = np.random.default_rng(seed_stream(seed, "train_scores"))
-        return np.sort(rng.choice(n, size=int(cap), replace=False))
+        rows = bank_subset(n, cap, seed_stream(seed, "train_scores"))
+        return None if rows is None else rows.numpy()
 
     def _calibration_split(self, X: Any, seed: int) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """Split ``X`` for a float ``calibration``: the rows the networks are fitted on,

@@ -90,8 +90,9 @@ def bank_subset(n: int, max_bank: int | str | None, seed: int) -> torch.Tensor |
 
     The reference bank of the feature-space scorers, capped for huge
     training sets (the detectors' ``max_bank``; ``"auto"`` is
-    :data:`AUTO_MAX_BANK`); drawn from its own generator, so it leaves every
-    other random stream untouched.
+    :data:`AUTO_MAX_BANK`), and the training rows ``fit`` scores
+    (``max_train_scores``, with its own seed stream); drawn from its own
+    generator, so it leaves every other random stream untouched.
     """
     if max_bank == "auto":
         max_bank = AUTO_MAX_BANK

@@ -812,14 +812,24 @@ def markdown_table(rows: list[dict], metric: str = "auroc", title: str | None = 
     with warnings.catch_warnings():  # a detector whose every run failed: NaN, shown as such
         warnings.simplefilter("ignore", RuntimeWarning)
         means = np.array([np.nanmean(m[:, j]) for j in range(len(dets))])
-        top = np.nanmax(means) if not np.isnan(means).all() else np.nan
+    done = (~np.isnan(m)).sum(axis=0)
+    # the best mean among the detectors that finished every dataset (a partial mean is over
+    # other datasets), among all when none did
+    whole = means[done == len(names)] if (done == len(names)).any() else means
+    top = np.nanmax(whole) if not np.isnan(whole).all() else np.nan
     lines.append("| **mean** | " + " | ".join(
-        f"**{100 * v:.1f}**" if v == top else f"{100 * v:.1f}" for v in means) + " |")
+        (f"**{100 * v:.1f}**" if v == top else f"{100 * v:.1f}")
+        + ("" if k == len(names) else f" ({k} of {len(names)})")
+        for v, k in zip(means, done, strict=True)) + " |")
     if len(seeds) > 1:
         lines.append("| **sd over seeds** | " + " | ".join(
             f"{100 * v:.1f}" for v in seed_spread(rows, dets, metric)) + " |")
     if len(names) > 1:
-        lines.append("| **mean rank** | " + " | ".join(f"{r:.2f}" for r in mean_ranks(m)) + " |")
+        complete = int((~np.isnan(m).any(axis=1)).sum())
+        label = "**mean rank**" + ("" if complete == len(names) else
+                                   f" (on the {complete} datasets every detector finished)")
+        lines.append(f"| {label} | " + " | ".join(
+            "—" if np.isnan(r) else f"{r:.2f}" for r in mean_ranks(m)) + " |")
     failed = [r for r in rows if r.get("error")]
     lines.append("")
     lines.append(f"{metric.upper()} x 100, mean over seeds {seeds}; best per row in bold"

@@ -202,6 +202,20 @@ def test_table_spread_over_seeds_is_the_sd_of_each_seeds_mean():
     assert "sd over seeds" not in _suite.markdown_table([r for r in rows if r["seed"] == 0])
 
 
+def test_table_says_when_a_mean_or_rank_leaves_datasets_out():
+    """A detector missing datasets: its mean says over how many; the mean rank says it
+    is over the datasets every detector finished."""
+    rows = [{"dataset": d, "detector": det, "seed": 0, "auroc": v, "error": ""}
+            for d, det, v in [("x", "A", 0.9), ("y", "A", 0.5), ("z", "A", 0.6),
+                              ("x", "B", 0.8), ("y", "B", 0.7), ("z", "B", 0.7),
+                              ("x", "C", 0.95)]]
+    table = _suite.markdown_table(rows)
+    assert "| 95.0 (1 of 3) | 66.7 | **73.3** |" in table  # bold: best of the complete
+    assert "mean rank** (on the 1 datasets every detector finished) | 1.00 | 2.00 | 3.00 |" in table
+    full = _suite.markdown_table([r for r in rows if r["detector"] != "C"])
+    assert "of 3)" not in full and "| **mean rank** | 1.33 | 1.67 |" in full
+
+
 def test_unknown_filters_fail_clearly():
     with pytest.raises(SystemExit, match="no detector matches"):
         _suite.select(["SemSAD", "KNN"], ["nope"], "detector")

@@ -196,6 +196,14 @@ def _always(suite: Suite, row: dict) -> bool:
     return True
 
 
+def _features_stay_standardised(suite: Suite, row: dict) -> bool:
+    """feature_scaling="auto" standardises frozen features as every fit did before the
+    parameter for DUM; it only acts in frozen-feature mode (a pretrained ``backbone=``)."""
+    from _suite import base_detector
+
+    return "backbone=" not in row["detector"] or base_detector(row["detector"]) == "DUM"
+
+
 SAME_CODE_PATH: dict[tuple[str, str], tuple[str, Callable[[Suite, dict], bool]]] = {
     ("DUM", "embedding"): ("'whitened'", _dum_trains_no_image_encoder_or_whitens),
     # max_bank: "auto" became the default after None
@@ -208,11 +216,14 @@ SAME_CODE_PATH: dict[tuple[str, str], tuple[str, Callable[[Suite, dict], bool]]]
 #: - calibration: the default "loo" fits every row and keeps the leave-one-out training
 #:   scores, as every fit did before the parameter (split calibration is opt-in);
 #: - max_steps: the default "auto" caps no phase on at most 10,000 rows;
-#: - max_train_scores: the default "auto" scores every fitted row of at most 10,000.
+#: - max_train_scores: the default "auto" scores every fitted row of at most 10,000;
+#: - feature_scaling: the default "auto" is DUM's old standardised features, and no other
+#:   detector's representation changes outside frozen-feature mode.
 ADDED_PARAMS: dict[str, Callable[[Suite, dict], bool]] = {
     "calibration": _always,
     "max_steps": _no_phase_is_capped,
     "max_train_scores": _every_fitted_row_is_scored,
+    "feature_scaling": _features_stay_standardised,
 }
 
 #: installed skood version -> detector -> older versions whose runs of that detector, at its

@@ -78,11 +78,36 @@ from ._utils import (
 )
 from .pretrained import PretrainedEncoder, _pretrained_skeleton
 
-__all__ = ["AUTO_MAX_TRAIN_SCORES", "BaseDeepDetector"]
+__all__ = ["AUTO_MAX_TRAIN_SCORES", "FEATURE_SCALINGS", "BaseDeepDetector", "scale_features"]
 
 #: the training rows ``fit`` scores under ``max_train_scores="auto"``: every fitted row up to
 #: this many, a seeded uniform subset of this many beyond (``docs/user_guide/scaling.rst``)
 AUTO_MAX_TRAIN_SCORES = 10_000
+
+
+#: the representations of frozen features (the detectors' ``feature_scaling``)
+FEATURE_SCALINGS = ("standardize", "unit", "unit-standardize")
+
+
+def scale_features(feats: np.ndarray, mode: str) -> np.ndarray:
+    r"""Frozen-encoder feature rows in the representation ``mode``, before standardisation.
+
+    * ``"none"`` and ``"standardize"``: unchanged (``"standardize"`` then
+      standardises each column with the training mean and standard deviation);
+    * ``"unit"``: each row scaled to norm :math:`\sqrt{d}`,
+      :math:`f \mapsto \sqrt{d}\, f / \lVert f\rVert` (an all-zero row stays zero),
+      and not centred, so the angles between rows, and to the origin, are those of the
+      features (what a cosine kNN on them sees) at a per-coordinate scale of about one;
+    * ``"unit-standardize"``: the same unit rows, then standardised per column: the
+      norm of a feature vector (the image's contrast, mostly) no longer counts, and
+      the networks get centred, unit-variance inputs.
+
+    Row-wise, so a scoring row's representation does not depend on the others.
+    """
+    if mode not in ("unit", "unit-standardize"):
+        return feats
+    norm = np.linalg.norm(feats, axis=1, keepdims=True)
+    return (feats / np.maximum(norm, 1e-12) * np.sqrt(feats.shape[1])).astype(np.float32)
 
 
 class BaseDeepDetector(ConformalDecisionsMixin, OutlierMixin, BaseEstimator):
@@ -225,6 +250,7 @@ class BaseDeepDetector(ConformalDecisionsMixin, OutlierMixin, BaseEstimator):
         "feature_mode_": "flag", "feature_encoder_": "network?", "train_scores_": "scores",
         "offset_": "real", "calibration_scores_": "scores?", "calibration_rows_": "array?",
         "train_score_rows_": "array?",
+        "feature_scaling_": "{none,standardize,unit,unit-standardize}?",
     }
     _presets: ClassVar[dict[str, dict[str, Any]]] = {}
     #: chunk size of the feature-space scorers (rows of query and bank at once)
@@ -599,7 +625,7 @@ class BaseDeepDetector(ConformalDecisionsMixin, OutlierMixin, BaseEstimator):
         frozen-feature mode, builds ``feature_encoder_`` and returns the standardised
         training features (setting ``feature_mean_``/``feature_scale_``); else ``Xs``.
         """
-        for attr in ("offset_", "train_scores_", "feature_encoder_"):  # a failure: unfitted
+        for attr in ("offset_", "train_scores_", "feature_encoder_", "feature_scaling_"):
             self.__dict__.pop(attr, None)
         self.feature_mode_ = False
         if (not self._frozen_feature_mode or self.input_kind_ != "image"
@@ -612,16 +638,36 @@ class BaseDeepDetector(ConformalDecisionsMixin, OutlierMixin, BaseEstimator):
 
     def _feature_store(self, imgs: torch.Tensor, reset: bool) -> torch.Tensor:
         """Images in store form mapped by ``feature_encoder_`` (in batches of
-        ``max(batch_size, 256)``) to feature rows, standardised as tabular rows."""
+        ``max(batch_size, 256)``) to feature rows in the representation
+        ``feature_scaling_`` (:func:`scale_features`; ``reset``: resolved and set now)."""
         bs = getattr(self, "batch_size", None)
         bs = max(bs if isinstance(bs, Integral) else 0, 256)
         self.feature_encoder_.eval()
         feats = self._map_batches(self.feature_encoder_, imgs, batch_size=bs).numpy()
-        if reset and not self._standardizes_features:
+        if reset:
+            self.feature_scaling_ = self._resolved_feature_scaling()
+        mode = getattr(self, "feature_scaling_", None)
+        if mode is None:  # saved before the attribute: standardised unless the detector scores
+            mode = "standardize" if self._standardizes_features else "none"
+        feats = scale_features(feats, mode)
+        if reset and mode in ("none", "unit"):
             d = feats.shape[1]
             self.feature_mean_, self.feature_scale_ = np.zeros(d), np.ones(d)
             reset = False
         return self._tabular_store(feats, reset)
+
+    #: ``feature_scaling="auto"``: the detector's representation of frozen features
+    #: (chosen per detector on the pretrained suites, see ``docs/user_guide/pretrained.rst``)
+    _auto_feature_scaling: ClassVar[str] = "standardize"
+
+    def _resolved_feature_scaling(self) -> str:
+        """The representation of this fit's frozen features: "none" when the detector scores
+        them as they are, else the ``feature_scaling`` parameter ("auto": the detector's
+        :attr:`_auto_feature_scaling`; a detector without the parameter: "standardize")."""
+        if not self._standardizes_features:
+            return "none"
+        mode = getattr(self, "feature_scaling", "standardize")
+        return self._auto_feature_scaling if mode == "auto" else mode
 
     @property
     def _standardizes_features(self) -> bool:

@@ -15,6 +15,8 @@ from skood.pretrained import PretrainedEncoder
 
 #: the detectors with the mode (FeatureKNN scores encoder features directly, without it)
 FEATURE_DETECTORS = [n for n in DETECTORS if n != "FeatureKNNDetector"]
+#: those that train on the features, in the representation ``feature_scaling``
+SCALED = [n for n in FEATURE_DETECTORS if n != "NSADetector"]
 
 
 def small_backbone(trainable: str = "none") -> PretrainedEncoder:
@@ -57,8 +59,10 @@ def fitted_feature_mode(digit_images):
 @pytest.mark.parametrize("name", FEATURE_DETECTORS)
 def test_feature_mode_is_the_tabular_fit_on_the_features(name, fitted_feature_mode,
                                                           digit_images, digit_features):
-    # NSA scores the frozen features without training by default (tested below)
-    params = {"frozen_features": "train"} if name == "NSADetector" else {}
+    # NSA scores the frozen features without training by default (tested below); the
+    # others' standardised features are the tabular rows (other representations below)
+    params = ({"frozen_features": "train"} if name == "NSADetector"
+              else {"feature_scaling": "standardize"})
     det = fitted_feature_mode(name, **params)
     assert det.feature_mode_ and isinstance(det.feature_encoder_, PretrainedEncoder)
     assert not det.feature_encoder_.training
@@ -68,7 +72,7 @@ def test_feature_mode_is_the_tabular_fit_on_the_features(name, fitted_feature_mo
     # default backbone: the tabular networks (DUM's covariance="auto" is isotropic for images)
     ref_kw = {"covariance": "isotropic"} if name == "DUMDetector" else {}
     ref = tiny(name, **ref_kw, **params).fit(digit_features[0])
-    assert ref.input_kind_ == "tabular"
+    assert ref.input_kind_ == "tabular" and "feature_scaling_" not in vars(ref)
     np.testing.assert_array_equal(det.feature_mean_, ref.feature_mean_)
     np.testing.assert_array_equal(det.train_scores_, ref.train_scores_)
     assert det.offset_ == ref.offset_
@@ -77,6 +81,71 @@ def test_feature_mode_is_the_tabular_fit_on_the_features(name, fitted_feature_mo
     np.testing.assert_array_equal(det.predict(digit_images[1]), ref.predict(digit_features[1]))
     with pytest.raises(ValueError, match="images of shape"):
         det.score_samples(np.zeros((3, 9, 9), np.uint8))
+
+
+def test_scale_features_unit_rows_keep_their_angles():
+    from skood._base import FEATURE_SCALINGS, scale_features
+
+    assert FEATURE_SCALINGS == ("standardize", "unit", "unit-standardize")
+
+    f = np.abs(np.random.RandomState(0).normal(size=(6, 5))).astype(np.float32)
+    f[2] = 0.0
+    for mode in ("none", "standardize"):
+        assert scale_features(f, mode) is f
+    u = scale_features(f, "unit")
+    assert u.dtype == np.float32 and u.shape == f.shape
+    norms = np.linalg.norm(u, axis=1)
+    np.testing.assert_allclose(np.delete(norms, 2), np.sqrt(5), rtol=1e-6)
+    assert (u[2] == 0).all()  # an all-zero row stays zero
+    cos = (f[0] @ f[1]) / np.linalg.norm(f[0]) / np.linalg.norm(f[1])
+    np.testing.assert_allclose(u[0] @ u[1] / 5, cos, rtol=1e-5)  # the angle survives
+    np.testing.assert_array_equal(scale_features(f, "unit-standardize"), u)  # then standardised
+    np.testing.assert_allclose(scale_features(3 * f[:2], "unit"), u[:2], rtol=1e-6)  # row-wise
+
+
+@pytest.mark.parametrize("name", SCALED)
+def test_unit_standardize_is_the_tabular_fit_on_the_unit_features(name, fitted_feature_mode,
+                                                                   digit_images, digit_features):
+    from skood._base import scale_features
+
+    det = fitted_feature_mode(name, feature_scaling="unit-standardize")
+    assert det.feature_scaling_ == "unit-standardize"
+    ref_kw = {"covariance": "isotropic"} if name == "DUMDetector" else {}
+    unit = [scale_features(f, "unit") for f in digit_features]
+    ref = tiny(name, **ref_kw).fit(unit[0])
+    np.testing.assert_array_equal(det.feature_mean_, ref.feature_mean_)
+    np.testing.assert_array_equal(det.train_scores_, ref.train_scores_)
+    np.testing.assert_array_equal(det.score_samples(digit_images[1]), ref.score_samples(unit[1]))
+
+
+@pytest.mark.parametrize("name", SCALED)
+def test_unit_features_are_not_centred(name, fitted_feature_mode, digit_images, digit_features):
+    from skood._base import scale_features
+
+    det = fitted_feature_mode(name, feature_scaling="unit")
+    assert det.feature_scaling_ == "unit"
+    assert (det.feature_mean_ == 0).all() and (det.feature_scale_ == 1).all()
+    if name == "SemSADDetector":  # it keeps its training rows: the unit features
+        np.testing.assert_allclose(det.train_store_.numpy(),
+                                   scale_features(digit_features[0], "unit"), rtol=1e-6)
+    scores = det.score_samples(digit_images[1])
+    assert np.isfinite(scores).all()
+    other = tiny(name, backbone=small_backbone(), feature_scaling="standardize")
+    assert not np.allclose(other.fit(digit_images[0]).score_samples(digit_images[1]), scores)
+
+
+@pytest.mark.parametrize("name", FEATURE_DETECTORS)
+def test_feature_scaling_auto_is_per_detector_and_fixed_at_fit(name, fitted_feature_mode,
+                                                               digit_images):
+    det = fitted_feature_mode(name)
+    expected = {"NSADetector": "none", "DUMDetector": "standardize",
+                "SemSADDetector": "unit"}.get(name, "unit-standardize")
+    assert det.feature_scaling_ == expected
+    if name in SCALED:
+        before = det.score_samples(digit_images[1])
+        clone = pickle.loads(pickle.dumps(det))
+        clone.set_params(feature_scaling="standardize")  # a parameter change after fit:
+        np.testing.assert_array_equal(clone.score_samples(digit_images[1]), before)  # no effect
 
 
 def _nearest_cosine(train: np.ndarray, test: np.ndarray, loo: bool) -> np.ndarray:
@@ -250,13 +319,20 @@ def test_image_refit_without_feature_mode_drops_the_feature_statistics(digit_ima
 
 # --------------------------------------------------------------- per-detector specifics
 def test_distillneg_auxiliary_images_become_features(digit_images, digit_features):
+    from skood._base import scale_features
+
     aux = digit_images[1][-30:]
     det = tiny("DistillNegDetector", backbone=small_backbone(), negatives=aux)
     det.fit(digit_images[0])
-    ref = tiny("DistillNegDetector", negatives=features(small_backbone(), aux))
-    ref.fit(digit_features[0])
+    assert det.feature_scaling_ == "unit-standardize"  # the auxiliary features alike
+
+    def unit(f):
+        return scale_features(f, "unit")
+
+    ref = tiny("DistillNegDetector", negatives=unit(features(small_backbone(), aux)))
+    ref.fit(unit(digit_features[0]))
     np.testing.assert_array_equal(det.score_samples(digit_images[1]),
-                                  ref.score_samples(digit_features[1]))
+                                  ref.score_samples(unit(digit_features[1])))
 
 
 def test_image_only_options_are_clear_errors_in_feature_mode(digit_images):

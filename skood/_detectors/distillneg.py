@@ -38,7 +38,7 @@ from .._augment import (
     pixel_permutation,
     random_rotate90,
 )
-from .._base import BaseDeepDetector
+from .._base import FEATURE_SCALINGS, BaseDeepDetector
 from .._nn.encoders import BACKBONES, PRETRAINED_BACKBONES, build_encoder
 from .._nn.losses import float32_loss
 from .._scoring import bank_subset, kernel_cosine, nearest_cosine_gap, row_fingerprints
@@ -470,6 +470,13 @@ class DistillNegDetector(BaseDeepDetector):
     max_train_scores : int, "auto" or None, default="auto"
         Most training rows ``fit`` scores (a seeded subset beyond); see
         :class:`~skood.BaseDeepDetector`.
+    feature_scaling : {"auto", "standardize", "unit", "unit-standardize"}, default="auto"
+        The representation of frozen pretrained features (frozen-feature mode only; tabular
+        rows are always standardised): "standardize" standardises each feature; "unit"
+        scales each feature vector to norm sqrt(d), which keeps the angles between them;
+        "unit-standardize" does that, then standardises. "auto" is "unit-standardize"
+        (unit-norm rows, then standardised), chosen on both pretrained suites, each half of
+        their classes (:ref:`pretrained`).
     contamination, calibration, device, random_state, verbose, image_shape
         See :class:`~skood.BaseDeepDetector`.
 
@@ -517,8 +524,10 @@ class DistillNegDetector(BaseDeepDetector):
         "feature_lift_": "real|None", "bank_": "tensor", "bank_keys_": "tensor",
         "kernel_temperature_": "real|tuple", "kernel_standardization_": "tuple|None",
     }
+    _auto_feature_scaling: ClassVar[str] = "unit-standardize"
     _parameter_constraints: ClassVar[dict] = {
         **BaseDeepDetector._parameter_constraints,
+        "feature_scaling": [StrOptions({"auto", *FEATURE_SCALINGS})],
         "max_bank": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "backbone": [StrOptions({*BACKBONES, *PRETRAINED_BACKBONES, "vit"}), nn.Module],
         "lam": [Interval(Real, 0, None, closed="left")],
@@ -575,6 +584,7 @@ class DistillNegDetector(BaseDeepDetector):
         weight_decay_end: float = 0.4,
         clip_grad: float = 3.0,
         kernel_temperature: str | float = "auto",
+        feature_scaling: str = "auto",
         contamination: str | float = "auto",
         calibration: str | float = "loo",
         max_train_scores: int | str | None = "auto",
@@ -607,6 +617,7 @@ class DistillNegDetector(BaseDeepDetector):
         self.weight_decay_end = weight_decay_end
         self.clip_grad = clip_grad
         self.kernel_temperature = kernel_temperature
+        self.feature_scaling = feature_scaling
         self.contamination = contamination
         self.calibration = calibration
         self.max_train_scores = max_train_scores

@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .._augment import BoundCorruption, SimCLRAugment, TabularCorruption
-from .._base import BaseDeepDetector
+from .._base import FEATURE_SCALINGS, BaseDeepDetector
 from .._nn.encoders import build_encoder
 from .._nn.heads import ContrastiveModel
 from .._training import ContrastiveNet, SkoodNet
@@ -287,6 +287,13 @@ class DUMDetector(BaseDeepDetector):
     max_train_scores : int, "auto" or None, default="auto"
         Most training rows ``fit`` scores (a seeded subset beyond); see
         :class:`~skood.BaseDeepDetector`.
+    feature_scaling : {"auto", "standardize", "unit", "unit-standardize"}, default="auto"
+        The representation of frozen pretrained features (frozen-feature mode only; tabular
+        rows are always standardised): "standardize" standardises each feature; "unit"
+        scales each feature vector to norm sqrt(d), which keeps the angles between them;
+        "unit-standardize" does that, then standardises. "auto" is "standardize" (the
+        standardised features: the unit-norm representations cost DUM on CIFAR-10), chosen
+        on both pretrained suites, each half of their classes (:ref:`pretrained`).
     contamination, calibration, device, random_state, verbose, image_shape
         See :class:`~skood.BaseDeepDetector`.
 
@@ -329,8 +336,10 @@ class DUMDetector(BaseDeepDetector):
         "encoder_": "network", "variance_net_": "network", "embedding_": "text|None",
         "embedding_dim_": "count", "history_": "dict",
     }
+    _auto_feature_scaling: ClassVar[str] = "standardize"
     _parameter_constraints: ClassVar[dict] = {
         **BaseDeepDetector._parameter_constraints,
+        "feature_scaling": [StrOptions({"auto", *FEATURE_SCALINGS})],
         "batch_size": [Interval(Integral, 2, None, closed="left")],
         "objective": [StrOptions({"literal", "infonce"})],
         "set_size": [Interval(Integral, 2, None, closed="left"), None],
@@ -399,6 +408,7 @@ class DUMDetector(BaseDeepDetector):
         encoder_lr: float = 1e-3,
         encoder_temperature: float = 0.5,
         projection_dim: int = 128,
+        feature_scaling: str = "auto",
         contamination: str | float = "auto",
         calibration: str | float = "loo",
         max_train_scores: int | str | None = "auto",
@@ -430,6 +440,7 @@ class DUMDetector(BaseDeepDetector):
         self.encoder_lr = encoder_lr
         self.encoder_temperature = encoder_temperature
         self.projection_dim = projection_dim
+        self.feature_scaling = feature_scaling
         self.contamination = contamination
         self.calibration = calibration
         self.max_train_scores = max_train_scores

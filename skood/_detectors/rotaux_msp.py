@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
 from .._augment import RandomAffineMaps, flip_transpose, random_hflip, rotate90
-from .._base import BaseDeepDetector
+from .._base import FEATURE_SCALINGS, BaseDeepDetector
 from .._nn.encoders import build_encoder
 from .._nn.losses import cross_entropy
 from .._scoring import bank_subset, transformation_confidence, transformation_log_likelihood
@@ -421,6 +421,13 @@ class RotAuxMSPDetector(BaseDeepDetector):
     max_train_scores : int, "auto" or None, default="auto"
         Most training rows ``fit`` scores (a seeded subset beyond); see
         :class:`~skood.BaseDeepDetector`.
+    feature_scaling : {"auto", "standardize", "unit", "unit-standardize"}, default="auto"
+        The representation of frozen pretrained features (frozen-feature mode only; tabular
+        rows are always standardised): "standardize" standardises each feature; "unit"
+        scales each feature vector to norm sqrt(d), which keeps the angles between them;
+        "unit-standardize" does that, then standardises. "auto" is "unit-standardize"
+        (unit-norm rows, then standardised), chosen on both pretrained suites, each half of
+        their classes (:ref:`pretrained`).
     contamination, calibration, device, random_state, verbose, image_shape
         See :class:`~skood.BaseDeepDetector`.
 
@@ -459,8 +466,10 @@ class RotAuxMSPDetector(BaseDeepDetector):
         "model_": "network", "supervised_": "flag", "scoring_": "text", "classes_": "array?",
         "history_": "history",
     }
+    _auto_feature_scaling: ClassVar[str] = "unit-standardize"
     _parameter_constraints: ClassVar[dict] = {
         **BaseDeepDetector._parameter_constraints,
+        "feature_scaling": [StrOptions({"auto", *FEATURE_SCALINGS})],
         "lam": [Interval(Real, 0, None, closed="left")],
         "scoring": [StrOptions({"auto", "msp", "odin", "rotation", "msp*rotation",
                                 "rotation-loglik", "rotation-centres"})],
@@ -518,6 +527,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         padding: str | int = "auto",
+        feature_scaling: str = "auto",
         contamination: str | float = "auto",
         calibration: str | float = "loo",
         max_train_scores: int | str | None = "auto",
@@ -546,6 +556,7 @@ class RotAuxMSPDetector(BaseDeepDetector):
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.padding = padding
+        self.feature_scaling = feature_scaling
         self.contamination = contamination
         self.calibration = calibration
         self.max_train_scores = max_train_scores

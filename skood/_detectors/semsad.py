@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from .._augment import BoundCorruption, SimCLRAugment, TabularCorruption
-from .._base import BaseDeepDetector
+from .._base import FEATURE_SCALINGS, BaseDeepDetector
 from .._nn.encoders import build_encoder
 from .._nn.heads import ContrastiveModel
 from .._nn.losses import float32_loss
@@ -455,6 +455,13 @@ class SemSADDetector(BaseDeepDetector):
     max_train_scores : int, "auto" or None, default="auto"
         Most training rows ``fit`` scores (a seeded subset beyond); see
         :class:`~skood.BaseDeepDetector`.
+    feature_scaling : {"auto", "standardize", "unit", "unit-standardize"}, default="auto"
+        The representation of frozen pretrained features (frozen-feature mode only; tabular
+        rows are always standardised): "standardize" standardises each feature; "unit"
+        scales each feature vector to norm sqrt(d), which keeps the angles between them;
+        "unit-standardize" does that, then standardises. "auto" is "unit" (unit-norm rows,
+        not centred), chosen on both pretrained suites, each half of their classes
+        (:ref:`pretrained`).
     contamination, calibration, device, random_state, verbose, max_bank, image_shape
         See :class:`~skood.BaseDeepDetector`; the bank is the
         neighbour search's reference set.
@@ -496,8 +503,10 @@ class SemSADDetector(BaseDeepDetector):
         "neighbors_": "tensor", "partners_": "tensor", "train_store_": "store",
         "history_": "dict",
     }
+    _auto_feature_scaling: ClassVar[str] = "unit"
     _parameter_constraints: ClassVar[dict] = {
         **BaseDeepDetector._parameter_constraints,
+        "feature_scaling": [StrOptions({"auto", *FEATURE_SCALINGS})],
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "scoring": [StrOptions({"partners", "nearest"})],
         "n_partners": [Interval(Integral, 1, None, closed="left")],
@@ -557,6 +566,7 @@ class SemSADDetector(BaseDeepDetector):
         n_logits: int = 64,
         pool_size: int = 10_000,
         batch_norm: str = "running",
+        feature_scaling: str = "auto",
         contamination: str | float = "auto",
         calibration: str | float = "loo",
         max_train_scores: int | str | None = "auto",
@@ -586,6 +596,7 @@ class SemSADDetector(BaseDeepDetector):
         self.n_logits = n_logits
         self.pool_size = pool_size
         self.batch_norm = batch_norm
+        self.feature_scaling = feature_scaling
         self.contamination = contamination
         self.calibration = calibration
         self.max_train_scores = max_train_scores

@@ -152,7 +152,7 @@ class SemSADPairNet(SkoodNet):
       :math:`\gamma \sim U(\text{gamma\_range})` drawn anew every step.
 
     ``neighbors`` is a table of each sample's neighbourhood (LongTensor of
-    shape (n, n_neighbors)) or a :class:`SemanticNeighbourhoods`, which
+    shape (n, n_neighbors)) or a ``SemanticNeighbourhoods``, which
     searches them all when training begins, or, when ``max_steps`` caps the
     phase below its epochs, the drawn samples' on demand.
     """
@@ -344,7 +344,7 @@ class SemSADDetector(BaseDeepDetector):
     2. embed the training set and find each sample's semantic neighbourhood
        S(x): its ``n_neighbors`` most similar training samples among a random
        pool of ``pool_size`` (on demand, for the samples training draws, when
-       ``max_steps`` caps step 3: :class:`SemanticNeighbourhoods`);
+       ``max_steps`` caps step 3: ``SemanticNeighbourhoods``);
     3. train a separate discriminator s(x, x') on positive pairs (neighbour
        pairs with probability ``mu``, else two positive views of one sample)
        against negative pairs (a sample and a strongly transformed other

@@ -234,7 +234,8 @@ def test_split_mode_with_frozen_features_is_the_split_fit_on_the_features(digit_
         body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     enc = PretrainedEncoder(body, resolution=16, mean=(0.5,) * 3, std=(0.25,) * 3)
     imgs = digit_images[0]
-    det = tiny("SemSADDetector", backbone=enc, calibration=0.25).fit(imgs)
+    det = tiny("SemSADDetector", backbone=enc, calibration=0.25, feature_scaling="standardize")
+    det.fit(imgs)
     with torch.inference_mode():
         feats = enc.eval()(torch.from_numpy(imgs)[:, None].float().div_(255.0)).numpy()
     ref = tiny("SemSADDetector", calibration=0.25).fit(feats)

@@ -325,6 +325,76 @@ class PeakMemory:
             pass
 
 
+# ------------------------------------------------- parameters added since a run was made
+def _no_phase_is_capped(row: dict) -> bool:
+    """max_steps="auto" caps no training phase whose loader holds at most
+    ``AUTO_EPOCH_ROWS`` rows (:func:`skood._training.step_budget` then returns the epochs
+    uncapped, and the loader draws the permutations it drew before the parameter existed);
+    every phase of every detector trains on the fitted rows (rotations and views are made
+    inside the batch), so ``n_train`` bounds the loader's rows."""
+    from skood._training import AUTO_EPOCH_ROWS
+
+    return int(row["n_train"]) <= AUTO_EPOCH_ROWS
+
+
+def _every_fitted_row_is_scored(row: dict) -> bool:
+    """max_train_scores="auto" scores every fitted row of a training set of at most
+    ``AUTO_MAX_TRAIN_SCORES`` rows (no subset is drawn), as every fit did before the
+    parameter existed."""
+    from skood._base import AUTO_MAX_TRAIN_SCORES
+
+    return int(row["n_train"]) <= AUTO_MAX_TRAIN_SCORES
+
+
+def _always(row: dict) -> bool:
+    return True
+
+
+def _features_stay_standardised(row: dict) -> bool:
+    """feature_scaling="auto" standardises frozen features as every fit did before the
+    parameter for DUM; it only acts in frozen-feature mode (a pretrained ``backbone=``)."""
+    return "backbone=" not in row["detector"] or base_detector(row["detector"]) == "DUM"
+
+
+#: parameter -> when a run made before the parameter existed runs exactly the code its
+#: default runs now (the run's key then lacks the parameter), judged on the run's row.
+#: The sweeps' cache (:func:`run_sweep`) and the leaderboards' currency check read it.
+#: Each entry:
+#: - calibration: the default "loo" fits every row and keeps the leave-one-out training
+#:   scores, as every fit did before the parameter (split calibration is opt-in);
+#: - max_steps: the default "auto" caps no phase on at most 10,000 rows;
+#: - max_train_scores: the default "auto" scores every fitted row of at most 10,000;
+#: - feature_scaling: the default "auto" is DUM's old standardised features, and no other
+#:   detector's representation changes outside frozen-feature mode.
+ADDED_PARAMS: dict[str, Callable[[dict], bool]] = {
+    "calibration": _always,
+    "max_steps": _no_phase_is_capped,
+    "max_train_scores": _every_fitted_row_is_scored,
+    "feature_scaling": _features_stay_standardised,
+}
+
+
+def equivalent_cached(cache: Path, task: Task, detector: str, seed: int, budget: str,
+                      ident: dict) -> list[dict] | None:
+    """The cached rows of a run made before parameters of :data:`ADDED_PARAMS` existed,
+    when each such parameter's condition holds for it (so its code is the current
+    default's), else None. Only the parameters missing from that run's identity differ."""
+    options = [dict(ident["params"])]
+    for param in ADDED_PARAMS:
+        if param in ident["params"]:
+            options += [{k: v for k, v in o.items() if k != param} for o in options]
+    for params in options[1:]:
+        key = run_key(task, detector, seed, budget, {**ident, "params": params})
+        path = Path(cache) / f"{key}.json"
+        if not path.exists():
+            continue
+        rows = _read_cached(path)
+        missing = set(ident["params"]) - set(params)
+        if rows and all(ADDED_PARAMS[p](r) for p in missing for r in rows):
+            return rows
+    return None
+
+
 # ----------------------------------------------------------------------- runs
 def run_key(task: Task, detector: str, seed: int, budget: str, extra: dict | None = None) -> str:
     """Cache key of one run: readable prefix plus a hash of everything that defines it."""
@@ -688,11 +758,19 @@ def run_sweep(
     skood's detectors are its ``gpu`` jobs, the baselines run in parallel.
     """
     restore_cache(out)
+    cache = Path(out) / "cache"
     jobs = []
     for task in tasks:
         for det in detectors:
             for seed in seeds:
-                key = run_key(task, det, seed, budget, _identity(det, seed, budget, task.kind))
+                ident = _identity(det, seed, budget, task.kind)
+                key = run_key(task, det, seed, budget, ident)
+                if not rerun and not (cache / f"{key}.json").exists():
+                    # made before a parameter existed whose default runs the same code:
+                    # cached under the current key (ADDED_PARAMS)
+                    rows = equivalent_cached(cache, task, det, seed, budget, ident)
+                    if rows is not None:
+                        _write_cached(cache, key, [{**r, "key": key} for r in rows])
                 jobs.append(Job(key, functools.partial(_keyed_run, key, task, det, seed, budget),
                                 _key_prefix(task.name, det, seed, budget), f"{task.name} {det}",
                                 gpu=base_detector(det) in SKOOD))

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from _suite import SKOOD, Task, _identity, parse_variant, run_key
+from _suite import ADDED_PARAMS, SKOOD, Task, _identity, parse_variant, run_key
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -172,58 +172,11 @@ def _bank_takes_every_row(suite: Suite, row: dict) -> bool:
     return int(row["n_train"]) <= AUTO_MAX_BANK
 
 
-def _no_phase_is_capped(suite: Suite, row: dict) -> bool:
-    """max_steps="auto" caps no training phase whose loader holds at most
-    ``AUTO_EPOCH_ROWS`` rows (:func:`skood._training.step_budget` then returns the epochs
-    uncapped, and the loader draws the permutations it drew before the parameter existed);
-    every phase of every detector trains on the fitted rows (rotations and views are made
-    inside the batch), so ``n_train`` bounds the loader's rows."""
-    from skood._training import AUTO_EPOCH_ROWS
-
-    return int(row["n_train"]) <= AUTO_EPOCH_ROWS
-
-
-def _every_fitted_row_is_scored(suite: Suite, row: dict) -> bool:
-    """max_train_scores="auto" scores every fitted row of a training set of at most
-    ``AUTO_MAX_TRAIN_SCORES`` rows (no subset is drawn), as every fit did before the
-    parameter existed."""
-    from skood._base import AUTO_MAX_TRAIN_SCORES
-
-    return int(row["n_train"]) <= AUTO_MAX_TRAIN_SCORES
-
-
-def _always(suite: Suite, row: dict) -> bool:
-    return True
-
-
-def _features_stay_standardised(suite: Suite, row: dict) -> bool:
-    """feature_scaling="auto" standardises frozen features as every fit did before the
-    parameter for DUM; it only acts in frozen-feature mode (a pretrained ``backbone=``)."""
-    from _suite import base_detector
-
-    return "backbone=" not in row["detector"] or base_detector(row["detector"]) == "DUM"
-
-
 SAME_CODE_PATH: dict[tuple[str, str], tuple[str, Callable[[Suite, dict], bool]]] = {
     ("DUM", "embedding"): ("'whitened'", _dum_trains_no_image_encoder_or_whitens),
     # max_bank: "auto" became the default after None
     **{(d, "max_bank"): ("None", _bank_takes_every_row)
        for d in ("SemSAD", "NSA", "DistillNeg", "FeatureKNN")},
-}
-
-#: parameter -> when a run made before the parameter existed runs exactly the code its
-#: default runs now (the run's key then lacks the parameter). Each entry:
-#: - calibration: the default "loo" fits every row and keeps the leave-one-out training
-#:   scores, as every fit did before the parameter (split calibration is opt-in);
-#: - max_steps: the default "auto" caps no phase on at most 10,000 rows;
-#: - max_train_scores: the default "auto" scores every fitted row of at most 10,000;
-#: - feature_scaling: the default "auto" is DUM's old standardised features, and no other
-#:   detector's representation changes outside frozen-feature mode.
-ADDED_PARAMS: dict[str, Callable[[Suite, dict], bool]] = {
-    "calibration": _always,
-    "max_steps": _no_phase_is_capped,
-    "max_train_scores": _every_fitted_row_is_scored,
-    "feature_scaling": _features_stay_standardised,
 }
 
 #: installed skood version -> detector -> older versions whose runs of that detector, at its
@@ -282,7 +235,7 @@ def current_status(suite: Suite, row: dict) -> str:
         if who == base and param in ident["params"] and holds(suite, row):
             options += [{**p, param: old} for p in options]
     for param, holds in ADDED_PARAMS.items():
-        if param in ident["params"] and holds(suite, row):
+        if param in ident["params"] and holds(row):
             options += [{k: v for k, v in p.items() if k != param} for p in options]
     for version in _versions(det, installed):
         for params in options:

@@ -216,6 +216,33 @@ def test_table_says_when_a_mean_or_rank_leaves_datasets_out():
     assert "of 3)" not in full and "| **mean rank** | 1.33 | 1.67 |" in full
 
 
+@pytest.mark.parametrize(("detector", "kind", "n_train", "adopted"), [
+    ("DUM", "tabular", 100, True),  # feature_scaling, max_steps and friends hold
+    ("DUM", "tabular", 20_000, False),  # max_steps="auto" caps a phase on 20,000 rows
+    ("SemSAD(backbone='efficientnet_lite0')", "image", 100, False),  # feature_scaling moved
+])
+def test_sweep_cache_adopts_runs_made_before_an_added_parameter(tmp_path, detector, kind,
+                                                                n_train, adopted):
+    """A run cached under the key it had before parameters of ADDED_PARAMS existed counts
+    under the current key when each missing parameter's condition holds for it."""
+    task = _suite.Task("t", kind, None)
+    ident = _suite._identity(detector, 0, "smoke", kind)
+    missing = ("feature_scaling", "max_steps", "max_train_scores", "calibration")
+    old = {**ident, "params": {k: v for k, v in ident["params"].items() if k not in missing}}
+    old_key = _suite.run_key(task, detector, 0, "smoke", old)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    row = {"dataset": "t", "detector": detector, "seed": 0, "n_train": n_train, "auroc": 0.7,
+           "key": old_key}
+    _suite._write_cached(cache, old_key, [row])
+    rows = _suite.run_sweep([task], [detector], [0], "smoke", tmp_path, progress=False,
+                            cached_only=True)
+    if adopted:
+        assert rows == [{**row, "key": _suite.run_key(task, detector, 0, "smoke", ident)}]
+    else:
+        assert rows == []
+
+
 def test_unknown_filters_fail_clearly():
     with pytest.raises(SystemExit, match="no detector matches"):
         _suite.select(["SemSAD", "KNN"], ["nope"], "detector")

@@ -84,14 +84,26 @@ def test_added_parameters_admit_only_runs_their_default_leaves_alone():
     up to 10,000 training rows: an older row on more rows would not count."""
     suite = next(s for s in leaderboard.SUITES if s.name == "t-ind")
     row = next(r for r in _suite_rows("t-ind") if r["detector"] == "NSA")
-    assert leaderboard._no_phase_is_capped(suite, row)
+    assert _suite._no_phase_is_capped(row)
     assert leaderboard._bank_takes_every_row(suite, row)
-    assert leaderboard._every_fitted_row_is_scored(suite, row)
+    assert _suite._every_fitted_row_is_scored(row)
     big = {**row, "n_train": "10001"}
-    assert not leaderboard._no_phase_is_capped(suite, big)
-    assert not leaderboard._every_fitted_row_is_scored(suite, big)
+    assert not _suite._no_phase_is_capped(big)
+    assert not _suite._every_fitted_row_is_scored(big)
     assert not leaderboard._bank_takes_every_row(suite, big)
     assert leaderboard.current_status(suite, big)
+
+
+def test_feature_scaling_admits_rows_outside_frozen_feature_mode_and_dum():
+    """feature_scaling='auto' changed the pretrained rows of SemSAD, DistillNeg and
+    RotAuxMSP only."""
+    assert _suite._features_stay_standardised({"detector": "SemSAD"})
+    assert _suite._features_stay_standardised({"detector": "DUM(backbone='efficientnet_lite0')"})
+    assert not _suite._features_stay_standardised(
+        {"detector": "SemSAD(backbone='efficientnet_lite0')"})
+    suite = next(s for s in leaderboard.SUITES if s.name == "p-cifar10")
+    row = next(r for r in _suite_rows("p-cifar10") if r["detector"].startswith("DUM("))
+    assert leaderboard.current_status(suite, row) == ""
 
 
 def test_dum_equivalence_needs_more_images_than_dimensions():
